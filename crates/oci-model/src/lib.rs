@@ -1,0 +1,143 @@
+//! Types of the OCI image world, with no network in sight: image
+//! [`Reference`]s with Docker Hub defaults, typed [`Digest`]s, media types
+//! of OCI and Docker schema 2, [`Manifest`]s read safely from untrusted
+//! bytes, [`Platform`] selection in indexes, and the OCI image [`Layout`]
+//! on disk.
+//!
+//! The [`oci_spec`] crate is re-exported so callers build configs and
+//! manifests with the same types this crate parses.
+//!
+//! ```
+//! use oci_model::{Digest, Reference};
+//! let r: Reference = "127.0.0.1:5000/functions/hello:v1".parse()?;
+//! let pinned = r.with_digest(Digest::of(b"manifest bytes"));
+//! assert!(pinned.to_string().starts_with("127.0.0.1:5000/functions/hello:v1@sha256:"));
+//! # Ok::<(), oci_model::Error>(())
+//! ```
+
+mod digest;
+mod layout;
+mod manifest;
+pub mod media_type;
+mod reference;
+
+use std::path::PathBuf;
+
+pub use digest::{Digest, Digester};
+pub use layout::{BlobWriter, Layout, REF_NAME};
+pub use manifest::{Body, Descriptor, MAX_MANIFEST_BYTES, Manifest, Platform};
+pub use oci_spec;
+pub use reference::{DOCKER_HUB, DOCKER_HUB_API_HOST, Reference};
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A digest that is not `algorithm:hex`.
+    #[error("invalid digest `{digest}`: {reason}")]
+    InvalidDigest {
+        /// The text given.
+        digest: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A digest algorithm other than sha256.
+    #[error("unsupported digest algorithm `{algorithm}` (only sha256 is supported)")]
+    UnsupportedDigestAlgorithm {
+        /// The algorithm named.
+        algorithm: String,
+    },
+    /// A reference that does not follow the grammar.
+    #[error("invalid reference `{reference}`: {reason}")]
+    InvalidReference {
+        /// The text given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A platform that is not `os/arch[/variant]`.
+    #[error("invalid platform `{platform}`: expected os/arch[/variant], e.g. linux/amd64")]
+    InvalidPlatform {
+        /// The text given.
+        platform: String,
+    },
+    /// A manifest over [`MAX_MANIFEST_BYTES`].
+    #[error("manifest of {size} bytes is larger than the {limit}-byte limit")]
+    ManifestTooLarge {
+        /// Its size (or the size announced).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A manifest that does not parse.
+    #[error("malformed manifest: {reason}")]
+    MalformedManifest {
+        /// The parser's message.
+        reason: String,
+    },
+    /// A manifest media type hoist does not read.
+    #[error("unsupported media type `{media_type}` for a manifest")]
+    UnsupportedMediaType {
+        /// The media type.
+        media_type: String,
+    },
+    /// Platform selection asked of an image manifest.
+    #[error("the manifest is not an index, so it has no platforms to choose from")]
+    NotAnIndex,
+    /// No index entry for the platform.
+    #[error("no image for platform {platform} in the index (it has: {available})")]
+    PlatformNotFound {
+        /// The platform asked for.
+        platform: String,
+        /// The platforms listed.
+        available: String,
+    },
+    /// Content whose digest is not the one expected.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was asked for.
+        expected: Digest,
+        /// What the bytes hash to.
+        actual: Digest,
+    },
+    /// A directory that is not a readable OCI layout.
+    #[error("{path}: not an OCI image layout: {reason}")]
+    NotALayout {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tag missing from a layout's index.
+    #[error("{path}: no manifest tagged `{tag}` in index.json")]
+    TagNotFound {
+        /// The layout directory.
+        path: PathBuf,
+        /// The tag.
+        tag: String,
+    },
+    /// A blob missing from a layout.
+    #[error("{path}: blob {digest} not found")]
+    BlobNotFound {
+        /// Where it should be.
+        path: PathBuf,
+        /// Its digest.
+        digest: Digest,
+    },
+    /// A blob larger than the caller allows.
+    #[error("blob {digest} is {size} bytes, over the {limit}-byte limit")]
+    BlobTooLarge {
+        /// Its digest.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A file system error; the message names the path.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
