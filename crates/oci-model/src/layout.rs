@@ -224,7 +224,7 @@ impl Layout {
     /// same name (or, without a name, one of the same digest).
     pub fn add_manifest(&self, desc: &Descriptor, tag: Option<&str>) -> Result<()> {
         let lock = fs::File::create(self.root.join(".index.lock"))?;
-        lock.lock().map_err(|e| Error::Io(e.into()))?;
+        lock.lock()?;
         let mut index = self.read_index()?;
         let manifests = index
             .as_object_mut()
@@ -419,7 +419,13 @@ mod tests {
         layout.add_manifest(&d2, Some("v1")).unwrap();
         assert_eq!(layout.resolve(Some("v1")).unwrap(), d2);
         assert_eq!(layout.manifests().unwrap().len(), 2);
-        assert!(layout.resolve(None).unwrap_err().to_string().contains("2 manifests"));
+        assert!(
+            layout
+                .resolve(None)
+                .unwrap_err()
+                .to_string()
+                .contains("2 manifests")
+        );
         assert!(matches!(
             layout.resolve(Some("nope")),
             Err(Error::TagNotFound { .. })

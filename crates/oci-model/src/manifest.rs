@@ -32,7 +32,7 @@ pub struct Descriptor {
 
 impl Descriptor {
     fn from_spec(d: &SpecDescriptor) -> Result<Self> {
-        let digest = Digest::parse(&d.digest().to_string())?;
+        let digest = Digest::parse(d.digest().as_ref())?;
         let platform = d.platform().as_ref().map(|p| Platform {
             os: p.os().to_string(),
             architecture: p.architecture().to_string(),
@@ -436,7 +436,9 @@ mod tests {
             ),
         ];
         for (bytes, want) in cases {
-            let err = Manifest::from_bytes(bytes.clone(), None).unwrap_err().to_string();
+            let err = Manifest::from_bytes(bytes.clone(), None)
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains(want),
                 "{:?}: {err}",

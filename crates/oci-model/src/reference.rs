@@ -68,7 +68,9 @@ impl Reference {
         let (registry, repository) = split_registry(name).map_err(bad)?;
         validate_repository(&repository).map_err(bad)?;
         if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
-            return Err(bad(format!("name is longer than {MAX_NAME_LEN} characters")));
+            return Err(bad(format!(
+                "name is longer than {MAX_NAME_LEN} characters"
+            )));
         }
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_owned()),

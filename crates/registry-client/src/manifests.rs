@@ -1,0 +1,280 @@
+//! Manifest and tag operations: GET (size-limited, digest-checked), HEAD,
+//! PUT, DELETE, and the paginated tag list.
+
+use http::{StatusCode, header};
+use oci_model::{Descriptor, Digest, MAX_MANIFEST_BYTES, Manifest, Reference, media_type};
+use serde::Deserialize;
+
+use crate::client::{Access, connection_error, header_str, read_limited, scope};
+use crate::{Client, Error, Result};
+
+impl Client {
+    /// Fetches a manifest or index. The bytes are checked against the
+    /// reference's digest (when it has one) and against the registry's
+    /// `Docker-Content-Digest` header; more than 4 MiB is refused.
+    pub async fn get_manifest(&self, r: &Reference) -> Result<Manifest> {
+        let what = format!("GET manifest {}:{}", r.repository(), r.reference_str());
+        let url = format!("{}/manifests/{}", self.repo_url(r), r.reference_str());
+        let accept = media_type::ACCEPT_MANIFESTS.join(", ");
+        let scope = scope(r.repository(), Access::Pull);
+        let registry = r.api_host().to_owned();
+        self.inner
+            .retry
+            .run(|_| async {
+                let response = self
+                    .send(r, &scope, &what, |h| {
+                        h.get(&url).header(header::ACCEPT, &accept)
+                    })
+                    .await?;
+                if !response.status().is_success() {
+                    return Err(Client::fail(r, &what, response).await);
+                }
+                let model = |source| Error::Model {
+                    registry: registry.clone(),
+                    what: what.clone(),
+                    source,
+                };
+                if let Some(len) = response.content_length()
+                    && len > MAX_MANIFEST_BYTES as u64
+                {
+                    return Err(model(oci_model::Error::ManifestTooLarge {
+                        size: len,
+                        limit: MAX_MANIFEST_BYTES as u64,
+                    }));
+                }
+                let content_type =
+                    header_str(response.headers(), "content-type").map(str::to_owned);
+                let announced =
+                    header_str(response.headers(), "docker-content-digest").map(str::to_owned);
+                let bytes = read_limited(response, MAX_MANIFEST_BYTES + 1)
+                    .await
+                    .map_err(|e| connection_error(&registry, &what, &e))?;
+                if bytes.len() > MAX_MANIFEST_BYTES {
+                    return Err(model(oci_model::Error::ManifestTooLarge {
+                        size: bytes.len() as u64,
+                        limit: MAX_MANIFEST_BYTES as u64,
+                    }));
+                }
+                let actual = Digest::of(&bytes);
+                let expected = match (r.digest(), announced.as_deref()) {
+                    (Some(d), _) => Some(d.clone()),
+                    (None, Some(h)) => Some(Digest::parse(h).map_err(model)?),
+                    (None, None) => None,
+                };
+                if let Some(expected) = expected
+                    && expected != actual
+                {
+                    return Err(Error::DigestMismatch {
+                        registry: registry.clone(),
+                        what: what.clone(),
+                        expected,
+                        actual,
+                    });
+                }
+                Manifest::from_bytes(bytes, content_type.as_deref()).map_err(model)
+            })
+            .await
+    }
+
+    /// Asks whether a manifest exists, without fetching it: `None` when the
+    /// registry does not have it.
+    pub async fn head_manifest(&self, r: &Reference) -> Result<Option<Descriptor>> {
+        let what = format!("HEAD manifest {}:{}", r.repository(), r.reference_str());
+        let url = format!("{}/manifests/{}", self.repo_url(r), r.reference_str());
+        let accept = media_type::ACCEPT_MANIFESTS.join(", ");
+        let scope = scope(r.repository(), Access::Pull);
+        self.inner
+            .retry
+            .run(|_| async {
+                let response = self
+                    .send(r, &scope, &what, |h| {
+                        h.head(&url).header(header::ACCEPT, &accept)
+                    })
+                    .await?;
+                if response.status() == StatusCode::NOT_FOUND {
+                    return Ok(None);
+                }
+                if !response.status().is_success() {
+                    return Err(Client::fail(r, &what, response).await);
+                }
+                let headers = response.headers();
+                let Some(digest) = header_str(headers, "docker-content-digest") else {
+                    // Without the header we cannot tell what is there; the
+                    // caller falls back to a GET.
+                    return Ok(None);
+                };
+                let digest = Digest::parse(digest).map_err(|source| Error::Model {
+                    registry: r.api_host().to_owned(),
+                    what: what.clone(),
+                    source,
+                })?;
+                if let Some(want) = r.digest()
+                    && want != &digest
+                {
+                    return Ok(None);
+                }
+                Ok(Some(Descriptor {
+                    media_type: header_str(headers, "content-type")
+                        .map(|t| media_type::base(t).to_owned())
+                        .unwrap_or_default(),
+                    digest,
+                    size: response.content_length().unwrap_or(0),
+                    platform: None,
+                }))
+            })
+            .await
+    }
+
+    /// Uploads a manifest under `r`'s tag (or, without a tag, its digest).
+    /// Every blob and child manifest it references must already be there.
+    pub async fn put_manifest(&self, r: &Reference, manifest: &Manifest) -> Result<()> {
+        let target = match r.tag() {
+            Some(t) => t.to_owned(),
+            None => manifest.digest().to_string(),
+        };
+        let what = format!("PUT manifest {}:{target}", r.repository());
+        let url = format!("{}/manifests/{target}", self.repo_url(r));
+        let scope = scope(r.repository(), Access::Push);
+        self.inner
+            .retry
+            .run(|_| async {
+                let response = self
+                    .send(r, &scope, &what, |h| {
+                        h.put(&url)
+                            .header(header::CONTENT_TYPE, manifest.media_type())
+                            .body(manifest.bytes().to_vec())
+                    })
+                    .await?;
+                if !response.status().is_success() {
+                    return Err(Client::fail(r, &what, response).await);
+                }
+                if let Some(d) = header_str(response.headers(), "docker-content-digest")
+                    && d != manifest.digest().as_str()
+                {
+                    return Err(Error::Protocol {
+                        registry: r.api_host().to_owned(),
+                        what: what.clone(),
+                        reason: format!(
+                            "the registry stored the manifest as {d}, not {}",
+                            manifest.digest()
+                        ),
+                    });
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Deletes a manifest. A tag is first resolved to its digest, since
+    /// registries delete manifests by digest.
+    pub async fn delete_manifest(&self, r: &Reference) -> Result<Digest> {
+        let digest = match r.digest() {
+            Some(d) => d.clone(),
+            None => match self.head_manifest(r).await? {
+                Some(d) => d.digest,
+                None => self.get_manifest(r).await?.digest().clone(),
+            },
+        };
+        let what = format!("DELETE manifest {}@{digest}", r.repository());
+        let url = format!("{}/manifests/{digest}", self.repo_url(r));
+        let scope = scope(r.repository(), Access::Delete);
+        self.inner
+            .retry
+            .run(|_| async {
+                let response = self.send(r, &scope, &what, |h| h.delete(&url)).await?;
+                if !response.status().is_success() {
+                    return Err(Client::fail(r, &what, response).await);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(digest)
+    }
+
+    /// Lists a repository's tags, following `Link` pagination.
+    pub async fn list_tags(&self, r: &Reference) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        // Bounds a hostile registry that links back to itself forever.
+        const MAX_PAGES: usize = 10_000;
+        const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+        let what = format!("GET tags {}", r.repository());
+        let scope = scope(r.repository(), Access::Pull);
+        let host = r.api_host();
+        let base = format!("{}://{host}", self.scheme(host));
+        let mut next = Some(format!("{}/tags/list?n=1000", self.repo_url(r)));
+        let mut tags = Vec::new();
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(Error::Protocol {
+                    registry: host.to_owned(),
+                    what,
+                    reason: format!("more than {MAX_PAGES} pages of tags"),
+                });
+            }
+            let response = self
+                .inner
+                .retry
+                .run(|_| async {
+                    let response = self.send(r, &scope, &what, |h| h.get(&url)).await?;
+                    if !response.status().is_success() {
+                        return Err(Client::fail(r, &what, response).await);
+                    }
+                    Ok(response)
+                })
+                .await?;
+            next = header_str(response.headers(), "link")
+                .and_then(parse_next_link)
+                .map(|l| {
+                    if l.starts_with('/') {
+                        format!("{base}{l}")
+                    } else {
+                        l
+                    }
+                });
+            let body = read_limited(response, MAX_PAGE_BYTES)
+                .await
+                .map_err(|e| connection_error(host, &what, &e))?;
+            let page: TagList = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+                registry: host.to_owned(),
+                what: what.clone(),
+                reason: format!("tag list is not valid JSON: {e}"),
+            })?;
+            tags.extend(page.tags.unwrap_or_default());
+        }
+        Ok(tags)
+    }
+}
+
+/// `<url>; rel="next"` → url.
+fn parse_next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_link_headers() {
+        assert_eq!(
+            parse_next_link(r#"</v2/a/tags/list?last=x&n=2>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=x&n=2")
+        );
+        assert_eq!(parse_next_link(r#"</x>; rel="prev""#), None);
+        assert_eq!(parse_next_link("garbage"), None);
+    }
+}
