@@ -1,1 +1,246 @@
-fn main() {}
+//! `hoist`: the command-line face of the hoist crates — copy, inspect,
+//! digest, list tags and delete, against registries and OCI layouts.
+
+// A command-line tool prints its results.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod progress;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use oci_model::{Platform, Reference};
+use oci_push::{Copier, Endpoint};
+use registry_client::{Client, CredentialStore};
+
+/// Daemonless OCI toolkit: copy and inspect images in registries and OCI
+/// layout directories.
+#[derive(Parser)]
+#[command(name = "hoist", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Use plain HTTP: for every registry (`--plain-http`) or for one host
+    /// (`--plain-http=HOST[:PORT]`, repeatable). Loopback hosts always use
+    /// plain HTTP.
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "*", value_name = "HOST")]
+    plain_http: Vec<String>,
+    /// Docker config.json to read credentials from (default:
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json).
+    #[arg(long, global = true, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    /// How many blobs to move at once.
+    #[arg(
+        short = 'j',
+        long,
+        global = true,
+        default_value_t = 8,
+        value_name = "N"
+    )]
+    jobs: usize,
+    /// Upload blobs in chunks of this many bytes instead of one request.
+    #[arg(long, global = true, value_name = "BYTES")]
+    chunk_size: Option<u64>,
+    /// Timeout for connecting and for any stalled read, in seconds.
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
+    timeout: u64,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Log requests and retries to stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Copy an image: SRC and DST are references or oci:DIR[:TAG].
+    Copy {
+        /// Source image.
+        src: Endpoint,
+        /// Destination.
+        dst: Endpoint,
+        /// Copy only this platform out of an index (default: the whole index).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<Platform>,
+    },
+    /// Print an image's manifest (or, with --config, its config).
+    Inspect {
+        /// Image reference or oci:DIR[:TAG].
+        image: Endpoint,
+        /// Print the config instead of the manifest.
+        #[arg(long)]
+        config: bool,
+        /// Resolve an index to this platform (for --config default linux/amd64).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<Platform>,
+    },
+    /// Print an image's manifest digest.
+    Digest {
+        /// Image reference or oci:DIR[:TAG].
+        image: Endpoint,
+        /// Resolve an index to this platform's manifest.
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<Platform>,
+    },
+    /// List a repository's tags.
+    Tags {
+        /// Repository, e.g. registry.example/team/app.
+        repository: String,
+    },
+    /// Delete a manifest (a tag is resolved to its digest first).
+    Delete {
+        /// Image reference.
+        image: Reference,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.global.verbose {
+        tracing_subscriber::fmt()
+            .with_env_filter("hoist=debug,registry_client=debug,oci_push=debug")
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hoist: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain joined with ": ".
+            eprintln!("hoist: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(g: &Global) -> Result<Client> {
+    let credentials = CredentialStore::from_docker_config(g.authfile.as_deref())?;
+    let mut builder = Client::builder()
+        .credentials(credentials)
+        .chunk_size(g.chunk_size)
+        .connect_timeout(Duration::from_secs(g.timeout))
+        .read_timeout(Duration::from_secs(g.timeout));
+    for host in &g.plain_http {
+        builder = if host == "*" {
+            builder.plain_http_all(true)
+        } else {
+            builder.plain_http_host(host)
+        };
+    }
+    Ok(builder.build()?)
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    let client = client(g)?;
+    match cli.command {
+        Command::Copy { src, dst, platform } => {
+            let show_progress = !g.quiet && !g.json && std::io::stderr().is_terminal();
+            let mut copier = Copier::new(client).jobs(g.jobs).platform(platform);
+            let bar = show_progress.then(progress::Bar::new);
+            if let Some(bar) = &bar {
+                copier = copier.progress(bar.sink());
+            }
+            let report = copier
+                .copy(&src, &dst)
+                .await
+                .with_context(|| format!("copy {src} to {dst}"))?;
+            if let Some(bar) = bar {
+                bar.finish();
+            }
+            let digest = report.digest.clone().expect("a finished copy has a digest");
+            if g.json {
+                let value = serde_json::json!({
+                    "source": src.to_string(),
+                    "destination": dst.to_string(),
+                    "report": report,
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else if !g.quiet {
+                match &dst {
+                    Endpoint::Registry(r) => println!("{}@{digest}", r.name()),
+                    Endpoint::Layout { .. } => println!("{dst}@{digest}"),
+                }
+            }
+        }
+        Command::Inspect {
+            image,
+            config,
+            platform,
+        } => {
+            let bytes = if config {
+                oci_push::config(&client, &image, platform.as_ref()).await
+            } else {
+                oci_push::manifest(&client, &image, platform.as_ref())
+                    .await
+                    .map(|m| m.bytes().to_vec())
+            }
+            .with_context(|| format!("inspect {image}"))?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).context("the document is not JSON")?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        Command::Digest { image, platform } => {
+            let m = oci_push::manifest(&client, &image, platform.as_ref())
+                .await
+                .with_context(|| format!("digest {image}"))?;
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "digest": m.digest(), "mediaType": m.media_type(), "size": m.bytes().len() })
+                );
+            } else {
+                println!("{}", m.digest());
+            }
+        }
+        Command::Tags { repository } => {
+            let r = Reference::parse(&repository)?;
+            let tags = client
+                .list_tags(&r)
+                .await
+                .with_context(|| format!("tags {}", r.name()))?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&tags)?);
+            } else {
+                for t in tags {
+                    println!("{t}");
+                }
+            }
+        }
+        Command::Delete { image } => {
+            let digest = client
+                .delete_manifest(&image)
+                .await
+                .with_context(|| format!("delete {image}"))?;
+            if g.json {
+                println!("{}", serde_json::json!({ "deleted": digest }));
+            } else if !g.quiet {
+                println!("deleted {}@{digest}", image.name());
+            }
+        }
+    }
+    Ok(())
+}

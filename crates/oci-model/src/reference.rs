@@ -322,8 +322,9 @@ mod tests {
     #[test]
     fn parses_valid_references() {
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let cases: &[(&str, &str, &str, Option<&str>, bool, &str)] = &[
-            // input, registry, repository, tag, has digest, display
+        // input, registry, repository, tag, has digest, display
+        type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, bool, &'a str);
+        let cases: &[Case] = &[
             (
                 "alpine",
                 "docker.io",

@@ -1,1 +1,126 @@
-//! placeholder
+//! Copying images: registry → registry, registry ↔ OCI layout directory,
+//! layout → layout, the way `crane copy` and `skopeo copy` do, daemonless.
+//!
+//! A copy reads the source manifest, returns at once when the destination
+//! already has it under the wanted name, and otherwise moves every blob the
+//! destination lacks — at most `jobs` at a time, streamed, so memory stays
+//! flat whatever the layer size — mounting across repositories when source
+//! and destination share a registry. Manifests are written after their
+//! content, children before indexes, their bytes unchanged so digests never
+//! move. Every byte is verified against its digest on the way; a layout
+//! blob is renamed into place only once verified.
+//!
+//! Cancel safety: dropping a copy's future stops its transfers; a layout
+//! keeps no partial blob, and a registry keeps only blobs that were
+//! complete and verified (never a manifest whose content is missing).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), oci_push::Error> {
+//! use std::sync::Arc;
+//! use oci_push::{Copier, Endpoint, Event};
+//! let client = registry_client::Client::builder().build()?;
+//! let copier = Copier::new(client)
+//!     .jobs(4)
+//!     .progress(Arc::new(|e: Event| if let Event::BlobDone { digest, .. } = e { eprintln!("{digest}") }));
+//! let report = copier
+//!     .copy(&"127.0.0.1:5000/app:v1".parse()?, &"127.0.0.1:5001/mirror/app:v1".parse()?)
+//!     .await?;
+//! assert!(report.digest.is_some());
+//! # Ok(()) }
+//! ```
+
+mod copy;
+mod endpoint;
+mod inspect;
+mod source;
+
+use oci_model::Digest;
+
+pub use copy::{BlobHow, Copier, CopyReport, Progress};
+pub use endpoint::Endpoint;
+pub use inspect::{config, manifest};
+
+/// Progress of a copy.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A blob is being looked at (and copied if missing).
+    BlobStarted {
+        /// Its digest.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+    },
+    /// Some bytes of a blob went through.
+    BlobProgress {
+        /// Its digest.
+        digest: Digest,
+        /// How many bytes, since the last event for it.
+        bytes: u64,
+    },
+    /// A blob is at the destination.
+    BlobDone {
+        /// Its digest.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// How it got there.
+        how: BlobHow,
+    },
+    /// A manifest was written.
+    ManifestWritten {
+        /// Its digest.
+        digest: Digest,
+    },
+}
+
+/// Everything that can go wrong in a copy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A registry request failed.
+    #[error(transparent)]
+    Registry(#[from] registry_client::Error),
+    /// A reference, manifest or layout problem.
+    #[error(transparent)]
+    Model(#[from] oci_model::Error),
+    /// A source or destination that does not parse.
+    #[error("invalid image location `{input}`: {reason}")]
+    InvalidEndpoint {
+        /// The text given.
+        input: String,
+        /// Why.
+        reason: String,
+    },
+    /// An index entry whose media type is not the manifest's own.
+    #[error("index entry {digest} says `{declared}` but the manifest is `{actual}`")]
+    MediaTypeMismatch {
+        /// The child manifest.
+        digest: Digest,
+        /// What the index says.
+        declared: String,
+        /// What the manifest is.
+        actual: String,
+    },
+    /// Local file I/O.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether to retry, try another registry, or give up.
+    pub fn action(&self) -> registry_client::Action {
+        use registry_client::Action;
+        match self {
+            Self::Registry(e) => e.action(),
+            Self::Model(oci_model::Error::DigestMismatch { .. }) => Action::Retry,
+            Self::Model(_) | Self::InvalidEndpoint { .. } | Self::MediaTypeMismatch { .. } => {
+                Action::GiveUp
+            }
+            Self::Io(_) => Action::GiveUp,
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

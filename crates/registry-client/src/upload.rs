@@ -15,12 +15,11 @@ use crate::blobs::ByteStream;
 use crate::client::{Access, connection_error, header_str, scope};
 use crate::{Action, Client, Error, Result};
 
-/// Something that can produce a blob's bytes, from any offset, as often as
-/// a retry needs. Implemented by registries, layout directories, caches.
+/// Something that can produce a blob's bytes as often as a retry needs. Implemented by registries, layout directories, caches.
 pub trait BlobSource: Send + Sync {
-    /// Opens the blob from `offset`. The stream should be verified (see
+    /// Opens the blob from its start. The stream should be verified (see
     /// [`crate::VerifiedStream`]) so that bad bytes end it with an error.
-    fn open(&self, offset: u64) -> Pin<Box<dyn Future<Output = Result<ByteStream>> + Send + '_>>;
+    fn open(&self) -> Pin<Box<dyn Future<Output = Result<ByteStream>> + Send + '_>>;
 }
 
 /// How a blob got into the destination.
@@ -155,7 +154,7 @@ impl Client {
     ) -> Result<()> {
         let what = format!("PUT blob {}@{}", r.repository(), desc.digest);
         let url = Self::with_digest(location, desc)?;
-        let stream = source.open(0).await?;
+        let stream = source.open().await?;
         // A source error ends the request body; keep the error itself to
         // report instead of the transport's "body error".
         let failure: Arc<Mutex<Option<Error>>> = Arc::default();
@@ -195,7 +194,7 @@ impl Client {
         chunk_size: u64,
     ) -> Result<()> {
         let what = format!("PATCH blob {}@{}", r.repository(), desc.digest);
-        let mut stream = source.open(0).await?;
+        let mut stream = source.open().await?;
         let mut offset = 0u64;
         loop {
             let chunk = read_chunk(&mut stream, chunk_size).await?;
