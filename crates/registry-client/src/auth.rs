@@ -3,7 +3,7 @@
 //! expire.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -89,6 +89,8 @@ fn parse_params(s: &str) -> Vec<(String, String)> {
     }
 }
 
+type TokenSlot = Arc<tokio::sync::Mutex<Option<Token>>>;
+
 #[derive(Clone)]
 struct Token {
     value: String,
@@ -99,7 +101,9 @@ struct Token {
 pub(crate) struct Authenticator {
     credentials: CredentialStore,
     challenges: Mutex<HashMap<String, Challenge>>,
-    tokens: Mutex<HashMap<(String, String), Token>>,
+    // One slot per (registry, scope), locked while a token is fetched so
+    // that parallel uploads wait for one token instead of each asking.
+    tokens: Mutex<HashMap<(String, String), TokenSlot>>,
     resolved: tokio::sync::Mutex<HashMap<String, Option<Credentials>>>,
 }
 
@@ -141,10 +145,17 @@ impl Authenticator {
 
     /// Forgets a token the registry refused.
     pub(crate) fn forget(&self, registry: &str, scope: &str) {
-        self.tokens
+        let slot = self
+            .tokens
             .lock()
             .expect("auth lock")
-            .remove(&(registry.to_owned(), scope.to_owned()));
+            .get(&(registry.to_owned(), scope.to_owned()))
+            .cloned();
+        if let Some(slot) = slot
+            && let Ok(mut token) = slot.try_lock()
+        {
+            *token = None;
+        }
     }
 
     /// The `Authorization` header value for a request, if the registry is
@@ -170,16 +181,24 @@ impl Authenticator {
                 .and_then(|c| basic_header(&c))),
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let key = (registry.to_owned(), scope.to_owned());
-                if let Some(t) = self.tokens.lock().expect("auth lock").get(&key)
+                let slot = self
+                    .tokens
+                    .lock()
+                    .expect("auth lock")
+                    .entry(key)
+                    .or_default()
+                    .clone();
+                let mut token = slot.lock().await;
+                if let Some(t) = token.as_ref()
                     && Instant::now() < t.refresh_at
                 {
                     return Ok(Some(format!("Bearer {}", t.value)));
                 }
-                let token = self
+                let fresh = self
                     .fetch_token(http, registry, cred_key, &realm, service.as_deref(), scope)
                     .await?;
-                let header = format!("Bearer {}", token.value);
-                self.tokens.lock().expect("auth lock").insert(key, token);
+                let header = format!("Bearer {}", fresh.value);
+                *token = Some(fresh);
                 Ok(Some(header))
             }
         }
@@ -272,7 +291,9 @@ impl Authenticator {
             .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
         Ok(Token {
             value,
-            refresh_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
+            // Short-lived tokens keep half their life, long ones lose the
+            // margin.
+            refresh_at: Instant::now() + lifetime - EXPIRY_MARGIN.min(lifetime / 2),
         })
     }
 }

@@ -289,10 +289,13 @@ impl Client {
         if response.status() != StatusCode::NO_CONTENT && !response.status().is_success() {
             return Err(Client::fail(r, &what, response).await);
         }
+        // distribution writes "0-0" for an empty session (and for one
+        // byte): read it as empty; resending one byte too many is refused
+        // and the upload starts over, never corrupt.
         let have = header_str(response.headers(), "range")
             .and_then(|range| range.rsplit_once('-'))
             .and_then(|(_, last)| last.trim().parse::<u64>().ok())
-            .map_or(0, |last| last + 1);
+            .map_or(0, |last| if last == 0 { 0 } else { last + 1 });
         let next = self
             .location(r, &what, &response)
             .unwrap_or_else(|_| location.to_owned());
