@@ -107,12 +107,25 @@ impl Layout {
 
     /// Starts writing a blob; see [`BlobWriter`].
     pub fn blob_writer(&self) -> Result<BlobWriter> {
+        self.writer(Some(Digester::new()))
+    }
+
+    /// Starts writing a blob of bytes the caller verifies itself (for
+    /// example through a verifying stream), sparing a second hash of every
+    /// byte; [`BlobWriter::commit`] then needs the expected digest and takes
+    /// the caller's word for it.
+    pub fn verified_blob_writer(&self) -> Result<BlobWriter> {
+        self.writer(None)
+    }
+
+    fn writer(&self, digester: Option<Digester>) -> Result<BlobWriter> {
         let dir = self.root.join("blobs").join("sha256");
         let tmp = tempfile_in(&dir)?;
         Ok(BlobWriter {
             dir,
             tmp: Some(tmp),
-            digester: Digester::new(),
+            digester,
+            written: 0,
         })
     }
 
@@ -309,20 +322,32 @@ fn tempfile_in(dir: &Path) -> Result<(fs::File, PathBuf)> {
 pub struct BlobWriter {
     dir: PathBuf,
     tmp: Option<(fs::File, PathBuf)>,
-    digester: Digester,
+    digester: Option<Digester>,
+    written: u64,
 }
 
 impl BlobWriter {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.digester.bytes()
+        self.written
     }
 
     /// Finishes the blob. With `expected`, a different digest is an error
-    /// and nothing is kept.
+    /// and nothing is kept. A writer from [`Layout::verified_blob_writer`]
+    /// must be given `expected`.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<Digest> {
         let (file, tmp) = self.tmp.take().expect("commit runs once");
-        let actual = std::mem::take(&mut self.digester).finish();
+        let actual = match (self.digester.take(), expected) {
+            (Some(d), _) => d.finish(),
+            (None, Some(e)) => e.clone(),
+            (None, None) => {
+                drop(file);
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::Io(std::io::Error::other(
+                    "a blob written unhashed needs its expected digest",
+                )));
+            }
+        };
         if let Some(expected) = expected
             && expected != &actual
         {
@@ -349,7 +374,10 @@ impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let (file, _) = self.tmp.as_mut().expect("not committed");
         let n = file.write(buf)?;
-        self.digester.update(&buf[..n]);
+        if let Some(d) = &mut self.digester {
+            d.update(&buf[..n]);
+        }
+        self.written += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -382,6 +410,26 @@ mod tests {
             .unwrap()
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn verified_writer_needs_the_expected_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path()).unwrap();
+        let mut w = layout.verified_blob_writer().unwrap();
+        w.write_all(b"checked elsewhere").unwrap();
+        assert!(w.commit(None).is_err());
+        let mut w = layout.verified_blob_writer().unwrap();
+        w.write_all(b"checked elsewhere").unwrap();
+        let d = Digest::of(b"checked elsewhere");
+        assert_eq!(w.commit(Some(&d)).unwrap(), d);
+        assert_eq!(layout.read_blob(&d, 100).unwrap(), b"checked elsewhere");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// A typed content descriptor: what a manifest says about a blob or a
 /// child manifest.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     /// The media type of the content.
     pub media_type: String,
@@ -27,6 +28,7 @@ pub struct Descriptor {
     /// The content size in bytes.
     pub size: u64,
     /// For an index entry, the platform it is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
 }
 
@@ -57,13 +59,14 @@ impl Descriptor {
 /// assert_eq!(Platform::default().to_string(), "linux/amd64");
 /// # Ok::<(), oci_model::Error>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Platform {
     /// `linux`, `windows`, …
     pub os: String,
     /// `amd64`, `arm64`, …
     pub architecture: String,
     /// `v7`, `v8`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 

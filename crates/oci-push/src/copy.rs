@@ -319,7 +319,8 @@ impl Run {
     /// resumed with `Range` from the last verified byte; bad content starts
     /// over; nothing unverified is ever renamed into place.
     async fn download(&self, layout: &Layout, desc: &Descriptor) -> Result<()> {
-        let mut writer = layout.blob_writer()?;
+        // The source stream verifies every byte; hashing again is waste.
+        let mut writer = layout.verified_blob_writer()?;
         let mut from = Checkpoint::default();
         let mut attempt = 1;
         loop {
@@ -339,7 +340,7 @@ impl Run {
                         Error::Registry(registry_client::Error::DigestMismatch { .. })
                     ) {
                         // The bad byte may be anywhere: start from zero.
-                        writer = layout.blob_writer()?;
+                        writer = layout.verified_blob_writer()?;
                         from = Checkpoint::default();
                     }
                 }
