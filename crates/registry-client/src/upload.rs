@@ -57,7 +57,16 @@ impl Client {
             .retry
             .clone()
             .run(|_| async {
-                match self.start_upload(r, desc, mount_from, &scope).await? {
+                let started = match self.start_upload(r, desc, mount_from, &scope).await {
+                    // Any refusal of a mount (no pull right on the source
+                    // repository, mounts disabled) falls back to an upload.
+                    Err(e) if mount_from.is_some() && e.action() != Action::Retry => {
+                        tracing::debug!(error = %e, "mount refused, uploading");
+                        self.start_upload(r, desc, None, &scope).await?
+                    }
+                    other => other?,
+                };
+                match started {
                     Start::Mounted => Ok(PushOutcome::Mounted),
                     Start::Session(location) => {
                         match self.inner.chunk_size {
