@@ -198,3 +198,21 @@ async fn unreachable_registry_is_named() {
     assert!(err.contains(&format!("127.0.0.1:{proxy_port}")), "{err}");
     assert!(err.contains("gone/app"), "{err}");
 }
+
+#[tokio::test]
+async fn refused_mount_falls_back_to_upload() {
+    let (_reg, proxy, image) = source().await;
+    proxy.add(Rule::new("mount=", Fault::Status(403)).method(Method::POST));
+    let client = fast_client();
+    let report = copy(
+        &client,
+        &format!("{}/src/app:v1", proxy.host()),
+        &format!("{}/other/app:v1", proxy.host()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.digest.as_ref(), Some(&image.manifest_digest));
+    assert_eq!(report.blobs_mounted, 0, "{report:?}");
+    assert_eq!(report.blobs_copied, 3, "{report:?}");
+    assert_eq!(proxy.count("POST", "mount="), 3);
+}

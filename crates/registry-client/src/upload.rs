@@ -59,8 +59,9 @@ impl Client {
             .run(|_| async {
                 let started = match self.start_upload(r, desc, mount_from, &scope).await {
                     // Any refusal of a mount (no pull right on the source
-                    // repository, mounts disabled) falls back to an upload.
-                    Err(e) if mount_from.is_some() && e.action() != Action::Retry => {
+                    // repository, mounts disabled, a failing mount path)
+                    // falls back to a plain upload.
+                    Err(e) if mount_from.is_some() => {
                         tracing::debug!(error = %e, "mount refused, uploading");
                         self.start_upload(r, desc, None, &scope).await?
                     }
