@@ -11,11 +11,13 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use oci_model::media_type::ManifestKind;
 use oci_model::{Descriptor, Digest, Layout, MAX_MANIFEST_BYTES, Manifest, Platform, Reference};
-use registry_client::{Action, BlobSource, ByteStream, Checkpoint, Client, PushOutcome};
+use registry_client::{
+    Action, BlobSource, ByteStream, Checkpoint, CheckpointHandle, Client, PushOutcome,
+};
 use tokio::sync::Semaphore;
 
 use crate::endpoint::Endpoint;
-use crate::source::{LayoutBlob, RegistryBlob};
+use crate::source::{LayoutBlob, RegistryBlob, with_progress};
 use crate::{Error, Event, Result};
 
 /// How a blob reached the destination.
@@ -335,11 +337,15 @@ impl Run {
                     };
                     tokio::time::sleep(wait).await;
                     attempt += 1;
-                    if matches!(
-                        &e,
-                        Error::Registry(registry_client::Error::DigestMismatch { .. })
-                    ) {
-                        // The bad byte may be anywhere: start from zero.
+                    // Resuming needs the writer to hold exactly the verified
+                    // prefix; after a digest mismatch the bad byte may be
+                    // anywhere. Otherwise start from zero.
+                    if writer.written() != from.offset
+                        || matches!(
+                            &e,
+                            Error::Registry(registry_client::Error::DigestMismatch { .. })
+                        )
+                    {
                         writer = layout.verified_blob_writer()?;
                         from = Checkpoint::default();
                     }
@@ -357,41 +363,29 @@ impl Run {
         writer: &mut oci_model::BlobWriter,
         from: &mut Checkpoint,
     ) -> Result<()> {
-        let mut stream: ByteStream = match &self.src {
+        let (mut stream, handle): (ByteStream, Option<CheckpointHandle>) = match &self.src {
             Src::Registry(client, r) => {
                 let s = client.get_blob(r, desc, from.clone()).await?;
                 let handle = s.checkpoint_handle();
-                let progress = self.progress.clone();
-                let digest = desc.digest.clone();
-                let mut stream = s;
-                // Write as we go, and remember how far the verified bytes
-                // reached in case the connection breaks.
-                while let Some(chunk) = stream.next().await {
-                    match chunk {
-                        Ok(bytes) => {
-                            writer.write_all(&bytes)?;
-                            if let Some(p) = &progress {
-                                p(Event::BlobProgress {
-                                    digest: digest.clone(),
-                                    bytes: bytes.len() as u64,
-                                });
-                            }
-                        }
-                        Err(e) => {
-                            *from = handle.get();
-                            return Err(e.into());
-                        }
-                    }
-                }
-                return Ok(());
+                (
+                    with_progress(Box::pin(s), desc, self.progress.clone()),
+                    Some(handle),
+                )
             }
-            Src::Layout(..) => {
-                let source = self.blob_source(desc);
-                source.open().await?
-            }
+            Src::Layout(..) => (self.blob_source(desc).open().await?, None),
         };
         while let Some(chunk) = stream.next().await {
-            writer.write_all(&chunk?)?;
+            match chunk {
+                Ok(bytes) => writer.write_all(&bytes)?,
+                Err(e) => {
+                    // Remember how far the verified bytes reached, so a
+                    // registry download resumes there.
+                    if let Some(h) = handle {
+                        *from = h.get();
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         Ok(())
     }

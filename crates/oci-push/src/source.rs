@@ -78,7 +78,11 @@ impl BlobSource for LayoutBlob<'_> {
     }
 }
 
-fn with_progress(stream: ByteStream, desc: &Descriptor, progress: Option<Progress>) -> ByteStream {
+pub(crate) fn with_progress(
+    stream: ByteStream,
+    desc: &Descriptor,
+    progress: Option<Progress>,
+) -> ByteStream {
     let Some(progress) = progress else {
         return stream;
     };

@@ -207,7 +207,6 @@ impl Client {
     ) -> Result<reqwest::Response> {
         let registry = r.api_host();
         let cred_key = r.registry();
-        let mut sent_auth = None;
         for round in 0..2 {
             let auth = self
                 .inner
@@ -236,11 +235,10 @@ impl Client {
             let Some(challenge) = challenge else {
                 return Ok(response);
             };
-            if auth.is_some() && sent_auth.is_none() {
+            if auth.is_some() {
                 // The header we sent was refused: a stale token.
                 self.inner.auth.forget(registry, scope);
             }
-            sent_auth = auth;
             self.inner.auth.learn(registry, challenge);
         }
         unreachable!("the loop returns on its second round")
