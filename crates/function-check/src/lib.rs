@@ -1,0 +1,1 @@
+//! Validation of Python function sources and requirements before a build

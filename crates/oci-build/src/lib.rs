@@ -1,0 +1,1 @@
+//! Builds Python function images as reproducible OCI layers on a base image

@@ -1,0 +1,1 @@
+//! Runs commands from unpacked images in libcontainer sandboxes
