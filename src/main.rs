@@ -51,9 +51,9 @@ struct Global {
     /// Upload blobs in chunks of this many bytes instead of one request.
     #[arg(long, global = true, value_name = "BYTES")]
     chunk_size: Option<u64>,
-    /// Timeout for connecting and for any stalled read, in seconds.
+    /// Registry timeout for connecting and for any stalled read, in seconds.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
-    timeout: u64,
+    registry_timeout: u64,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -141,8 +141,8 @@ fn client(g: &Global) -> Result<Client> {
     let mut builder = Client::builder()
         .credentials(credentials)
         .chunk_size(g.chunk_size)
-        .connect_timeout(Duration::from_secs(g.timeout))
-        .read_timeout(Duration::from_secs(g.timeout));
+        .connect_timeout(Duration::from_secs(g.registry_timeout))
+        .read_timeout(Duration::from_secs(g.registry_timeout));
     for host in &g.plain_http {
         builder = if host == "*" {
             builder.plain_http_all(true)

@@ -191,7 +191,7 @@ async fn unreachable_registry_is_named() {
     };
     let err = hoist_err(&[
         "digest",
-        "--timeout",
+        "--registry-timeout",
         "2",
         &format!("127.0.0.1:{proxy_port}/gone/app:v1"),
     ]);

@@ -74,6 +74,13 @@ pub struct Copier {
     jobs: usize,
     platform: Option<Platform>,
     progress: Option<Progress>,
+    mount_hint: Option<Arc<MountHint>>,
+}
+
+/// A repository known to hold some of the blobs, tried as a mount source.
+struct MountHint {
+    repository: Reference,
+    blobs: HashSet<Digest>,
 }
 
 /// State shared by the tasks of one copy.
@@ -86,6 +93,7 @@ struct Run {
     report: Mutex<CopyReport>,
     progress: Option<Progress>,
     retry: registry_client::RetryPolicy,
+    mount_hint: Option<Arc<MountHint>>,
 }
 
 pub(crate) enum Src {
@@ -106,6 +114,7 @@ impl Copier {
             jobs: 8,
             platform: None,
             progress: None,
+            mount_hint: None,
         }
     }
 
@@ -128,6 +137,21 @@ impl Copier {
         self
     }
 
+    /// Names a repository that already holds `blobs` — say, the base image
+    /// of a build. When it is on the destination's registry, those blobs
+    /// are mounted from it instead of uploaded from the source.
+    pub fn mount_from(
+        mut self,
+        repository: Reference,
+        blobs: impl IntoIterator<Item = Digest>,
+    ) -> Self {
+        self.mount_hint = Some(Arc::new(MountHint {
+            repository,
+            blobs: blobs.into_iter().collect(),
+        }));
+        self
+    }
+
     /// Copies `src` to `dst`.
     pub async fn copy(&self, src: &Endpoint, dst: &Endpoint) -> Result<CopyReport> {
         let src = match src {
@@ -147,6 +171,7 @@ impl Copier {
             report: Mutex::default(),
             progress: self.progress.clone(),
             retry: self.client.retry_policy().clone(),
+            mount_hint: self.mount_hint.clone(),
         });
         let mut root = run.src.root_manifest().await?;
         if let Some(p) = &self.platform
@@ -299,7 +324,14 @@ impl Run {
                     Src::Registry(_, src) if src.api_host() == dst.api_host() => {
                         Some(src.repository())
                     }
-                    _ => None,
+                    _ => self
+                        .mount_hint
+                        .as_deref()
+                        .filter(|h| {
+                            h.repository.api_host() == dst.api_host()
+                                && h.blobs.contains(&desc.digest)
+                        })
+                        .map(|h| h.repository.repository()),
                 };
                 let source = self.blob_source(desc);
                 match client
