@@ -102,12 +102,25 @@ async fn reads_docker_schema2_images_pushed_by_skopeo() {
 #[tokio::test]
 async fn second_copy_is_a_no_op_and_mounts_within_a_registry() {
     let a = Registry::start().await.unwrap();
-    let (_src, _image, oci) = fixture(&[100_000, 100_000], 3, false);
+    let (_src, image, oci) = fixture(&[100_000, 100_000], 3, false);
     let client = fast_client();
     let first = copy(&client, &oci, &format!("{}/one/app:v1", a.host()))
         .await
         .unwrap();
     assert_eq!(first.blobs_copied, 3);
+    // HEAD answers carry the sizes (their bodies are empty).
+    let one: oci_model::Reference = format!("{}/one/app:v1", a.host()).parse().unwrap();
+    let layer = &image.layers[0];
+    assert_eq!(
+        client.head_blob(&one, &layer.digest).await.unwrap(),
+        Some(layer.size)
+    );
+    let head = client
+        .head_manifest(&one)
+        .await
+        .unwrap()
+        .expect("a manifest");
+    assert_eq!(head.size, image.manifest_size);
     let again = copy(&client, &oci, &format!("{}/one/app:v1", a.host()))
         .await
         .unwrap();

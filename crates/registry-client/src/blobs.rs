@@ -11,7 +11,7 @@ use futures_util::Stream;
 use http::{StatusCode, header};
 use oci_model::{Descriptor, Digest, Digester, Reference};
 
-use crate::client::{Access, connection_error, scope};
+use crate::client::{Access, connection_error, header_length, scope};
 use crate::{Client, Error, Result};
 
 /// A stream of blob bytes.
@@ -150,7 +150,7 @@ impl Client {
             .run(|_| async {
                 let response = self.send(r, &scope, &what, |h| h.head(&url)).await?;
                 match response.status() {
-                    s if s.is_success() => Ok(Some(response.content_length().unwrap_or(0))),
+                    s if s.is_success() => Ok(Some(header_length(response.headers()).unwrap_or(0))),
                     StatusCode::NOT_FOUND => Ok(None),
                     _ => Err(Client::fail(r, &what, response).await),
                 }

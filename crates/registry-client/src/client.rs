@@ -316,6 +316,12 @@ pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a s
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The `Content-Length` header as sent. A HEAD reply has no body, so
+/// reqwest's `content_length()` says 0 there; the header tells the size.
+pub(crate) fn header_length(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, "content-length").and_then(|v| v.trim().parse().ok())
+}
+
 fn is_loopback(host: &str) -> bool {
     let bare = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")

@@ -5,7 +5,7 @@ use http::{StatusCode, header};
 use oci_model::{Descriptor, Digest, MAX_MANIFEST_BYTES, Manifest, Reference, media_type};
 use serde::Deserialize;
 
-use crate::client::{Access, connection_error, header_str, read_limited, scope};
+use crate::client::{Access, connection_error, header_length, header_str, read_limited, scope};
 use crate::{Client, Error, Result};
 
 impl Client {
@@ -118,7 +118,7 @@ impl Client {
                         .map(|t| media_type::base(t).to_owned())
                         .unwrap_or_default(),
                     digest,
-                    size: response.content_length().unwrap_or(0),
+                    size: header_length(headers).unwrap_or(0),
                     platform: None,
                 }))
             })

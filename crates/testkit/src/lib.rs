@@ -8,6 +8,8 @@
 //! layouts that skopeo and umoci read ([`push_layout`] seeds a registry
 //! without them). Each value cleans up after itself on drop, so tests stay
 //! independent and can run in parallel.
+//! [`python_base`] and [`busybox_base`] build real Debian-based images
+//! once per machine, without an image registry.
 //!
 //! The token server and the proxy run on a runtime of their own, so they
 //! keep answering while a `#[tokio::test]` thread blocks on a CLI run.
@@ -36,6 +38,7 @@
 //! # }
 //! ```
 
+mod base;
 mod fixture;
 mod net;
 mod proxy;
@@ -45,6 +48,7 @@ mod token;
 
 use std::path::PathBuf;
 
+pub use base::{BaseImage, FORMAT_VERSION, busybox_base, push_base, python_base};
 pub use fixture::{
     FixtureImage, FixtureIndex, ImageSpec, RandomReader, skopeo, umoci, write_image, write_index,
     write_platform_image,
@@ -96,6 +100,17 @@ pub enum Error {
     /// Writing a fixture image into a layout failed.
     #[error(transparent)]
     Layout(#[from] oci_model::Error),
+    /// Writing a base image's layer failed.
+    #[error(transparent)]
+    Layer(#[from] oci_layer::Error),
+    /// A base image could not be assembled from its packages.
+    #[error("base image {image}: {reason}")]
+    BaseImage {
+        /// The image or package concerned.
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A file or socket operation failed.
     #[error("{context}: {source}")]
     Io {
