@@ -1,10 +1,14 @@
 //! `hoist`: the command-line face of the hoist crates — copy, inspect,
-//! digest, list tags and delete, against registries and OCI layouts.
+//! digest, list tags and delete, against registries and OCI layouts;
+//! validate and build function images; pull through a layer cache and run
+//! images in a sandbox.
 
 // A command-line tool prints its results.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod build;
 mod progress;
+mod run;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -15,7 +19,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use oci_model::{Platform, Reference};
 use oci_push::{Copier, Endpoint};
-use registry_client::{Client, CredentialStore};
+use registry_client::{Client, ClientBuilder, CredentialStore};
 
 /// Daemonless OCI toolkit: copy and inspect images in registries and OCI
 /// layout directories.
@@ -29,16 +33,16 @@ struct Cli {
 }
 
 #[derive(Args)]
-struct Global {
+pub(crate) struct Global {
     /// Use plain HTTP: for every registry (`--plain-http`) or for one host
     /// (`--plain-http=HOST[:PORT]`, repeatable). Loopback hosts always use
     /// plain HTTP.
     #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "*", value_name = "HOST")]
-    plain_http: Vec<String>,
+    pub(crate) plain_http: Vec<String>,
     /// Docker config.json to read credentials from (default:
     /// $DOCKER_CONFIG/config.json or ~/.docker/config.json).
     #[arg(long, global = true, value_name = "FILE")]
-    authfile: Option<PathBuf>,
+    pub(crate) authfile: Option<PathBuf>,
     /// How many blobs to move at once.
     #[arg(
         short = 'j',
@@ -47,22 +51,22 @@ struct Global {
         default_value_t = 8,
         value_name = "N"
     )]
-    jobs: usize,
+    pub(crate) jobs: usize,
     /// Upload blobs in chunks of this many bytes instead of one request.
     #[arg(long, global = true, value_name = "BYTES")]
-    chunk_size: Option<u64>,
+    pub(crate) chunk_size: Option<u64>,
     /// Registry timeout for connecting and for any stalled read, in seconds.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
-    registry_timeout: u64,
+    pub(crate) registry_timeout: u64,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
     /// Print nothing but errors.
     #[arg(short, long, global = true)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     /// Log requests and retries to stderr.
     #[arg(short, long, global = true)]
-    verbose: bool,
+    pub(crate) verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -106,9 +110,27 @@ enum Command {
         /// Image reference.
         image: Reference,
     },
+    /// Check a function directory: Python syntax, denied imports and
+    /// calls, sizes, requirements. Prints every problem as FILE:LINE:COL.
+    Validate(build::ValidateArgs),
+    /// Build a function image (base + dependency layer + code layer) and
+    /// push it, or write it to an OCI layout.
+    Build(Box<build::BuildArgs>),
+    /// Pull an image through the layer cache (failing over to mirrors) and
+    /// run a command in it, sandboxed.
+    Run(run::RunArgs),
+    /// Run a function image's handler on an inputs file; prints its output.
+    Invoke(run::InvokeArgs),
+    /// Inspect and maintain the layer cache.
+    Cache(run::CacheArgs),
 }
 
 fn main() -> ExitCode {
+    // The sandbox launcher must start before any thread exists: it forks
+    // the container.
+    if std::env::args_os().nth(1).is_some_and(|a| a == run::LAUNCHER_ARG) {
+        sandbox_run::launcher_main();
+    }
     let cli = Cli::parse();
     if cli.global.verbose {
         tracing_subscriber::fmt()
@@ -126,17 +148,35 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
         Err(e) => {
-            // One line: the chain joined with ": ".
-            eprintln!("hoist: {e:#}");
+            eprintln!("hoist: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn client(g: &Global) -> Result<Client> {
+/// The error chain joined with ": " on one line. Library errors often
+/// repeat their source's text in their own message; a link already said
+/// by the one before it is left out.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut previous = String::new();
+    for link in e.chain() {
+        let text = link.to_string().replace('\n', " ");
+        if !previous.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        previous = text;
+    }
+    out
+}
+
+fn client_builder(g: &Global) -> Result<ClientBuilder> {
     let credentials = CredentialStore::from_docker_config(g.authfile.as_deref())?;
     let mut builder = Client::builder()
         .credentials(credentials)
@@ -150,13 +190,32 @@ fn client(g: &Global) -> Result<Client> {
             builder.plain_http_host(host)
         };
     }
-    Ok(builder.build()?)
+    Ok(builder)
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
-    let client = client(g)?;
+    let builder = client_builder(g)?;
     match cli.command {
+        Command::Validate(args) => {
+            return Ok(if build::validate(g, args)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Command::Build(args) => build::build(g, builder.build()?, *args).await?,
+        Command::Run(args) => return run::run(g, builder, args).await,
+        Command::Invoke(args) => return run::invoke(g, builder, args).await,
+        Command::Cache(args) => return run::cache(g, args).await,
+        other => registry(g, builder.build()?, other).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The registry verbs: copy, inspect, digest, tags, delete.
+async fn registry(g: &Global, client: Client, command: Command) -> Result<()> {
+    match command {
         Command::Copy { src, dst, platform } => {
             let show_progress = !g.quiet && !g.json && std::io::stderr().is_terminal();
             let mut copier = Copier::new(client).jobs(g.jobs).platform(platform);
@@ -241,6 +300,11 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("deleted {}@{digest}", image.name());
             }
         }
+        Command::Validate(_)
+        | Command::Build(_)
+        | Command::Run(_)
+        | Command::Invoke(_)
+        | Command::Cache(_) => unreachable!("dispatched before"),
     }
     Ok(())
 }

@@ -1,10 +1,13 @@
 //! Test modules and shared helpers.
 
 mod auth;
+mod build;
 mod cli;
 mod copy;
 mod faults;
 mod hostile;
+mod peer;
+mod run;
 
 use std::path::Path;
 use std::process::Output;

@@ -1,0 +1,792 @@
+//! The build: [`Builder`] settings, [`FunctionSpec`] input and the phases
+//! that turn them into a [`BuildOutput`] in the build store.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oci_layer::{LayerWriter, WriteOptions};
+use oci_model::{Descriptor, Digest, Layout, Platform, Reference};
+use oci_push::Endpoint;
+use registry_client::Client;
+use serde::{Deserialize, Serialize};
+
+use crate::base::{self, Base};
+use crate::image::{self, ConfigInput, LayerDesc};
+use crate::install::{self, SITE_PACKAGES};
+use crate::lock::{self, LockedWheel, Req, ResolverSettings};
+use crate::{Error, Policy, Result, io_at, wheels};
+
+/// The label prefix unless another is given.
+pub const DEFAULT_LABEL_PREFIX: &str = "dev.hoist.function";
+/// Version of the dependency layer recipe, part of its cache key.
+const LAYER_FORMAT: &str = "hoist-deps-layer-v1";
+/// The runner placed at `/opt/hoist/runner.py`.
+const RUNNER_PY: &str = include_str!("runner.py");
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct FunctionSpec {
+    /// The function directory: `user_function.py`, optional
+    /// `requirements.txt` and other code files.
+    pub dir: PathBuf,
+    /// The base image: a registry reference or `oci:DIR[:TAG]`.
+    pub base: Endpoint,
+    /// The name of the result (see [`crate::naming::default_reference`]).
+    pub name: Reference,
+    /// The user the function belongs to (label).
+    pub user: String,
+    /// The function's name (label and image title).
+    pub function: String,
+    /// The function's version (label).
+    pub version: String,
+    /// Python `X.Y` to assume when the base image has no interpreter the
+    /// scan recognises; ignored otherwise.
+    pub python_version: Option<String>,
+}
+
+/// The role of a layer in the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A layer of the base image, reused by digest.
+    Base,
+    /// The installed requirements.
+    Dependencies,
+    /// The function's code and the runner.
+    Code,
+}
+
+/// One layer of the built image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LayerReport {
+    /// What the layer holds.
+    pub role: Role,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its compressed size.
+    pub size: u64,
+    /// Whether it was already in the store (base and code layers) or in
+    /// the layer cache (dependencies) rather than made by this build.
+    pub reused: bool,
+}
+
+/// A phase of a build, for timings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Checking the function.
+    Validate,
+    /// Reading the base image.
+    Base,
+    /// Resolving requirements (zero on a cached lock).
+    Resolve,
+    /// Fetching wheels.
+    Wheels,
+    /// Installing wheels into the dependency layer.
+    Install,
+    /// Writing the code layer.
+    Code,
+    /// Writing config and manifest.
+    Config,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Validate => "validate",
+            Self::Base => "base",
+            Self::Resolve => "resolve",
+            Self::Wheels => "wheels",
+            Self::Install => "install",
+            Self::Code => "code",
+            Self::Config => "config",
+        })
+    }
+}
+
+/// What a build made.
+#[derive(Clone, Debug)]
+pub struct BuildOutput {
+    /// The build store: an OCI image layout holding the image.
+    pub store: PathBuf,
+    /// The image's tag in the store (`oci:STORE:TAG` names it).
+    pub store_tag: String,
+    /// The name the image is meant to be pushed as.
+    pub reference: Reference,
+    /// The manifest digest, the same for the same inputs everywhere.
+    pub manifest_digest: Digest,
+    /// The manifest size.
+    pub manifest_size: u64,
+    /// The manifest media type (OCI, or Docker schema 2 on a Docker base).
+    pub manifest_media_type: String,
+    /// The config digest.
+    pub config_digest: Digest,
+    /// The digest of the base image manifest (the platform's).
+    pub base_digest: Digest,
+    /// A registry base, pinned by digest (`None` for a layout base).
+    pub base: Option<Reference>,
+    /// What the base offered.
+    pub facts: crate::BaseFacts,
+    /// Every layer, base first.
+    pub layers: Vec<LayerReport>,
+    /// The locked packages (empty without requirements).
+    pub packages: Vec<LockedWheel>,
+    /// Config plus layer sizes, in bytes.
+    pub image_size: u64,
+    /// Time spent in each phase, in order.
+    pub phases: Vec<(Phase, Duration)>,
+}
+
+impl BuildOutput {
+    /// The store image as a copy source, `oci:STORE:TAG`.
+    pub fn store_endpoint(&self) -> Endpoint {
+        Endpoint::Layout {
+            dir: self.store.clone(),
+            tag: Some(self.store_tag.clone()),
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/hoist`, else `$HOME/.cache/hoist`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let non_empty = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    non_empty("XDG_CACHE_HOME")
+        .map(|d| d.join("hoist"))
+        .or_else(|| non_empty("HOME").map(|h| h.join(".cache").join("hoist")))
+}
+
+/// Builds function images. Cheap to clone; one builder serves many builds
+/// (concurrent builds share the cache safely: every entry is written to a
+/// temporary file and renamed).
+#[derive(Clone)]
+pub struct Builder {
+    client: Client,
+    http: reqwest::Client,
+    cache_dir: PathBuf,
+    policy: Policy,
+    resolver: ResolverSettings,
+    epoch: u64,
+    label_prefix: String,
+    platform: Platform,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("cache_dir", &self.cache_dir)
+            .field("resolver", &self.resolver)
+            .field("epoch", &self.epoch)
+            .field("label_prefix", &self.label_prefix)
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// A builder with the defaults: cache in [`default_cache_dir`] (a build
+    /// fails with [`Error::NoCacheDir`] when there is none and
+    /// [`cache_dir`](Self::cache_dir) gave none), the
+    /// default [`Policy`], uv from `HOIST_UV` or `PATH`, the epoch from
+    /// `SOURCE_DATE_EPOCH` (else 0), labels under
+    /// [`DEFAULT_LABEL_PREFIX`], platform linux/amd64.
+    pub fn new(client: Client) -> Result<Self> {
+        let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if !v.trim().is_empty() => v
+                .trim()
+                .parse()
+                .map_err(|_| Error::InvalidEpoch { value: v.clone() })?,
+            _ => 0,
+        };
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::custom(|a| {
+                // Wheel hosts redirect within HTTPS at most a few times.
+                if a.url().scheme() != "https" || a.previous().len() >= 5 {
+                    a.stop()
+                } else {
+                    a.follow()
+                }
+            }))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::Download {
+                url: String::new(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            client,
+            http,
+            // An empty path means "none": `build` then fails with
+            // `NoCacheDir` unless `cache_dir` gave one.
+            cache_dir: default_cache_dir().unwrap_or_default(),
+            policy: Policy::default(),
+            resolver: ResolverSettings::from_env(),
+            epoch,
+            label_prefix: DEFAULT_LABEL_PREFIX.into(),
+            platform: Platform::default(),
+        })
+    }
+
+    /// Uses `dir` for every cache and the build store.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = dir.into();
+        self
+    }
+
+    /// Validates functions with `policy`.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Resolves requirements with these settings.
+    pub fn resolver(mut self, resolver: ResolverSettings) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Resolves from uv's cache only.
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.resolver.offline = offline;
+        self
+    }
+
+    /// Stamps every time in the image (mtimes, `created`) with `epoch`.
+    pub fn epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Puts the function labels under `prefix` (`<prefix>.id`, …).
+    pub fn label_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.label_prefix = prefix.into();
+        self
+    }
+
+    /// Builds for `platform` (picked from a base index).
+    pub fn platform(mut self, platform: Platform) -> Self {
+        self.platform = platform;
+        self
+    }
+
+    /// The cache directory.
+    pub fn cache_path(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// The build store (an OCI image layout).
+    pub fn store_path(&self) -> PathBuf {
+        self.cache_dir.join("store")
+    }
+
+    /// Builds the image of `spec` into the build store.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use oci_build::{Builder, FunctionSpec, naming};
+    /// let client = registry_client::Client::builder().build()?;
+    /// let builder = Builder::new(client)?.cache_dir("/var/cache/hoist");
+    /// let dir = std::path::PathBuf::from("hello");
+    /// let name = naming::default_reference(
+    ///     "127.0.0.1:5000", "acme", "alice", "hello", "1", &naming::code_sha8(&dir)?,
+    /// )?;
+    /// let spec = FunctionSpec {
+    ///     dir,
+    ///     base: "127.0.0.1:5000/python:3.11".parse()?,
+    ///     name,
+    ///     user: "alice".into(),
+    ///     function: "hello".into(),
+    ///     version: "1".into(),
+    ///     python_version: None,
+    /// };
+    /// let out = builder.build(&spec).await?;
+    /// // Push with oci-push: copy oci:STORE:TAG to the reference.
+    /// let copier = oci_push::Copier::new(registry_client::Client::builder().build()?);
+    /// # let _ = copier;
+    /// println!("{} {}", out.store_endpoint(), out.manifest_digest);
+    /// # Ok(()) }
+    /// ```
+    pub async fn build(&self, spec: &FunctionSpec) -> Result<BuildOutput> {
+        if self.cache_dir.as_os_str().is_empty() {
+            return Err(Error::NoCacheDir);
+        }
+        let mut phases = Vec::with_capacity(7);
+        let mut clock = Clock::start();
+
+        // validate
+        let dir = spec.dir.clone();
+        let policy = self.policy.clone();
+        let checked = tokio::task::spawn_blocking(move || function_check::check_dir(&dir, &policy))
+            .await
+            .expect("validation does not panic")?;
+        if !checked.problems.is_empty() {
+            return Err(Error::Invalid {
+                problems: checked.problems,
+            });
+        }
+        phases.push((Phase::Validate, clock.lap()));
+
+        // base
+        let store = Layout::create(self.store_path())?;
+        let base = base::load(
+            &self.client,
+            &spec.base,
+            &self.platform,
+            &store,
+            &self.cache_dir,
+            spec.python_version.as_deref(),
+        )
+        .await?;
+        phases.push((Phase::Base, clock.lap()));
+        let family = base.manifest.family();
+        let types = image::types(family);
+
+        // dependencies
+        let reqs: Vec<Req> = checked
+            .requirements
+            .iter()
+            .map(|r| Req {
+                name: r.name.clone(),
+                requirement: r.requirement.clone(),
+                hashes: r.hashes.clone(),
+            })
+            .collect();
+        let (deps, packages) = if reqs.is_empty() {
+            for p in [Phase::Resolve, Phase::Wheels, Phase::Install] {
+                phases.push((p, Duration::ZERO));
+            }
+            (None, Vec::new())
+        } else {
+            let (deps, packages) = self
+                .dependency_layer(&spec.base, &base, &reqs, &store, &mut phases, &mut clock)
+                .await?;
+            (Some(deps), packages)
+        };
+
+        // code
+        let code = self.code_layer(&spec.dir, &checked.files, &store)?;
+        phases.push((Phase::Code, clock.lap()));
+
+        // config and manifest
+        let created = image::rfc3339(self.epoch);
+        let base_digest = base.manifest.digest().clone();
+        let labels = self.labels(spec, &base, &created);
+        let mut ours = Vec::new();
+        let mut history = Vec::new();
+        if let Some(d) = &deps {
+            ours.push((Role::Dependencies, d));
+            let names: Vec<String> = packages
+                .iter()
+                .map(|p| format!("{}=={}", p.name, p.version))
+                .collect();
+            history.push((
+                d.diff_id.clone(),
+                format!("hoist: install {}", names.join(" ")),
+            ));
+        }
+        ours.push((Role::Code, &code));
+        history.push((
+            code.diff_id.clone(),
+            "hoist: function code and runner".to_owned(),
+        ));
+        let base_diff_ids = base
+            .config
+            .rootfs
+            .as_ref()
+            .map(|r| r.diff_ids.clone())
+            .unwrap_or_default();
+        let config = image::config_bytes(&ConfigInput {
+            base: &base.config,
+            base_diff_ids: &base_diff_ids,
+            created: &created,
+            interpreter: &base.facts.interpreter,
+            labels: &labels,
+            layers: history,
+        });
+        let config_digest = store.write_blob(&config)?;
+        let config_desc = Descriptor {
+            media_type: types.config.to_owned(),
+            digest: config_digest.clone(),
+            size: config.len() as u64,
+            platform: None,
+        };
+        let mut layer_descs = image::base_layers(base.manifest.bytes());
+        let mut layers: Vec<LayerReport> = base
+            .layers
+            .iter()
+            .map(|(d, reused)| LayerReport {
+                role: Role::Base,
+                digest: d.digest.clone(),
+                size: d.size,
+                reused: *reused,
+            })
+            .collect();
+        for (role, l) in &ours {
+            layer_descs.push(LayerDesc {
+                media_type: types.layer.to_owned(),
+                digest: l.digest.clone(),
+                size: l.size,
+                urls: None,
+                annotations: None,
+            });
+            layers.push(LayerReport {
+                role: *role,
+                digest: l.digest.clone(),
+                size: l.size,
+                reused: l.reused,
+            });
+        }
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "org.opencontainers.image.created".to_owned(),
+            created.clone(),
+        );
+        annotations.insert(
+            "org.opencontainers.image.base.digest".to_owned(),
+            base_digest.to_string(),
+        );
+        if let Some(name) = &base.name {
+            annotations.insert(
+                "org.opencontainers.image.base.name".to_owned(),
+                name.clone(),
+            );
+        }
+        let manifest = image::manifest_bytes(family, &config_desc, layer_descs, &annotations);
+        let manifest_digest = store.write_blob(&manifest)?;
+        let store_tag = store_tag(&spec.name);
+        store.add_manifest(
+            &Descriptor {
+                media_type: types.manifest.to_owned(),
+                digest: manifest_digest.clone(),
+                size: manifest.len() as u64,
+                platform: None,
+            },
+            Some(&store_tag),
+        )?;
+        phases.push((Phase::Config, clock.lap()));
+        let image_size = config.len() as u64 + layers.iter().map(|l| l.size).sum::<u64>();
+        Ok(BuildOutput {
+            store: store.root().to_owned(),
+            store_tag,
+            reference: spec.name.clone(),
+            manifest_digest,
+            manifest_size: manifest.len() as u64,
+            manifest_media_type: types.manifest.to_owned(),
+            config_digest,
+            base_digest,
+            base: base.reference,
+            facts: base.facts,
+            layers,
+            packages,
+            image_size,
+            phases,
+        })
+    }
+
+    fn labels(&self, spec: &FunctionSpec, base: &Base, created: &str) -> BTreeMap<String, String> {
+        let p = &self.label_prefix;
+        let mut labels = BTreeMap::new();
+        let mut put = |k: String, v: &str| {
+            labels.insert(k, v.to_owned());
+        };
+        put(
+            format!("{p}.id"),
+            &format!("{}/{}", spec.user, spec.function),
+        );
+        put(format!("{p}.user"), &spec.user);
+        put(format!("{p}.function"), &spec.function);
+        put(format!("{p}.version"), &spec.version);
+        put(format!("{p}.created"), created);
+        let oci = "org.opencontainers.image";
+        put(format!("{oci}.created"), created);
+        put(format!("{oci}.version"), &spec.version);
+        put(format!("{oci}.title"), &spec.function);
+        put(
+            format!("{oci}.base.digest"),
+            base.manifest.digest().as_str(),
+        );
+        if let Some(name) = &base.name {
+            put(format!("{oci}.base.name"), name);
+        }
+        labels
+    }
+
+    async fn dependency_layer(
+        &self,
+        base_endpoint: &Endpoint,
+        base: &Base,
+        reqs: &[Req],
+        store: &Layout,
+        phases: &mut Vec<(Phase, Duration)>,
+        clock: &mut Clock,
+    ) -> Result<(NewLayer, Vec<LockedWheel>)> {
+        let facts = &base.facts;
+        let libc = facts
+            .libc
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), ToString::to_string);
+        let platform = facts.platform_tag().ok_or_else(|| Error::UnsupportedLibc {
+            base: base_endpoint.to_string(),
+            libc: libc.clone(),
+        })?;
+        let key = lock::lock_key(reqs, &facts.python_version, &platform, &libc);
+        let lock_path = self.cache_dir.join("locks").join(format!("{key}.json"));
+        let wheels = match lock::read_cached(&lock_path) {
+            Some(w) => w,
+            None => {
+                let w = lock::resolve(
+                    &self.resolver,
+                    reqs,
+                    &facts.python_version,
+                    &platform,
+                    &self.cache_dir.join("uv"),
+                )
+                .await?;
+                lock::write_cached(&lock_path, &w)?;
+                w
+            }
+        };
+        // A hand-edited lock entry is caught too.
+        lock::check_hashes(reqs, &wheels)?;
+        phases.push((Phase::Resolve, clock.lap()));
+
+        let layer_key = layer_key(base.manifest.digest(), &facts.interpreter, &wheels);
+        let layer_path = self
+            .cache_dir
+            .join("layers")
+            .join(format!("{layer_key}.json"));
+        if let Some(cached) = read_layer_cache(&layer_path)
+            && store.has_blob(&cached.digest, Some(cached.size))
+        {
+            phases.push((Phase::Wheels, Duration::ZERO));
+            phases.push((Phase::Install, clock.lap()));
+            return Ok((
+                NewLayer {
+                    reused: true,
+                    ..cached
+                },
+                wheels,
+            ));
+        }
+        let paths = wheels::fetch_all(&self.http, &self.cache_dir.join("wheels"), &wheels).await?;
+        phases.push((Phase::Wheels, clock.lap()));
+
+        let tmp_dir = self.cache_dir.join("tmp");
+        fs_err::create_dir_all(&tmp_dir).map_err(io_at(&tmp_dir))?;
+        let staging = tempfile::tempdir_in(&tmp_dir).map_err(io_at(&tmp_dir))?;
+        let store2 = store.clone();
+        let interpreter = facts.interpreter.clone();
+        let epoch = self.epoch;
+        let layer = tokio::task::spawn_blocking(move || -> Result<NewLayer> {
+            let root = staging.path();
+            for p in &paths {
+                install::install_wheel(p, root, &interpreter)?;
+            }
+            debug_assert!(root.join(SITE_PACKAGES).is_dir());
+            let mut w = LayerWriter::new(write_options(epoch));
+            w.add_tree(root, "")?;
+            write_layer(&store2, w)
+        })
+        .await
+        .expect("installing does not panic")?;
+        let entry = LayerCacheEntry {
+            format: LAYER_FORMAT.into(),
+            digest: layer.digest.clone(),
+            size: layer.size,
+            diff_id: layer.diff_id.clone(),
+        };
+        crate::write_atomic(
+            &layer_path,
+            &serde_json::to_vec(&entry).expect("serializable"),
+        )?;
+        phases.push((Phase::Install, clock.lap()));
+        Ok((layer, wheels))
+    }
+
+    fn code_layer(&self, dir: &Path, files: &[PathBuf], store: &Layout) -> Result<NewLayer> {
+        let mut w = LayerWriter::new(write_options(self.epoch));
+        for rel in files {
+            let path = dir.join(rel);
+            let bytes = fs_err::read(&path).map_err(io_at(&path))?;
+            w.add_bytes(Path::new("opt/hoist/function").join(rel), 0o644, bytes)?;
+        }
+        w.add_bytes(image::RUNNER.trim_start_matches('/'), 0o644, RUNNER_PY)?;
+        let mut blob = Vec::new();
+        let info = w.finish(&mut blob)?;
+        let reused = store.has_blob(&info.digest, Some(info.size));
+        if !reused {
+            let mut bw = store.verified_blob_writer()?;
+            std::io::Write::write_all(&mut bw, &blob).map_err(io_at(store.root()))?;
+            bw.commit(Some(&info.digest))?;
+        }
+        Ok(NewLayer {
+            digest: info.digest,
+            size: info.size,
+            diff_id: info.diff_id,
+            reused,
+        })
+    }
+}
+
+fn write_options(epoch: u64) -> WriteOptions {
+    WriteOptions {
+        mtime: epoch,
+        ..WriteOptions::default()
+    }
+}
+
+/// A layer this build wrote or reused.
+#[derive(Clone, Debug)]
+struct NewLayer {
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+    reused: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LayerCacheEntry {
+    format: String,
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+}
+
+fn read_layer_cache(path: &Path) -> Option<NewLayer> {
+    let bytes = std::fs::read(path).ok()?;
+    let e: LayerCacheEntry = serde_json::from_slice(&bytes).ok()?;
+    (e.format == LAYER_FORMAT).then_some(NewLayer {
+        digest: e.digest,
+        size: e.size,
+        diff_id: e.diff_id,
+        reused: true,
+    })
+}
+
+/// Streams a layer into the store through a temporary blob.
+fn write_layer(store: &Layout, w: LayerWriter<'_>) -> Result<NewLayer> {
+    let mut bw = std::io::BufWriter::with_capacity(256 * 1024, store.verified_blob_writer()?);
+    let info = w.finish(&mut bw)?;
+    let bw = bw.into_inner().map_err(|e| Error::Io {
+        path: store.root().to_owned(),
+        source: e.into_error(),
+    })?;
+    bw.commit(Some(&info.digest))?;
+    Ok(NewLayer {
+        digest: info.digest,
+        size: info.size,
+        diff_id: info.diff_id,
+        reused: false,
+    })
+}
+
+/// The dependency layer key: the wheels (name, version, sha256, sorted),
+/// the base manifest digest and interpreter (scripts' shebangs), and
+/// [`LAYER_FORMAT`].
+pub(crate) fn layer_key(base: &Digest, interpreter: &str, wheels: &[LockedWheel]) -> String {
+    let mut lines: Vec<String> = wheels
+        .iter()
+        .map(|w| format!("{}\t{}\t{}", w.name, w.version, w.sha256))
+        .collect();
+    lines.sort();
+    let text = format!(
+        "{LAYER_FORMAT}\nbase={base}\ninterpreter={interpreter}\n{}\n",
+        lines.join("\n")
+    );
+    Digest::of(text.as_bytes()).hex().to_owned()
+}
+
+/// The store tag of a build: repository (with `/` as `_`) and tag, so each
+/// function version has its own entry; long names end in a hash instead.
+pub(crate) fn store_tag(reference: &Reference) -> String {
+    let tag = reference.tag().unwrap_or("untagged");
+    let text = format!("{}_{tag}", reference.repository().replace('/', "_"));
+    let clean: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.len() <= 128 {
+        clean
+    } else {
+        let hash = Digest::of(reference.to_string().as_bytes());
+        format!("{}-{}", &clean[..100], hash.short(16))
+    }
+}
+
+struct Clock(Instant);
+
+impl Clock {
+    fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    fn lap(&mut self) -> Duration {
+        let now = Instant::now();
+        let d = now - self.0;
+        self.0 = now;
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wheel(name: &str, sha: char) -> LockedWheel {
+        LockedWheel {
+            name: name.into(),
+            version: "1.0".into(),
+            url: format!("https://x/{name}-1.0-py3-none-any.whl"),
+            filename: format!("{name}-1.0-py3-none-any.whl"),
+            size: 1,
+            sha256: sha.to_string().repeat(64),
+        }
+    }
+
+    #[test]
+    fn layer_key_is_stable_and_sensitive() {
+        let base = Digest::of(b"base");
+        let a = [wheel("six", 'a'), wheel("attrs", 'b')];
+        let b = [wheel("attrs", 'b'), wheel("six", 'a')];
+        let k = layer_key(&base, "/usr/bin/python3.11", &a);
+        assert_eq!(k, layer_key(&base, "/usr/bin/python3.11", &b));
+        assert_ne!(
+            k,
+            layer_key(&Digest::of(b"other"), "/usr/bin/python3.11", &a)
+        );
+        assert_ne!(k, layer_key(&base, "/usr/local/bin/python3.11", &a));
+        assert_ne!(
+            k,
+            layer_key(
+                &base,
+                "/usr/bin/python3.11",
+                &[wheel("six", 'c'), wheel("attrs", 'b')]
+            )
+        );
+    }
+
+    #[test]
+    fn store_tags_are_valid_layout_tags() {
+        let r: Reference = "reg:5000/acme/functions/user-a-func-b:v1-deadbeef"
+            .parse()
+            .unwrap();
+        assert_eq!(store_tag(&r), "acme_functions_user-a-func-b_v1-deadbeef");
+        let long = format!("reg/{}:v1", "a".repeat(200));
+        let t = store_tag(&long.parse().unwrap());
+        assert!(t.len() <= 128, "{t}");
+        let e: Endpoint = format!("oci:/s:{t}").parse().unwrap();
+        assert!(matches!(e, Endpoint::Layout { tag: Some(_), .. }));
+    }
+}

@@ -1,0 +1,169 @@
+//! The content-addressed wheel cache: `wheels/sha256/<hex>/<filename>`.
+//!
+//! A wheel is downloaded only from the HTTPS URL the lock names, its size
+//! and SHA-256 checked while it streams to a temporary file, then renamed
+//! into place; a cached wheel is hashed again before use, so a file
+//! changed on disk is fetched anew rather than installed.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use oci_model::Digester;
+
+use crate::lock::LockedWheel;
+use crate::{Error, Result};
+
+/// How many wheels download at once.
+const PARALLEL: usize = 4;
+
+/// Makes sure every wheel is in the cache; returns their paths in order.
+pub(crate) async fn fetch_all(
+    http: &reqwest::Client,
+    cache: &Path,
+    wheels: &[LockedWheel],
+) -> Result<Vec<PathBuf>> {
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(wheels.iter().map(|w| fetch(http, cache, w)))
+        .buffered(PARALLEL)
+        .try_collect()
+        .await
+}
+
+/// Where a wheel lives in the cache.
+pub(crate) fn cache_path(cache: &Path, w: &LockedWheel) -> PathBuf {
+    cache.join("sha256").join(&w.sha256).join(&w.filename)
+}
+
+async fn fetch(http: &reqwest::Client, cache: &Path, w: &LockedWheel) -> Result<PathBuf> {
+    let path = cache_path(cache, w);
+    let check_path = path.clone();
+    let expect = w.clone();
+    let cached = tokio::task::spawn_blocking(move || verify_file(&check_path, &expect))
+        .await
+        .expect("hashing does not panic");
+    if cached {
+        return Ok(path);
+    }
+    let url = reqwest::Url::parse(&w.url).map_err(|e| Error::WheelUrl {
+        url: w.url.clone(),
+        reason: e.to_string(),
+    })?;
+    if url.scheme() != "https" || url.host_str().is_none() {
+        return Err(Error::WheelUrl {
+            url: w.url.clone(),
+            reason: "only https URLs are fetched".into(),
+        });
+    }
+    let fail = |reason: String| Error::Download {
+        url: w.url.clone(),
+        reason,
+    };
+    let dir = path.parent().expect("a file in a directory").to_owned();
+    fs_err::create_dir_all(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut response = http
+        .get(url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| fail(e.without_url().to_string()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut digester = Digester::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| fail(e.without_url().to_string()))?
+    {
+        if digester.bytes() + chunk.len() as u64 > w.size {
+            return Err(fail(format!(
+                "more than the {} bytes the lock names",
+                w.size
+            )));
+        }
+        digester.update(&chunk);
+        tmp.write_all(&chunk).map_err(|source| Error::Io {
+            path: tmp.path().to_owned(),
+            source,
+        })?;
+    }
+    let got = digester.bytes();
+    let actual = digester.finish();
+    if got != w.size || actual.hex() != w.sha256 {
+        return Err(Error::WheelIntegrity {
+            wheel: w.filename.clone(),
+            expected: w.sha256.clone(),
+            actual: actual.hex().to_owned(),
+            size: got,
+        });
+    }
+    tmp.persist(&path).map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e.error,
+    })?;
+    Ok(path)
+}
+
+/// Whether `path` holds exactly the wheel.
+fn verify_file(path: &Path, w: &LockedWheel) -> bool {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    if file.metadata().map(|m| m.len()).ok() != Some(w.size) {
+        return false;
+    }
+    let mut d = Digester::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => d.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    d.finish().hex() == w.sha256
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wheel(url: &str, data: &[u8]) -> LockedWheel {
+        LockedWheel {
+            name: "demo".into(),
+            version: "1".into(),
+            url: url.into(),
+            filename: "demo-1-py3-none-any.whl".into(),
+            size: data.len() as u64,
+            sha256: oci_model::Digest::of(data).hex().to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_wheels_are_verified_and_plain_http_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let http = reqwest::Client::new();
+        let w = wheel("http://127.0.0.1:1/demo-1-py3-none-any.whl", b"wheel bytes");
+        let err = fetch_all(&http, dir.path(), std::slice::from_ref(&w))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::WheelUrl { .. }), "{err}");
+        // A correct cached file is used without any download.
+        let path = cache_path(dir.path(), &w);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"wheel bytes").unwrap();
+        assert_eq!(
+            fetch_all(&http, dir.path(), std::slice::from_ref(&w))
+                .await
+                .unwrap(),
+            vec![path.clone()]
+        );
+        // A tampered one is not: the fetch is attempted (and refused here).
+        std::fs::write(&path, b"wheel bytez").unwrap();
+        assert!(fetch_all(&http, dir.path(), &[w]).await.is_err());
+    }
+}

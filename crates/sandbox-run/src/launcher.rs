@@ -1,0 +1,285 @@
+//! The launcher: a short-lived, single-threaded process that runs one
+//! container through libcontainer and reports how it ended.
+//!
+//! Protocol: the launcher's standard input is a Unix socket. The caller
+//! writes one JSON [`Request`] and shuts its side down for writing; the
+//! launcher answers with one JSON [`Report`] line on the same socket and
+//! exits. The container's standard output and error are the launcher's.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::network::link::LinkClient;
+use libcontainer::network::wrapper::create_network_client;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::wait::{WaitStatus, waitpid};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup;
+use crate::spec::{Outcome, RootFs};
+
+/// How to start the launcher process.
+///
+/// A binary that embeds the launcher (such as `hoist`, with a hidden first
+/// argument) calls [`launcher_main`] first thing in `main`, before any thread
+/// or async runtime starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launcher {
+    /// The program to execute.
+    pub program: PathBuf,
+    /// Arguments that make `program` call [`launcher_main`].
+    pub args: Vec<OsString>,
+}
+
+impl Launcher {
+    /// A launcher started as `program` with no arguments.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self { program: program.into(), args: Vec::new() }
+    }
+
+    /// The same launcher started with `args`.
+    pub fn with_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// What the launcher is asked to do.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Request {
+    pub id: String,
+    /// The OCI bundle directory to create.
+    pub bundle: PathBuf,
+    /// libcontainer's state root.
+    pub state: PathBuf,
+    pub cgroup_parent: String,
+    pub rootfs: RootFs,
+    /// Whether to run in a new network namespace with `lo` up.
+    pub isolate_network: bool,
+    /// Size of the in-memory upper layer of an overlay root.
+    pub scratch_bytes: u64,
+    /// The runtime spec; its `root.path` is already final.
+    pub config: serde_json::Value,
+}
+
+/// What the launcher answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Report {
+    /// The container ran (or could not start) and was removed.
+    Done(Outcome),
+    /// The sandbox machinery failed.
+    Failed(String),
+}
+
+/// The body of the launcher process: reads a request on standard input, runs
+/// the container, removes it, reports and exits. Never returns.
+///
+/// Call it first thing in `main` of the program named by [`Launcher`], before
+/// any other thread starts: libcontainer forks, which is only safe in a
+/// single-threaded process.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the launcher must end its process here, never return into the embedding program's main"
+)]
+pub fn launcher_main() -> ! {
+    close_inherited_fds();
+    let report = match read_request() {
+        Ok(request) => run(&request),
+        Err(e) => Report::Failed(format!("bad request: {e}")),
+    };
+    let code = match send_report(&report) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    std::process::exit(code)
+}
+
+/// Closes every descriptor but the standard three, so that nothing the
+/// caller leaked reaches a container.
+fn close_inherited_fds() {
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd > 2)
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        // The directory's own descriptor is already closed: EBADF is fine.
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+fn read_request() -> Result<Request, String> {
+    let mut text = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut text).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&text).map_err(|e| e.to_string())
+}
+
+fn send_report(report: &Report) -> std::io::Result<()> {
+    let mut socket = File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let mut line = serde_json::to_vec(report)?;
+    line.push(b'\n');
+    socket.write_all(&line)
+}
+
+/// The message of an error and of all its sources.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+fn mark(what: &str) {
+    static T: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let t = T.get_or_init(std::time::Instant::now);
+    let _ = writeln!(std::io::stderr(), "T {what} {:?} wall={:?}", t.elapsed(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros());
+}
+
+fn run(request: &Request) -> Report {
+    mark("launcher-run");
+    if let Err(e) = isolate(request.isolate_network) {
+        return Report::Failed(e);
+    }
+    mark("isolated");
+    let report = match prepare_bundle(request) {
+        Ok(()) => Report::Done(run_container(request)),
+        Err(e) => Report::Failed(e),
+    };
+    mark("ran");
+    let cleanup = clean_up(request);
+    mark("cleaned");
+    match (report, cleanup) {
+        (Report::Done(_), Err(e)) => Report::Failed(e),
+        (report, _) => report,
+    }
+}
+
+/// Gives the launcher a private mount namespace (mounts made here vanish
+/// with it) and, when asked, a network namespace with `lo` up, which the
+/// container then shares.
+fn isolate(network: bool) -> Result<(), String> {
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("make mounts private: {e}"))?;
+    if network {
+        let mut links = LinkClient::new(create_network_client()).map_err(|e| format!("netlink: {e}"))?;
+        let lo = links.get_by_name("lo").map_err(|e| format!("find lo: {e}"))?;
+        links.set_up(lo.header.index).map_err(|e| format!("bring lo up: {e}"))?;
+    }
+    Ok(())
+}
+
+fn prepare_bundle(request: &Request) -> Result<(), String> {
+    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    std::fs::create_dir_all(&request.bundle).map_err(|e| io("create", &request.bundle, e))?;
+    if let RootFs::Overlay { lower } = &request.rootfs {
+        let scratch = request.bundle.join("scratch");
+        let rootfs = request.bundle.join("rootfs");
+        for dir in [&scratch, &rootfs] {
+            std::fs::create_dir(dir).map_err(|e| io("create", dir, e))?;
+        }
+        let size = format!("size={},mode=0700", request.scratch_bytes);
+        mount(Some("tmpfs"), &scratch, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(size.as_str()))
+            .map_err(|e| format!("mount scratch tmpfs: {e}"))?;
+        let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+        for dir in [&upper, &work] {
+            std::fs::create_dir(dir).map_err(|e| io("create", dir, e))?;
+        }
+        let lowerdir: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowerdir.join(":"),
+            upper.display(),
+            work.display()
+        );
+        mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options.as_str()))
+            .map_err(|e| format!("mount overlay root ({options}): {e}"))?;
+    }
+    let config = request.bundle.join("config.json");
+    let bytes = serde_json::to_vec(&request.config).map_err(|e| e.to_string())?;
+    std::fs::write(&config, bytes).map_err(|e| io("write", &config, e))
+}
+
+fn run_container(request: &Request) -> Outcome {
+    let dev_null = match File::open("/dev/null") {
+        Ok(f) => f,
+        Err(e) => return Outcome::FailedToStart(format!("open /dev/null: {e}")),
+    };
+    let built = ContainerBuilder::new(request.id.clone(), SyscallType::default())
+        .with_root_path(&request.state)
+        .map(|b| b.with_stdin(dev_null).as_init(&request.bundle).with_systemd(false).build());
+    mark("built");
+    let mut container = match built {
+        Ok(Ok(container)) => container,
+        Ok(Err(e)) | Err(e) => return Outcome::FailedToStart(chain(&e)),
+    };
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        return Outcome::FailedToStart(chain(&e));
+    }
+    mark("started");
+    let Some(pid) = container.pid() else {
+        let _ = container.delete(true);
+        return Outcome::FailedToStart("container has no init process".into());
+    };
+    let status = loop {
+        match waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    mark("waited");
+    let dirs = cgroup::container_dirs(&request.cgroup_parent, &request.id).unwrap_or_default();
+    let oom_kills = cgroup::oom_kills(&dirs);
+    let _ = container.delete(true);
+    mark("deleted");
+    match status {
+        _ if oom_kills > 0 => Outcome::OomKilled,
+        Ok(WaitStatus::Exited(_, code)) => Outcome::Exited(code),
+        Ok(WaitStatus::Signaled(_, signal, _)) => Outcome::Signaled(signal as i32),
+        Ok(other) => Outcome::FailedToStart(format!("unexpected wait status {other:?}")),
+        Err(e) => Outcome::FailedToStart(format!("wait for container init: {e}")),
+    }
+}
+
+/// Removes the cgroups, state and bundle of the container, whatever
+/// libcontainer left.
+fn clean_up(request: &Request) -> Result<(), String> {
+    let dirs = cgroup::container_dirs(&request.cgroup_parent, &request.id).map_err(|e| e.to_string())?;
+    cgroup::remove(&dirs).map_err(|e| e.to_string())?;
+    if matches!(request.rootfs, RootFs::Overlay { .. }) {
+        for dir in ["rootfs", "scratch"] {
+            let _ = umount2(&request.bundle.join(dir), MntFlags::MNT_DETACH);
+        }
+    }
+    for dir in [request.state.join(&request.id), request.bundle.clone()] {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("remove {}: {e}", dir.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

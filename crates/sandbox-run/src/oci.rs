@@ -1,0 +1,196 @@
+//! Turns a [`RunSpec`] into an OCI runtime `config.json`.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::spec::{DEFAULT_PATH, RootFs, RunSpec};
+use crate::{Error, Result, seccomp};
+
+/// CFS period used for the CPU limit.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Paths hidden from the container (as Docker and runc hide them).
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+/// Paths made read-only in the container.
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Checks what libcontainer would reject late or misread.
+pub(crate) fn validate(spec: &RunSpec) -> Result<()> {
+    let invalid = |reason: String| Err(Error::InvalidSpec { reason });
+    if spec.args.is_empty() || spec.args[0].is_empty() {
+        return invalid("no command given".into());
+    }
+    if !spec.cwd.starts_with('/') {
+        return invalid(format!("working directory {:?} is not absolute", spec.cwd));
+    }
+    if let Some(bad) = spec.env.iter().find(|e| !e.contains('=')) {
+        return invalid(format!("environment entry {bad:?} is not NAME=value"));
+    }
+    if !(spec.limits.cpus.is_finite() && spec.limits.cpus > 0.0) {
+        return invalid(format!("cpus must be positive, not {}", spec.limits.cpus));
+    }
+    if spec.limits.memory_bytes < 4 << 20 {
+        return invalid(format!("memory limit {} is below 4 MiB", spec.limits.memory_bytes));
+    }
+    if spec.limits.pids == 0 || spec.limits.tmp_bytes == 0 {
+        return invalid("pids and tmp_bytes limits must be positive".into());
+    }
+    match &spec.rootfs {
+        RootFs::Dir(dir) if !dir.is_absolute() => invalid(format!("root {} is not absolute", dir.display())),
+        RootFs::Overlay { lower } if lower.is_empty() => invalid("overlay root without layers".into()),
+        RootFs::Overlay { lower } => match lower.iter().find(|l| {
+            let s = l.to_string_lossy();
+            !l.is_absolute() || s.contains([',', ':', '\\'])
+        }) {
+            Some(l) => invalid(format!("overlay layer {} is not an absolute path free of ',' ':' '\\'", l.display())),
+            None => Ok(()),
+        },
+        RootFs::Dir(_) => Ok(()),
+    }?;
+    if let Some(io) = &spec.io_dir
+        && !io.is_absolute()
+    {
+        return invalid(format!("io directory {} is not absolute", io.display()));
+    }
+    Ok(())
+}
+
+/// The `config.json` of a container whose root is at `root_path` and whose
+/// cgroup is `cgroups_path`.
+pub(crate) fn config(spec: &RunSpec, root_path: &Path, cgroups_path: &str) -> Value {
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.to_owned());
+    }
+    let no_caps: Vec<String> = Vec::new();
+    let memory = i64::try_from(spec.limits.memory_bytes).unwrap_or(i64::MAX);
+    let quota = (spec.limits.cpus * CPU_PERIOD_US as f64).round().max(1000.0) as i64;
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "nodev", "mode=1777", format!("size={}", spec.limits.tmp_bytes)]}),
+    ];
+    if let Some(io) = &spec.io_dir {
+        mounts.push(json!({"destination": "/io", "type": "bind", "source": io,
+                           "options": ["rbind", "rw", "nosuid", "nodev"]}));
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": spec.uid, "gid": spec.gid},
+            "args": spec.args,
+            "env": env,
+            "cwd": spec.cwd,
+            "capabilities": {
+                "bounding": no_caps, "effective": no_caps, "inheritable": no_caps,
+                "permitted": no_caps, "ambient": no_caps,
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true,
+        },
+        "root": {"path": root_path, "readonly": spec.readonly_root},
+        "hostname": spec.hostname,
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "resources": {
+                "devices": [{"allow": false, "access": "rwm"}],
+                "memory": {"limit": memory, "swap": memory},
+                "cpu": {"quota": quota, "period": CPU_PERIOD_US},
+                "pids": {"limit": i64::try_from(spec.limits.pids).unwrap_or(i64::MAX)},
+            },
+            // The network namespace is the launcher's own (see launcher.rs).
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": seccomp::default_profile(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+    use super::*;
+    use crate::Limits;
+
+    fn spec() -> RunSpec {
+        RunSpec::new(RootFs::Dir("/r".into()), vec!["true".into()])
+    }
+
+    #[test]
+    fn config_parses_as_runtime_spec_with_the_defaults() {
+        let mut run = spec();
+        run.io_dir = Some("/data/io".into());
+        run.env = vec!["A=b".into()];
+        let spec: Spec = serde_json::from_value(config(&run, Path::new("/b/rootfs"), "/hoist/x")).unwrap();
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.user().uid(), 1000);
+        assert_eq!(process.no_new_privileges(), Some(true));
+        assert!(process.env().as_ref().unwrap().iter().any(|e| e.starts_with("PATH=")));
+        let caps = process.capabilities().as_ref().unwrap();
+        assert!(caps.bounding().as_ref().unwrap().is_empty());
+        assert!(caps.effective().as_ref().unwrap().is_empty());
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/hoist/x")));
+        let resources = linux.resources().as_ref().unwrap();
+        assert_eq!(resources.memory().unwrap().limit(), Some(2 << 30));
+        assert_eq!(resources.memory().unwrap().swap(), Some(2 << 30));
+        assert_eq!(resources.cpu().as_ref().unwrap().quota(), Some(200_000));
+        assert_eq!(resources.pids().unwrap().limit(), 256);
+        let namespaces = linux.namespaces().as_ref().unwrap();
+        assert!(!namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+        let mounts = spec.mounts().as_ref().unwrap();
+        let tmp = mounts.iter().find(|m| m.destination() == Path::new("/tmp")).unwrap();
+        assert!(tmp.options().as_ref().unwrap().contains(&format!("size={}", 512 << 20)));
+        assert!(mounts.iter().any(|m| m.destination() == Path::new("/io")));
+    }
+
+    #[test]
+    fn bad_specs_are_named() {
+        type Change = Box<dyn Fn(&mut RunSpec)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|s| s.args.clear()), "no command"),
+            (Box::new(|s| s.cwd = "app".into()), "not absolute"),
+            (Box::new(|s| s.env = vec!["NOEQUALS".into()]), "NAME=value"),
+            (Box::new(|s| s.limits = Limits { cpus: 0.0, ..Limits::default() }), "cpus"),
+            (Box::new(|s| s.limits.memory_bytes = 1), "memory"),
+            (Box::new(|s| s.rootfs = RootFs::Overlay { lower: vec![] }), "without layers"),
+            (Box::new(|s| s.rootfs = RootFs::Overlay { lower: vec!["/a:b".into()] }), "overlay layer"),
+            (Box::new(|s| s.rootfs = RootFs::Dir("rel".into())), "root"),
+        ];
+        for (change, expected) in cases {
+            let mut run = spec();
+            change(&mut run);
+            let err = validate(&run).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+        }
+        validate(&spec()).unwrap();
+    }
+}

@@ -1,0 +1,333 @@
+//! The caller's side: [`Sandbox::run`] and [`Sandbox::sweep`].
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::mount::{MntFlags, umount2};
+
+use crate::launcher::{Launcher, Report, Request};
+use crate::spec::{Outcome, Output, RootFs, RunResult, RunSpec};
+use crate::{Error, Result, cgroup, oci};
+
+/// How long a launcher may take to clean up after its container was killed.
+const LAUNCHER_GRACE: Duration = Duration::from_secs(10);
+
+/// Where a [`Sandbox`] keeps its state and cgroups, and how it starts its
+/// launcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// Directory for bundles and container state (default
+    /// `/run/hoist/sandbox`). Owned by the sandbox: a sweep empties it.
+    pub state_root: PathBuf,
+    /// Cgroup under which every container gets `/<cgroup_parent>/<id>`
+    /// (default `hoist`). Owned by the sandbox: a sweep empties it.
+    pub cgroup_parent: String,
+    /// How to start the launcher process.
+    pub launcher: Launcher,
+}
+
+impl SandboxConfig {
+    /// The default locations with the given launcher.
+    pub fn new(launcher: Launcher) -> Self {
+        Self { state_root: PathBuf::from("/run/hoist/sandbox"), cgroup_parent: "hoist".to_owned(), launcher }
+    }
+}
+
+/// What [`Sandbox::sweep`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Processes killed.
+    pub processes_killed: usize,
+    /// Cgroup directories removed (one per hierarchy per container).
+    pub cgroups_removed: usize,
+    /// Mounts found under the state root and detached.
+    pub mounts_removed: usize,
+    /// Bundle and state directories removed.
+    pub state_dirs_removed: usize,
+}
+
+/// Runs containers. Cheap to share: `run` takes `&self` and may be called
+/// from several threads at once.
+#[derive(Debug)]
+pub struct Sandbox {
+    config: SandboxConfig,
+    counter: AtomicU64,
+}
+
+impl Sandbox {
+    /// Checks the configuration and creates the state directories.
+    pub fn new(config: SandboxConfig) -> Result<Self> {
+        let parent = &config.cgroup_parent;
+        if parent.is_empty() || parent.contains('/') || parent == "." || parent == ".." {
+            return Err(Error::InvalidSpec { reason: format!("cgroup parent {parent:?} must be one path component") });
+        }
+        if !config.state_root.is_absolute() {
+            return Err(Error::InvalidSpec {
+                reason: format!("state root {} is not absolute", config.state_root.display()),
+            });
+        }
+        for dir in [config.state_root.join("bundles"), config.state_root.join("containers")] {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        }
+        Ok(Self { config, counter: AtomicU64::new(0) })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    fn bundles(&self) -> PathBuf {
+        self.config.state_root.join("bundles")
+    }
+
+    fn states(&self) -> PathBuf {
+        self.config.state_root.join("containers")
+    }
+
+    /// Removes everything an earlier process left behind: kills the
+    /// processes of every container cgroup under the parent, removes those
+    /// cgroups, detaches mounts under the state root and deletes all bundle
+    /// and state directories. Call it at start-up, before any `run`: it also
+    /// removes the containers of runs in progress.
+    pub fn sweep(&self) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        let dirs = cgroup::children(&self.config.cgroup_parent)?;
+        report.processes_killed = cgroup::remove(&dirs)?;
+        report.cgroups_removed = dirs.len();
+        report.mounts_removed = detach_mounts_under(&self.config.state_root)?;
+        for root in [self.bundles(), self.states()] {
+            let entries = std::fs::read_dir(&root).map_err(|e| Error::io("read", &root, e))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                std::fs::remove_dir_all(&path).map_err(|e| Error::io("remove", &path, e))?;
+                report.state_dirs_removed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs `spec` to its end and removes the container.
+    ///
+    /// Returns `Err` only when the sandbox machinery fails; a command that
+    /// cannot start is [`Outcome::FailedToStart`]. Blocks for up to the
+    /// spec's timeout (plus clean-up): async callers use `spawn_blocking`.
+    pub fn run(&self, spec: &RunSpec) -> Result<RunResult> {
+        let started = Instant::now();
+        oci::validate(spec)?;
+        let id = self.next_id();
+        let bundle = self.bundles().join(&id);
+        let root_path = match &spec.rootfs {
+            RootFs::Dir(dir) => dir.clone(),
+            RootFs::Overlay { .. } => bundle.join("rootfs"),
+        };
+        let cgroups_path = format!("/{}/{id}", self.config.cgroup_parent);
+        let request = Request {
+            id: id.clone(),
+            bundle,
+            state: self.states(),
+            cgroup_parent: self.config.cgroup_parent.clone(),
+            rootfs: spec.rootfs.clone(),
+            isolate_network: spec.network == crate::Network::None,
+            scratch_bytes: spec.limits.tmp_bytes,
+            config: oci::config(spec, &root_path, &cgroups_path),
+        };
+        let request = serde_json::to_vec(&request).expect("requests serialize");
+
+        let (mut socket, launcher_end) = UnixStream::pair().map_err(|e| Error::io("create", "socket pair", e))?;
+        let mut command = Command::new(&self.config.launcher.program);
+        command.args(&self.config.launcher.args).env_clear().stdin(Stdio::from(OwnedFd::from(launcher_end)));
+        let capture = match spec.output {
+            Output::Capture { max_bytes } => {
+                let (out_r, out_w) = std::io::pipe().map_err(|e| Error::io("create", "pipe", e))?;
+                let (err_r, err_w) = std::io::pipe().map_err(|e| Error::io("create", "pipe", e))?;
+                command.stdout(out_w).stderr(err_w);
+                Some((out_r, err_r, max_bytes))
+            }
+            Output::Inherit => None,
+        };
+        let child = command.spawn().map_err(|source| Error::LauncherSpawn {
+            program: self.config.launcher.program.clone(),
+            source,
+        });
+        // The pipes' write ends must only live in the launcher, or the
+        // readers below would never see the end of the output.
+        drop(command);
+        let mut child = child?;
+
+        std::thread::scope(|scope| {
+            let readers = capture.map(|(out, err, max)| {
+                (scope.spawn(move || read_capped(out, max)), scope.spawn(move || read_capped(err, max)))
+            });
+            let deadline = started + spec.limits.timeout;
+            let exchanged = self.exchange(&mut socket, &request, deadline, &id);
+            let finished = self.finish(&mut child, &id);
+            let (stdout, stderr) = match readers {
+                Some((out, err)) => (
+                    out.join().expect("output reader does not panic"),
+                    err.join().expect("output reader does not panic"),
+                ),
+                None => Default::default(),
+            };
+            let (report, timed_out) = exchanged?;
+            finished?;
+            let outcome = match report {
+                _ if timed_out => Outcome::TimedOut,
+                Report::Done(outcome) => outcome,
+                Report::Failed(detail) => return Err(Error::Launcher { id, detail }),
+            };
+            Ok(RunResult {
+                outcome,
+                stdout: stdout.0,
+                stderr: stderr.0,
+                stdout_truncated: stdout.1,
+                stderr_truncated: stderr.1,
+                duration: started.elapsed(),
+            })
+        })
+    }
+
+    fn next_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+        format!("{:x}-{n:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+    }
+
+    /// Sends the request and waits for the report; on timeout, kills the
+    /// container and waits (bounded) for the launcher to report anyway.
+    fn exchange(&self, socket: &mut UnixStream, request: &[u8], deadline: Instant, id: &str) -> Result<(Report, bool)> {
+        let failed = |detail: String| Error::Launcher { id: id.to_owned(), detail };
+        socket
+            .write_all(request)
+            .and_then(|()| socket.shutdown(Shutdown::Write))
+            .map_err(|e| failed(format!("send request: {e}")))?;
+        let mut answer = Vec::new();
+        let mut timed_out = false;
+        let mut grace_end = None;
+        loop {
+            let now = Instant::now();
+            let until = grace_end.unwrap_or(deadline);
+            let wait = until.saturating_duration_since(now).max(Duration::from_millis(1));
+            socket.set_read_timeout(Some(wait)).map_err(|e| failed(format!("socket: {e}")))?;
+            let mut chunk = [0u8; 4096];
+            match socket.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&chunk[..n]);
+                    if answer.ends_with(b"\n") {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if grace_end.is_some() {
+                        return Err(failed("no report after the container was killed".into()));
+                    }
+                    timed_out = true;
+                    grace_end = Some(Instant::now() + LAUNCHER_GRACE);
+                    let dirs = cgroup::container_dirs(&self.config.cgroup_parent, id)?;
+                    cgroup::kill_all(&dirs)?;
+                }
+                Err(e) => return Err(failed(format!("read report: {e}"))),
+            }
+        }
+        let report = serde_json::from_slice(&answer)
+            .map_err(|e| failed(format!("launcher ended without a valid report ({e})")))?;
+        Ok((report, timed_out))
+    }
+
+    /// Reaps the launcher (killing it if it lingers) and removes whatever it
+    /// could not: cgroups, bundle and state directories.
+    fn finish(&self, child: &mut Child, id: &str) -> Result<()> {
+        let waited = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if waited.elapsed() < LAUNCHER_GRACE => std::thread::sleep(Duration::from_micros(200)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+            }
+        }
+        let dirs = cgroup::container_dirs(&self.config.cgroup_parent, id)?;
+        cgroup::remove(&dirs)?;
+        for dir in [self.bundles().join(id), self.states().join(id)] {
+            if dir.exists() {
+                // A crashed launcher's mounts died with its namespace; a
+                // plain directory tree is left.
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a stream to its end, keeping the first `max` bytes.
+fn read_capped(mut stream: impl Read, max: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = max.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+                truncated |= n > room;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    (kept, truncated)
+}
+
+/// Detaches every mount at or below `root` (deepest first).
+fn detach_mounts_under(root: &Path) -> Result<usize> {
+    let path = "/proc/self/mountinfo";
+    let info = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let mut targets: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(cgroup::unescape(m)))
+        .filter(|m| m.starts_with(root) && m != root)
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.components().count()));
+    targets.dedup();
+    for target in &targets {
+        let _ = umount2(target, MntFlags::MNT_DETACH);
+    }
+    Ok(targets.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_first_bytes_and_reports_truncation() {
+        let data = vec![7u8; 200_000];
+        assert_eq!(read_capped(&data[..], 1000), (vec![7u8; 1000], true));
+        assert_eq!(read_capped(&data[..10], 1000), (vec![7u8; 10], false));
+        assert_eq!(read_capped(&data[..1000], 1000), (vec![7u8; 1000], false));
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let launcher = Launcher::new("/nonexistent");
+        for parent in ["", "a/b", ".."] {
+            let config = SandboxConfig { cgroup_parent: parent.into(), ..SandboxConfig::new(launcher.clone()) };
+            assert!(matches!(Sandbox::new(config), Err(Error::InvalidSpec { .. })), "{parent:?}");
+        }
+        let config = SandboxConfig { state_root: "rel".into(), ..SandboxConfig::new(launcher) };
+        assert!(matches!(Sandbox::new(config), Err(Error::InvalidSpec { .. })));
+    }
+}

@@ -1,0 +1,238 @@
+//! What to run ([`RunSpec`]) and what came of it ([`RunResult`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use oci_model::oci_spec::image::ImageConfiguration;
+use serde::{Deserialize, Serialize};
+
+/// `PATH` given to a container whose environment has none.
+pub(crate) const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The root filesystem of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RootFs {
+    /// An unpacked root directory, used in place. Mount points missing in it
+    /// (`/tmp`, `/io`, `/proc`...) are created in it before the root is made
+    /// read-only, so it must be writable by the caller.
+    Dir(PathBuf),
+    /// Layers stacked with overlayfs, with a per-container writable layer in
+    /// memory (discarded after the run). Lower directories may hold overlay
+    /// whiteouts (0/0 character devices, `trusted.overlay.opaque`).
+    Overlay {
+        /// Layer directories, top-most first (as overlayfs' `lowerdir=`).
+        lower: Vec<PathBuf>,
+    },
+}
+
+/// Resource limits of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Memory limit, swap included (default 2 GiB).
+    pub memory_bytes: u64,
+    /// CPU bandwidth in CPUs (default 2.0), as a CFS quota per 100 ms period.
+    pub cpus: f64,
+    /// Maximum number of processes and threads (default 256).
+    pub pids: u64,
+    /// Size of the tmpfs on `/tmp` (default 512 MiB).
+    pub tmp_bytes: u64,
+    /// Wall-clock limit from the start of the run (default 300 s).
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 2 << 30,
+            cpus: 2.0,
+            pids: 256,
+            tmp_bytes: 512 << 20,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The network a container sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// A new network namespace with only `lo`, up (the default).
+    #[default]
+    None,
+    /// The host's network namespace: an explicit opt-out of isolation.
+    Host,
+}
+
+/// Where a container's standard output and error go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Captured into [`RunResult`]: the first `max_bytes` of each stream are
+    /// kept, the rest is read and dropped (and reported as truncated).
+    Capture {
+        /// Bytes kept per stream.
+        max_bytes: usize,
+    },
+    /// Written straight to the caller's standard output and error.
+    Inherit,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Self::Capture { max_bytes: 1 << 20 }
+    }
+}
+
+/// Everything needed to run one command in a sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    /// The root filesystem.
+    pub rootfs: RootFs,
+    /// The command and its arguments; the command is looked up in `PATH`.
+    pub args: Vec<String>,
+    /// `NAME=value` pairs; a default `PATH` is added when none is given.
+    pub env: Vec<String>,
+    /// Absolute working directory (default `/`).
+    pub cwd: String,
+    /// User id (default 1000).
+    pub uid: u32,
+    /// Group id (default 1000).
+    pub gid: u32,
+    /// A host directory bind-mounted read-write at `/io`; it must be
+    /// writable by `uid`.
+    pub io_dir: Option<PathBuf>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Network isolation.
+    pub network: Network,
+    /// Whether the root filesystem is read-only (default true).
+    pub readonly_root: bool,
+    /// Where output goes.
+    pub output: Output,
+    /// The container's host name (default `sandbox`).
+    pub hostname: String,
+}
+
+impl RunSpec {
+    /// A spec with the platform's defaults, running `args` in `rootfs`.
+    pub fn new(rootfs: RootFs, args: Vec<String>) -> Self {
+        Self {
+            rootfs,
+            args,
+            env: vec![DEFAULT_PATH.to_owned()],
+            cwd: "/".to_owned(),
+            uid: 1000,
+            gid: 1000,
+            io_dir: None,
+            limits: Limits::default(),
+            network: Network::None,
+            readonly_root: true,
+            output: Output::default(),
+            hostname: "sandbox".to_owned(),
+        }
+    }
+
+    /// A spec with the platform's defaults, taking the environment, working
+    /// directory and command (entrypoint followed by cmd, or `args_override`)
+    /// from an image configuration. The image's `User` is not used: the run
+    /// stays uid/gid 1000 unless the caller sets [`RunSpec::uid`] and
+    /// [`RunSpec::gid`].
+    pub fn from_image_config(
+        rootfs: RootFs,
+        config: &ImageConfiguration,
+        args_override: Option<Vec<String>>,
+    ) -> Self {
+        let image = config.config().as_ref();
+        let args = args_override.unwrap_or_else(|| {
+            let mut args = image.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
+            args.extend(image.and_then(|c| c.cmd().clone()).unwrap_or_default());
+            args
+        });
+        let mut spec = Self::new(rootfs, args);
+        if let Some(env) = image.and_then(|c| c.env().clone()) {
+            spec.env = env;
+        }
+        if let Some(cwd) = image.and_then(|c| c.working_dir().clone()).filter(|d| !d.is_empty()) {
+            spec.cwd = cwd;
+        }
+        spec
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The command exited with this code.
+    Exited(i32),
+    /// The command was killed by this signal.
+    Signaled(i32),
+    /// The kernel's OOM killer killed a process of the container (whatever
+    /// the command's own exit status was).
+    OomKilled,
+    /// The wall-clock timeout expired; every process was killed.
+    TimedOut,
+    /// The container could not be started (missing command, bad working
+    /// directory...); the text says why.
+    FailedToStart(String),
+}
+
+impl Outcome {
+    /// The exit code a shell would report: `Exited(n)` → n, `Signaled(s)` →
+    /// 128+s, `OomKilled` → 137, `TimedOut` → 124, `FailedToStart` → 125.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Exited(code) => *code,
+            Self::Signaled(signal) => 128 + signal,
+            Self::OomKilled => 137,
+            Self::TimedOut => 124,
+            Self::FailedToStart(_) => 125,
+        }
+    }
+}
+
+/// The result of [`Sandbox::run`](crate::Sandbox::run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// Captured standard output (empty with [`Output::Inherit`]).
+    pub stdout: Vec<u8>,
+    /// Captured standard error (empty with [`Output::Inherit`]).
+    pub stderr: Vec<u8>,
+    /// Whether standard output was longer than the capture limit.
+    pub stdout_truncated: bool,
+    /// Whether standard error was longer than the capture limit.
+    pub stderr_truncated: bool,
+    /// Wall-clock time of the whole run, setup and clean-up included.
+    pub duration: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_shell_conventions() {
+        assert_eq!(Outcome::Exited(3).exit_code(), 3);
+        assert_eq!(Outcome::Signaled(9).exit_code(), 137);
+        assert_eq!(Outcome::OomKilled.exit_code(), 137);
+        assert_eq!(Outcome::TimedOut.exit_code(), 124);
+        assert_eq!(Outcome::FailedToStart("x".into()).exit_code(), 125);
+    }
+
+    #[test]
+    fn image_config_gives_env_cwd_and_command() {
+        let config: ImageConfiguration = serde_json::from_str(
+            r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},
+                "config":{"User":"0","Env":["PATH=/x","A=b"],"Entrypoint":["/bin/sh","-c"],
+                          "Cmd":["echo hi"],"WorkingDir":"/app"}}"#,
+        )
+        .unwrap();
+        let root = RootFs::Dir("/r".into());
+        let spec = RunSpec::from_image_config(root.clone(), &config, None);
+        assert_eq!(spec.args, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(spec.env, ["PATH=/x", "A=b"]);
+        assert_eq!(spec.cwd, "/app");
+        assert_eq!((spec.uid, spec.gid), (1000, 1000));
+        let spec = RunSpec::from_image_config(root, &config, Some(vec!["true".into()]));
+        assert_eq!(spec.args, ["true"]);
+    }
+}

@@ -1,0 +1,397 @@
+//! Real containers (run as root): isolation seen from inside, outcomes, and
+//! that nothing is left behind after any of them.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sandbox_run::{Launcher, Limits, Network, Outcome, Output, RootFs, RunResult, RunSpec, Sandbox, SandboxConfig};
+
+const LAUNCHER: &str = env!("CARGO_BIN_EXE_sandbox-launcher");
+
+/// A sandbox with its own cgroup parent and state root, checked for
+/// leftovers (and its cgroup parent removed) when dropped.
+struct Fixture {
+    sandbox: Sandbox,
+    parent: String,
+    state: tempfile::TempDir,
+    rootfs: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        assert!(nix::unistd::geteuid().is_root(), "the sandbox tests run real containers and need root");
+        let state = tempfile::tempdir().unwrap();
+        let parent = format!("hoist-test-{name}-{}", std::process::id());
+        let config = SandboxConfig {
+            state_root: state.path().to_owned(),
+            cgroup_parent: parent.clone(),
+            launcher: Launcher::new(LAUNCHER),
+        };
+        let sandbox = Sandbox::new(config).unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        busybox_rootfs(rootfs.path());
+        Self { sandbox, parent, state, rootfs }
+    }
+
+    fn spec(&self, script: &str) -> RunSpec {
+        RunSpec::new(RootFs::Dir(self.rootfs.path().to_owned()), vec!["sh".into(), "-c".into(), script.into()])
+    }
+
+    fn run(&self, spec: &RunSpec) -> RunResult {
+        let result = self.sandbox.run(spec).unwrap();
+        self.assert_clean();
+        result
+    }
+
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|h| h.path().join(&self.parent))
+            .filter(|p| p.is_dir())
+            .collect()
+    }
+
+    /// No cgroup, mount, state directory or process of a container is left.
+    fn assert_clean(&self) {
+        for dir in self.cgroup_dirs() {
+            let children: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+            assert!(children.is_empty(), "cgroups left in {}: {children:?}", dir.display());
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let state = self.state.path().to_str().unwrap();
+        assert!(!mounts.contains(state), "mounts left under {state}");
+        for sub in ["bundles", "containers"] {
+            let left: Vec<_> = std::fs::read_dir(self.state.path().join(sub)).unwrap().collect();
+            assert!(left.is_empty(), "{sub} left: {left:?}");
+        }
+        let marker = format!("/{}/", self.parent);
+        for proc in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cgroups) = std::fs::read_to_string(proc.path().join("cgroup")) {
+                assert!(!cgroups.contains(&marker), "process {:?} left in {marker}", proc.file_name());
+            }
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_clean();
+        }
+        for dir in self.cgroup_dirs() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A root filesystem of Debian's static busybox with its applets, and a
+/// user 1000.
+fn busybox_rootfs(root: &Path) {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" {
+            symlink("busybox", bin.join(applet)).unwrap();
+        }
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n")
+        .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn defaults_isolate_the_container() {
+    let f = Fixture::new("isolation");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "echo uid=$(id -u) gid=$(id -g)
+         grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status
+         echo nets=$(ls /sys/class/net) lo_flags=$(cat /sys/class/net/lo/flags)
+         nc -w 2 127.0.0.1 {port} </dev/null && echo host-port=open || echo host-port=closed
+         touch /root-file 2>/dev/null && echo root=writable || echo root=readonly
+         grep ' /tmp ' /proc/mounts
+         df -m /tmp | tail -1
+         touch /tmp/file && echo tmp=writable
+         echo keys=$(wc -c < /proc/keys) timer_list=$(wc -c < /proc/timer_list) firmware=$(ls /sys/firmware | wc -l)
+         touch /proc/sys/kernel/x 2>/dev/null; echo sysrq=$(echo 1 2>/dev/null > /proc/sysrq-trigger && echo writable || echo readonly)
+         echo host=$(hostname)
+         echo fds=$(ls /proc/self/fd | tr '\\n' ' ')"
+    );
+    // A descriptor the caller leaked (no close-on-exec) must not reach the container.
+    let leaked = nix::fcntl::open("/etc/hostname", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).unwrap();
+    let result = f.run(&f.spec(&script));
+    let out = text(&result.stdout);
+    assert_eq!(result.outcome, Outcome::Exited(0), "{out}\n{}", text(&result.stderr));
+    assert!(out.contains("uid=1000 gid=1000"), "{out}");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(out.contains(&format!("{cap}:\t0000000000000000")), "{cap} not empty: {out}");
+    }
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("nets=lo lo_flags=0x9"), "only lo, and up: {out}");
+    assert!(out.contains("host-port=closed"), "{out}");
+    assert!(out.contains("root=readonly"), "{out}");
+    assert!(out.contains("tmpfs /tmp tmpfs rw,nosuid,nodev"), "{out}");
+    assert!(out.contains(" 512 "), "/tmp is 512 MiB: {out}");
+    assert!(out.contains("tmp=writable"), "{out}");
+    assert!(out.contains("keys=0 timer_list=0 firmware=0"), "masked paths: {out}");
+    assert!(out.contains("sysrq=readonly"), "{out}");
+    assert!(out.contains("host=sandbox"), "{out}");
+    assert!(out.contains("fds=0 1 2 3\n"), "only stdio and ls's own directory: {out}");
+    nix::unistd::close(leaked).unwrap();
+    // The listener saw no connection from inside.
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err());
+}
+
+#[test]
+fn host_network_is_an_explicit_opt_out() {
+    let f = Fixture::new("hostnet");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut spec = f.spec(&format!("echo hello | nc -w 2 127.0.0.1 {port}"));
+    spec.network = Network::Host;
+    let accepted = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = String::new();
+        conn.read_to_string(&mut got).unwrap();
+        got
+    });
+    let result = f.run(&spec);
+    assert_eq!(result.outcome, Outcome::Exited(0), "{}", text(&result.stderr));
+    assert_eq!(accepted.join().unwrap(), "hello\n");
+}
+
+#[test]
+fn exit_codes_and_output_are_reported() {
+    let f = Fixture::new("exit");
+    let result = f.run(&f.spec("echo out; echo err >&2; exit 3"));
+    assert_eq!(result.outcome, Outcome::Exited(3));
+    assert_eq!(result.outcome.exit_code(), 3);
+    assert_eq!(text(&result.stdout), "out\n");
+    assert_eq!(text(&result.stderr), "err\n");
+    assert!(!result.stdout_truncated && !result.stderr_truncated);
+
+}
+
+#[test]
+fn output_is_truncated_at_the_limit() {
+    let f = Fixture::new("truncate");
+    let mut spec = f.spec("head -c 300000 /dev/zero; echo small >&2");
+    spec.output = Output::Capture { max_bytes: 1000 };
+    let result = f.run(&spec);
+    assert_eq!(result.outcome, Outcome::Exited(0));
+    assert_eq!(result.stdout, vec![0u8; 1000]);
+    assert!(result.stdout_truncated);
+    assert_eq!(text(&result.stderr), "small\n");
+    assert!(!result.stderr_truncated);
+}
+
+#[test]
+fn a_missing_command_fails_to_start() {
+    let f = Fixture::new("missing");
+    let spec = RunSpec::new(RootFs::Dir(f.rootfs.path().to_owned()), vec!["/no/such/binary".into()]);
+    let result = f.run(&spec);
+    match &result.outcome {
+        Outcome::FailedToStart(why) => assert!(why.contains("/no/such/binary"), "{why}"),
+        other => panic!("expected FailedToStart, got {other:?}"),
+    }
+    assert_eq!(result.outcome.exit_code(), 125);
+}
+
+#[test]
+fn io_dir_is_read_write() {
+    let f = Fixture::new("io");
+    let io = tempfile::tempdir().unwrap();
+    std::fs::write(io.path().join("inputs.json"), "{\"x\":1}").unwrap();
+    nix::unistd::chown(io.path(), Some(1000.into()), Some(1000.into())).unwrap();
+    let mut spec = f.spec("cat /io/inputs.json > /io/output.json");
+    spec.io_dir = Some(io.path().to_owned());
+    let result = f.run(&spec);
+    assert_eq!(result.outcome, Outcome::Exited(0), "{}", text(&result.stderr));
+    assert_eq!(std::fs::read_to_string(io.path().join("output.json")).unwrap(), "{\"x\":1}");
+}
+
+#[test]
+fn a_busy_loop_times_out() {
+    let f = Fixture::new("timeout");
+    let mut spec = f.spec("while :; do :; done");
+    spec.limits.timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let result = f.run(&spec);
+    assert_eq!(result.outcome, Outcome::TimedOut);
+    assert_eq!(result.outcome.exit_code(), 124);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed() {
+    let f = Fixture::new("oom");
+    let mut spec = f.spec("head -c 200m /dev/zero | tail");
+    spec.limits = Limits { memory_bytes: 32 << 20, ..Limits::default() };
+    let result = f.run(&spec);
+    assert_eq!(result.outcome, Outcome::OomKilled, "{}", text(&result.stderr));
+    assert_eq!(result.outcome.exit_code(), 137);
+}
+
+#[test]
+fn a_fork_bomb_is_contained() {
+    let f = Fixture::new("forkbomb");
+    let mut spec = f.spec("bomb() { bomb | bomb & }; bomb; sleep 2; echo done");
+    spec.limits.pids = 64;
+    spec.limits.timeout = Duration::from_secs(60);
+    let started = Instant::now();
+    let result = f.run(&spec);
+    assert_ne!(result.outcome, Outcome::TimedOut);
+    assert!(text(&result.stderr).contains("can't fork"), "the pids limit stopped it: {}", text(&result.stderr));
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+}
+
+#[test]
+fn overlay_root_stacks_layers_with_whiteouts() {
+    let f = Fixture::new("overlay");
+    let bottom = tempfile::tempdir().unwrap();
+    busybox_rootfs(bottom.path());
+    std::fs::write(bottom.path().join("etc/gone.txt"), "deleted above").unwrap();
+    std::fs::create_dir_all(bottom.path().join("data/dir")).unwrap();
+    std::fs::write(bottom.path().join("data/dir/old.txt"), "hidden by opaque dir").unwrap();
+    std::fs::write(bottom.path().join("data/kept.txt"), "kept").unwrap();
+    let top = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(top.path().join("etc")).unwrap();
+    std::fs::create_dir_all(top.path().join("data/dir")).unwrap();
+    std::fs::write(top.path().join("data/dir/new.txt"), "new").unwrap();
+    std::fs::set_permissions(top.path().join("data"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Overlay whiteout: a 0/0 character device; opaque directory: an xattr.
+    nix::sys::stat::mknod(
+        &top.path().join("etc/gone.txt"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    let status = Command::new("python3")
+        .args(["-c", "import os,sys; os.setxattr(sys.argv[1], 'trusted.overlay.opaque', b'y')"])
+        .arg(top.path().join("data/dir"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rootfs = RootFs::Overlay { lower: vec![top.path().to_owned(), bottom.path().to_owned()] };
+    let spec = RunSpec::new(
+        rootfs,
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "test -e /etc/gone.txt && echo gone=present; cat /data/kept.txt; echo; ls /data/dir; \
+             touch /x 2>/dev/null || echo root=readonly"
+                .into(),
+        ],
+    );
+    let result = f.run(&spec);
+    assert_eq!(result.outcome, Outcome::Exited(0), "{}", text(&result.stderr));
+    assert_eq!(text(&result.stdout), "kept\nnew.txt\nroot=readonly\n");
+    // The layers were not touched (mount points went to the upper layer).
+    assert!(!top.path().join("tmp").exists() && !bottom.path().join("tmp").exists());
+}
+
+#[test]
+fn a_killed_launcher_leaves_nothing_after_the_run() {
+    let f = Fixture::new("launcherkill");
+    let killer = {
+        let parent = f.parent.clone();
+        std::thread::spawn(move || kill_launcher_of_first_container(&parent))
+    };
+    let err = f.sandbox.run(&f.spec("sleep 30")).unwrap_err();
+    killer.join().unwrap();
+    assert!(err.to_string().contains("launcher"), "{err}");
+    f.assert_clean();
+}
+
+/// Waits for a container under `parent`; returns the pid of its init and of
+/// its launcher (the init's parent).
+fn find_container(parent: &str) -> (i32, i32) {
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "no container appeared");
+        let procs = std::fs::read_dir(format!("/sys/fs/cgroup/pids/{parent}"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| std::fs::read_to_string(e.path().join("cgroup.procs")).ok())
+            .find(|p| !p.trim().is_empty());
+        if let Some(procs) = procs {
+            let init: i32 = procs.lines().next().unwrap().parse().unwrap();
+            let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
+            let ppid: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+            let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap();
+            assert!(comm.starts_with("sandbox-launch"), "parent of init is {comm:?}");
+            return (init, ppid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill9(pid: i32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+}
+
+fn kill_launcher_of_first_container(parent: &str) {
+    kill9(find_container(parent).1);
+}
+
+#[test]
+fn sweep_removes_what_a_crashed_worker_left() {
+    let f = Fixture::new("sweep");
+    let mut worker = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "crashed_worker", "--nocapture"])
+        .env("SANDBOX_TEST_STATE", f.state.path())
+        .env("SANDBOX_TEST_PARENT", &f.parent)
+        .env("SANDBOX_TEST_ROOTFS", f.rootfs.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (init, launcher) = find_container(&f.parent);
+    // The worker and then the launcher crash; the container runs on.
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    kill9(launcher);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(Path::new(&format!("/proc/{init}")).exists(), "the container outlived its launcher");
+    assert!(std::fs::read_dir(f.state.path().join("bundles")).unwrap().next().is_some());
+
+    let report = f.sandbox.sweep().unwrap();
+    assert!(report.processes_killed >= 1, "{report:?}");
+    assert!(report.cgroups_removed >= 8, "one per v1 controller: {report:?}");
+    assert_eq!(report.state_dirs_removed, 2, "bundle and state: {report:?}");
+    f.assert_clean();
+    assert_eq!(f.sandbox.sweep().unwrap(), sandbox_run::SweepReport::default());
+}
+
+/// The worker process that `sweep_removes_what_a_crashed_worker_left` starts
+/// and kills; not meant to be run alone.
+#[test]
+#[ignore = "started by sweep_removes_what_a_crashed_worker_left"]
+fn crashed_worker() {
+    let var = |name: &str| std::env::var_os(name).expect("started by the sweep test");
+    let config = SandboxConfig {
+        state_root: var("SANDBOX_TEST_STATE").into(),
+        cgroup_parent: var("SANDBOX_TEST_PARENT").into_string().unwrap(),
+        launcher: Launcher::new(LAUNCHER),
+    };
+    let mut spec = RunSpec::new(RootFs::Dir(var("SANDBOX_TEST_ROOTFS").into()), vec!["sleep".into(), "600".into()]);
+    spec.limits.timeout = Duration::from_secs(120);
+    Sandbox::new(config).unwrap().run(&spec).unwrap();
+}

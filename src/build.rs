@@ -1,0 +1,283 @@
+//! `hoist validate` and `hoist build`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use oci_build::{Builder, FunctionSpec, Policy, Problem, naming};
+use oci_model::{Platform, Reference};
+use oci_push::{Copier, Endpoint};
+use registry_client::Client;
+
+use crate::{Global, progress};
+
+/// Options shared by `validate` and `build`.
+#[derive(Args)]
+pub(crate) struct PolicyArgs {
+    /// Modules user code may not import (comma-separated; replaces the
+    /// default os,subprocess,socket).
+    #[arg(long, value_delimiter = ',', value_name = "MODULES")]
+    deny_modules: Option<Vec<String>>,
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> Policy {
+        let mut policy = Policy::default();
+        if let Some(m) = &self.deny_modules {
+            policy.denied_modules = m.iter().filter(|m| !m.is_empty()).cloned().collect();
+        }
+        policy
+    }
+}
+
+/// `hoist validate DIR`.
+#[derive(Args)]
+pub(crate) struct ValidateArgs {
+    /// The function directory (user_function.py, optional requirements.txt).
+    dir: PathBuf,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// `hoist build DIR --base REF (--tag REF | --registry ... --version V)`.
+#[derive(Args)]
+pub(crate) struct BuildArgs {
+    /// The function directory (user_function.py, optional requirements.txt).
+    dir: PathBuf,
+    /// Base image: a reference or oci:DIR[:TAG].
+    #[arg(long, value_name = "IMAGE")]
+    base: Endpoint,
+    /// Name of the result, overriding the naming template.
+    #[arg(long, value_name = "REF", conflicts_with_all = ["registry", "namespace"])]
+    tag: Option<Reference>,
+    /// Registry of the templated name
+    /// {registry}/{namespace}/functions/user-{user}-func-{function}:v{version}-{sha8}.
+    #[arg(long, value_name = "HOST", required_unless_present = "tag")]
+    registry: Option<String>,
+    /// Namespace of the templated name.
+    #[arg(long, value_name = "NS", required_unless_present = "tag")]
+    namespace: Option<String>,
+    /// The user the function belongs to (name template and label).
+    #[arg(long, value_name = "USER", required_unless_present = "tag")]
+    user: Option<String>,
+    /// The function's id (name template and label).
+    #[arg(long, value_name = "ID", required_unless_present = "tag")]
+    function: Option<String>,
+    /// The function's version (name template and label).
+    #[arg(long, value_name = "VERSION", required_unless_present = "tag")]
+    version: Option<String>,
+    /// Tag with `sha-<git short SHA>` of the function directory's repository.
+    #[arg(long)]
+    tag_from_git: bool,
+    /// Allow the tag `latest`.
+    #[arg(long)]
+    allow_latest: bool,
+    /// Write the image to an OCI layout (oci:DIR[:TAG]) instead of pushing.
+    #[arg(long, value_name = "oci:DIR[:TAG]")]
+    output: Option<Endpoint>,
+    /// Build cache (default $XDG_CACHE_HOME/hoist or ~/.cache/hoist).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Python X.Y to assume when the base image does not tell.
+    #[arg(long, value_name = "X.Y")]
+    python_version: Option<String>,
+    /// Resolve requirements from the local cache only.
+    #[arg(long)]
+    offline: bool,
+    /// Prefix of the function labels (id, user, version, created).
+    #[arg(long, value_name = "PREFIX")]
+    label_prefix: Option<String>,
+    /// Platform to build for (and to pick from a base index).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<Platform>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// Prints problems one per line (or as JSON); exit status 1 if any.
+pub(crate) fn validate(g: &Global, args: ValidateArgs) -> Result<bool> {
+    let checked = function_check::check_dir(&args.dir, &args.policy.policy())
+        .with_context(|| format!("validate {}", args.dir.display()))?;
+    if g.json {
+        let value = serde_json::json!({
+            "valid": checked.is_ok(),
+            "files": checked.files,
+            "requirements": checked.requirements,
+            "problems": checked.problems,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        for p in &checked.problems {
+            println!("{p}");
+        }
+    }
+    Ok(checked.is_ok())
+}
+
+pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
+    let dir = &args.dir;
+    let name = name(&args)?;
+    naming::check_tag(&name, args.allow_latest)?;
+    if let Some(out) = &args.output
+        && !matches!(out, Endpoint::Layout { .. })
+    {
+        bail!("--output takes an OCI layout (oci:DIR[:TAG]), not {out}; to push, use --tag");
+    }
+    let (user, function, version) = labels(&args, &name);
+    let spec = FunctionSpec {
+        dir: dir.clone(),
+        base: args.base.clone(),
+        name: name.clone(),
+        user,
+        function,
+        version,
+        python_version: args.python_version.clone(),
+    };
+    let mut builder = Builder::new(client.clone())?
+        .policy(args.policy.policy())
+        .offline(args.offline);
+    if let Some(c) = &args.cache_dir {
+        builder = builder.cache_dir(c);
+    }
+    if let Some(p) = &args.label_prefix {
+        builder = builder.label_prefix(p);
+    }
+    if let Some(p) = &args.platform {
+        builder = builder.platform(p.clone());
+    }
+    let output = match builder.build(&spec).await {
+        Ok(o) => o,
+        Err(oci_build::Error::Invalid { problems }) => return Err(invalid(&problems)),
+        Err(e) => return Err(e).with_context(|| format!("build {}", dir.display())),
+    };
+
+    // Push (or write the layout): only blobs the destination lacks move;
+    // base layers are mounted from the base's repository when they share
+    // a registry.
+    let started = Instant::now();
+    let dst = match &args.output {
+        Some(Endpoint::Layout { dir, tag }) => Endpoint::Layout {
+            dir: dir.clone(),
+            tag: Some(tag.clone().unwrap_or_else(|| output.store_tag.clone())),
+        },
+        _ => Endpoint::Registry(output.reference.clone()),
+    };
+    let mut copier = Copier::new(client).jobs(g.jobs);
+    if let Some(base) = &output.base {
+        let base_layers = output
+            .layers
+            .iter()
+            .filter(|l| l.role == oci_build::Role::Base)
+            .map(|l| l.digest.clone());
+        copier = copier.mount_from(base.clone(), base_layers);
+    }
+    let bar = (!g.quiet && !g.json && std::io::stderr().is_terminal()).then(progress::Bar::new);
+    if let Some(bar) = &bar {
+        copier = copier.progress(bar.sink());
+    }
+    let report = copier
+        .copy(&output.store_endpoint(), &dst)
+        .await
+        .with_context(|| format!("push {dst}"))?;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let push_time = started.elapsed();
+
+    let pinned = output.reference.with_digest(output.manifest_digest.clone());
+    if g.json {
+        let mut phases: serde_json::Map<String, serde_json::Value> = output
+            .phases
+            .iter()
+            .map(|(p, d)| (p.to_string(), ms(*d).into()))
+            .collect();
+        phases.insert("push".into(), ms(push_time).into());
+        let value = serde_json::json!({
+            "reference": pinned.to_string(),
+            "destination": dst.to_string(),
+            "digest": output.manifest_digest,
+            "manifest_size": output.manifest_size,
+            "media_type": output.manifest_media_type,
+            "config_digest": output.config_digest,
+            "base_digest": output.base_digest,
+            "image_size": output.image_size,
+            "layers": output.layers,
+            "packages": output.packages,
+            "phases_ms": phases,
+            "push": report,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    if !g.quiet && std::io::stderr().is_terminal() {
+        let mut line = String::new();
+        for (p, d) in &output.phases {
+            line.push_str(&format!("{p} {:.1} ms, ", ms(*d)));
+        }
+        eprintln!("{line}push {:.1} ms", ms(push_time));
+    }
+    match dst {
+        Endpoint::Registry(_) => println!("{pinned}"),
+        Endpoint::Layout { .. } => println!("{dst}@{}", output.manifest_digest),
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// Every problem on its own line on stderr, then the error itself.
+fn invalid(problems: &[Problem]) -> anyhow::Error {
+    for p in problems {
+        eprintln!("{p}");
+    }
+    anyhow::anyhow!(
+        "the function is invalid: {} problem{}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    )
+}
+
+/// The result's name: --tag, else the naming template; --tag-from-git
+/// replaces the tag with `sha-<short SHA>`.
+fn name(args: &BuildArgs) -> Result<Reference> {
+    let name = match &args.tag {
+        Some(t) => t.clone(),
+        None => {
+            let part = |v: &Option<String>| v.clone().unwrap_or_default();
+            naming::default_reference(
+                &part(&args.registry),
+                &part(&args.namespace),
+                &part(&args.user),
+                &part(&args.function),
+                &part(&args.version),
+                &naming::code_sha8(&args.dir)?,
+            )?
+        }
+    };
+    if args.tag_from_git {
+        let sha = naming::git_short_sha(&args.dir)?;
+        return Ok(name.with_tag(&format!("sha-{sha}"))?);
+    }
+    Ok(name)
+}
+
+/// Label values: the flags, else what the name says.
+fn labels(args: &BuildArgs, name: &Reference) -> (String, String, String) {
+    let last = name
+        .repository()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    (
+        args.user.clone().unwrap_or_default(),
+        args.function.clone().unwrap_or(last),
+        args.version
+            .clone()
+            .unwrap_or_else(|| name.reference_str().to_owned()),
+    )
+}
