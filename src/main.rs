@@ -128,7 +128,10 @@ enum Command {
 fn main() -> ExitCode {
     // The sandbox launcher must start before any thread exists: it forks
     // the container.
-    if std::env::args_os().nth(1).is_some_and(|a| a == run::LAUNCHER_ARG) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == run::LAUNCHER_ARG)
+    {
         sandbox_run::launcher_main();
     }
     let cli = Cli::parse();

@@ -110,7 +110,7 @@ enum CacheAction {
 }
 
 pub(crate) async fn run(g: &Global, builder: ClientBuilder, args: RunArgs) -> Result<ExitCode> {
-    let (image, _cache) = pull(g, builder, &args.image, &args.sandbox).await?;
+    let image = pull(g, builder, &args.image, &args.sandbox).await?;
     let command = (!args.command.is_empty()).then_some(args.command);
     let mut spec = spec(&image, &args.sandbox, command);
     spec.output = Output::Inherit;
@@ -137,14 +137,17 @@ pub(crate) async fn invoke(
     builder: ClientBuilder,
     args: InvokeArgs,
 ) -> Result<ExitCode> {
-    let inputs = std::fs::read(&args.inputs)
-        .with_context(|| format!("read {}", args.inputs.display()))?;
+    let inputs =
+        std::fs::read(&args.inputs).with_context(|| format!("read {}", args.inputs.display()))?;
     let parsed: serde_json::Value = serde_json::from_slice(&inputs)
         .with_context(|| format!("{} is not JSON", args.inputs.display()))?;
     if !parsed.is_object() {
-        bail!("{}: the inputs must be a JSON object", args.inputs.display());
+        bail!(
+            "{}: the inputs must be a JSON object",
+            args.inputs.display()
+        );
     }
-    let (image, _cache) = pull(g, builder, &args.image, &args.sandbox).await?;
+    let image = pull(g, builder, &args.image, &args.sandbox).await?;
 
     // The function runs as uid 1000 and reads and writes /io only.
     let io = tempfile::Builder::new()
@@ -240,12 +243,17 @@ pub(crate) async fn cache(g: &Global, args: CacheArgs) -> Result<ExitCode> {
 }
 
 /// Pulls `image` into the cache through the primary and the mirrors.
+///
+/// The cache is closed again before the container starts, so that other
+/// `hoist` processes sharing the directory (which wait for it) are not
+/// held up for a whole run; this process's pin only guards against its
+/// own evictions.
 async fn pull(
     g: &Global,
     builder: ClientBuilder,
     image: &Reference,
     args: &SandboxArgs,
-) -> Result<(CachedImage, Cache)> {
+) -> Result<CachedImage> {
     let mut registries = vec![image.registry().to_owned()];
     registries.extend(args.mirrors.iter().cloned());
     let timeout = Duration::from_secs(g.registry_timeout);
@@ -259,14 +267,12 @@ async fn pull(
     if let Some(p) = &args.platform {
         config.platform = p.clone();
     }
-    let cache = Cache::open(config)
-        .await
-        .context("open the layer cache")?;
+    let cache = Cache::open(config).await.context("open the layer cache")?;
     let cached = cache
         .pull(image, &failover)
         .await
         .with_context(|| format!("pull {image}"))?;
-    Ok((cached, cache))
+    Ok(cached)
 }
 
 fn cache_dir(given: Option<PathBuf>) -> Result<PathBuf> {

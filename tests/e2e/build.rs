@@ -63,7 +63,10 @@ fn layers(record: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn validate_reports_every_problem_with_its_position() {
-    let good = function_dir(ECHO, Some("six==1.17.0\nattrs>=23 ; python_version >= '3.8'\n"));
+    let good = function_dir(
+        ECHO,
+        Some("six==1.17.0\nattrs>=23 ; python_version >= '3.8'\n"),
+    );
     hoist_ok(&["validate", good.path().to_str().unwrap()]);
 
     let bad = function_dir(
@@ -140,7 +143,11 @@ async fn builds_run_without_hoist_and_errors_come_back_as_json() {
     let digest = record["digest"].as_str().unwrap();
     let pinned = format!("{host}/fn/echo@{digest}");
     let run = run_function(&pinned, &json!({"a": 1})).await;
-    assert!(run.output.status.success(), "{run_stderr}", run_stderr = String::from_utf8_lossy(&run.output.stderr));
+    assert!(
+        run.output.status.success(),
+        "{run_stderr}",
+        run_stderr = String::from_utf8_lossy(&run.output.stderr)
+    );
     assert_eq!(run.result, Some(json!({"echo": {"a": 1}, "n": 1})));
 
     // Pure-Python requirements.
@@ -172,7 +179,12 @@ async fn builds_run_without_hoist_and_errors_come_back_as_json() {
     let error = &run.result.expect("an error record")["error"];
     assert_eq!(error["type"], "ValueError");
     assert_eq!(error["message"], "bad input: 7");
-    assert!(error["traceback"].as_str().unwrap().contains("user_function.py"));
+    assert!(
+        error["traceback"]
+            .as_str()
+            .unwrap()
+            .contains("user_function.py")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -280,8 +292,22 @@ async fn names_follow_the_template_and_latest_is_refused() {
     let cache_arg = cache.to_str().unwrap();
 
     let out = hoist_ok(&[
-        "build", dir, "--base", &base, "--registry", &host, "--namespace", "acme",
-        "--user", "123", "--function", "456", "--version", "1.2.0", "--cache-dir", cache_arg,
+        "build",
+        dir,
+        "--base",
+        &base,
+        "--registry",
+        &host,
+        "--namespace",
+        "acme",
+        "--user",
+        "123",
+        "--function",
+        "456",
+        "--version",
+        "1.2.0",
+        "--cache-dir",
+        cache_arg,
     ]);
     let sha8 = {
         use sha2::Digest as _;
@@ -292,11 +318,28 @@ async fn names_follow_the_template_and_latest_is_refused() {
     assert!(out.starts_with(&want), "{out} does not start with {want}");
 
     let latest = format!("{host}/fn/x:latest");
-    let out = hoist(&["build", dir, "--base", &base, "--tag", &latest, "--cache-dir", cache_arg]);
+    let out = hoist(&[
+        "build",
+        dir,
+        "--base",
+        &base,
+        "--tag",
+        &latest,
+        "--cache-dir",
+        cache_arg,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("latest"));
     hoist_ok(&[
-        "build", dir, "--base", &base, "--tag", &latest, "--allow-latest", "--cache-dir", cache_arg,
+        "build",
+        dir,
+        "--base",
+        &base,
+        "--tag",
+        &latest,
+        "--allow-latest",
+        "--cache-dir",
+        cache_arg,
     ]);
 
     // --tag-from-git: the short SHA of the function's repository.
@@ -316,10 +359,20 @@ async fn names_follow_the_template_and_latest_is_refused() {
     git(&["commit", "-q", "-m", "f"]);
     let short = git(&["rev-parse", "--short", "HEAD"]);
     let out = hoist_ok(&[
-        "build", dir, "--base", &base, "--tag", &format!("{host}/fn/git"), "--tag-from-git",
-        "--cache-dir", cache_arg,
+        "build",
+        dir,
+        "--base",
+        &base,
+        "--tag",
+        &format!("{host}/fn/git"),
+        "--tag-from-git",
+        "--cache-dir",
+        cache_arg,
     ]);
-    assert!(out.starts_with(&format!("{host}/fn/git:sha-{short}@sha256:")), "{out}");
+    assert!(
+        out.starts_with(&format!("{host}/fn/git:sha-{short}@sha256:")),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -37,7 +37,12 @@ async fn runs_images_pushed_by_skopeo_in_the_sandbox() {
     let image = busybox(&registry).await;
     let cache = tempfile::tempdir().unwrap();
 
-    let out = run(cache.path(), &image, &[], &["sh", "-c", "echo hello; id -u; exit 7"]);
+    let out = run(
+        cache.path(),
+        &image,
+        &[],
+        &["sh", "-c", "echo hello; id -u; exit 7"],
+    );
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello\n1000\n");
 
@@ -61,14 +66,27 @@ async fn timeouts_and_oom_kills_have_their_own_exit_codes() {
     let image = busybox(&registry).await;
     let cache = tempfile::tempdir().unwrap();
 
-    let out = run(cache.path(), &image, &["--timeout", "1s"], &["sh", "-c", "while :; do :; done"]);
+    let out = run(
+        cache.path(),
+        &image,
+        &["--timeout", "1s"],
+        &["sh", "-c", "while :; do :; done"],
+    );
     assert_eq!(out.status.code(), Some(124));
-    assert!(text(&out.stderr).contains("timed out"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let hog = "BEGIN { s = \"xxxxxxxxxxxxxxxx\"; while (1) s = s s }";
     let out = run(cache.path(), &image, &["--memory", "32m"], &["awk", hog]);
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("out of memory"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("out of memory"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,7 +120,10 @@ async fn pulls_fail_over_to_mirrors_with_the_pinned_digest() {
     let out = run(cache.path(), &image, &flags, &["true"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains(&proxy.host()) && err.contains(&mirror_host), "{err}");
+    assert!(
+        err.contains(&proxy.host()) && err.contains(&mirror_host),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -134,7 +155,10 @@ async fn invoke_runs_built_functions() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout).trim().to_owned()
     };
-    let ok = build("def handler(inputs):\n    return {\"y\": inputs[\"x\"] + 1}\n", "ok");
+    let ok = build(
+        "def handler(inputs):\n    return {\"y\": inputs[\"x\"] + 1}\n",
+        "ok",
+    );
     let raises = build("def handler(inputs):\n    return 1 / 0\n", "raises");
 
     let invoke = |image: &str| {
@@ -183,7 +207,10 @@ async fn cache_lists_verifies_repairs_and_prunes() {
     std::fs::write(&blob, b"corrupt").unwrap();
     let verify = hoist(&["--json", "cache", "verify", "--cache-dir", c]);
     let report = text(&verify.stdout);
-    assert!(report.contains(blob.file_name().unwrap().to_str().unwrap()), "{report}");
+    assert!(
+        report.contains(blob.file_name().unwrap().to_str().unwrap()),
+        "{report}"
+    );
     assert!(run(cache.path(), &image, &[], &["true"]).status.success());
     let verify = hoist(&["cache", "verify", "--cache-dir", c]);
     assert!(verify.status.success(), "{}", text(&verify.stderr));

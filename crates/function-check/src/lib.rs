@@ -201,3 +201,60 @@ fn lowercase_first(message: &str) -> String {
         _ => message.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Policy, Problem, Requirement, lowercase_first, module_is_denied};
+
+    #[test]
+    fn problems_display_and_serialize() {
+        let p = Problem::new("lib/a.py", (3, 7), "import of denied module `os`");
+        assert_eq!(p.to_string(), "lib/a.py:3:7: import of denied module `os`");
+        assert_eq!(
+            serde_json::to_value(&p).expect("serializes"),
+            serde_json::json!({
+                "file": "lib/a.py", "line": 3, "column": 7,
+                "message": "import of denied module `os`",
+            })
+        );
+        let r = Requirement {
+            name: "requests".into(),
+            requirement: "Requests>=2".into(),
+            hashes: vec!["sha256:00".into()],
+            line: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).expect("serializes"),
+            serde_json::json!({
+                "name": "requests", "requirement": "Requests>=2",
+                "hashes": ["sha256:00"], "line": 2,
+            })
+        );
+    }
+
+    #[test]
+    fn denied_modules_and_submodules() {
+        let policy = Policy::default();
+        let cases = [
+            ("os", Some("os")),
+            ("os.path", Some("os")),
+            ("subprocess", Some("subprocess")),
+            ("socket.x.y", Some("socket")),
+            ("osx", None),
+            ("json", None),
+            ("", None),
+            ("my.os", None),
+        ];
+        for (module, want) in cases {
+            assert_eq!(module_is_denied(module, &policy), want, "{module}");
+        }
+    }
+
+    #[test]
+    fn lowercase_first_keeps_acronyms() {
+        assert_eq!(lowercase_first("Unexpected end"), "unexpected end");
+        assert_eq!(lowercase_first("URL is bad"), "URL is bad");
+        assert_eq!(lowercase_first("already"), "already");
+        assert_eq!(lowercase_first(""), "");
+    }
+}

@@ -14,7 +14,7 @@ use crate::{Policy, Problem, USER_FUNCTION, lowercase_first, module_is_denied};
 const MAX_BRACKETS: usize = 200;
 /// CPython's tokenizer refuses more indentation levels than this.
 const MAX_INDENT: usize = 100;
-/// Bound on the operator nesting of one statement (see [`prescan`]).
+/// Bound on the operator nesting of one statement (see [`Limits`]).
 const MAX_EXPRESSION_DEPTH: usize = 1000;
 /// Bound on `elif` chains, which nest in the syntax tree.
 const MAX_ELIF: usize = 1000;
@@ -25,7 +25,10 @@ const PARSER_STACK: usize = 64 << 20;
 
 /// Checks one Python source file: syntax, denied imports and denied calls.
 ///
-/// `file` only names the file in the problems returned.
+/// `file` only names the file in the problems returned. A source of
+/// `policy.max_code_bytes` or more, or one holding a NUL byte, is reported
+/// without being parsed; a syntax error (or nesting past the parser's
+/// limits) is reported alone, as the parser stops there.
 ///
 /// ```
 /// use function_check::{Policy, check_python};

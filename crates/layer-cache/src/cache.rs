@@ -33,6 +33,8 @@ use crate::{CacheConfig, Error, Fetch, Result, io_at};
 const MAX_CONFIG_BYTES: u64 = 8 << 20;
 /// Bytes gathered before a batch goes to the thread writing a blob.
 const WRITE_BATCH: usize = 256 << 10;
+/// Tries of one blob download when its source broke after handing on bytes.
+const DOWNLOAD_ATTEMPTS: u32 = 3;
 
 /// An entry of the index, named by what addresses it on disk.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -294,8 +296,9 @@ impl Cache {
     pub async fn open(config: CacheConfig) -> Result<Self> {
         let root = config.root.clone();
         let platform = config.platform.to_string();
+        let lock_timeout = config.lock_timeout;
         let (paths, found) = blocking(move || {
-            let paths = Paths::open(&root)?;
+            let paths = Paths::open(&root, lock_timeout)?;
             disk::clear_tmp(&paths)?;
             let found = scan(&paths, &platform)?;
             Ok((paths, found))
@@ -933,7 +936,25 @@ impl Inner {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_at(path)(e)),
             }
-            self.download(reference, fetch, desc).await?;
+            // A source that breaks after handing on bytes (wrong content
+            // found at the end, a dropped connection it could not resume)
+            // cannot take them back: start over, so a failover source can
+            // serve the blob from elsewhere.
+            let mut attempt = 1;
+            loop {
+                let mut received = 0;
+                match self.download(reference, fetch, desc, &mut received).await {
+                    Ok(()) => break,
+                    Err(e)
+                        if attempt < DOWNLOAD_ATTEMPTS
+                            && (received > 0 || e.is_content_error()) =>
+                    {
+                        tracing::warn!(digest = %desc.digest, attempt, error = %e, "blob download failed; starting over");
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             Ok(self.entry(desc.size, None))
         };
         Ok(self.index.try_get_with(key.clone(), init).await?)
@@ -946,6 +967,7 @@ impl Inner {
         reference: &Reference,
         fetch: &F,
         desc: &Descriptor,
+        received: &mut u64,
     ) -> Result<()> {
         let what = || format!("blob {} of {reference}", desc.digest);
         let mut stream = fetch.blob(reference, desc).await.map_err(fetch_err(what))?;
@@ -967,7 +989,7 @@ impl Inner {
             }
             Ok(digester.finish())
         });
-        let mut received = 0u64;
+        *received = 0;
         let mut failure = None;
         let mut batch = Vec::new();
         let mut batch_len = 0;
@@ -981,12 +1003,12 @@ impl Inner {
                     break;
                 }
                 Some(Ok(chunk)) => {
-                    received += chunk.len() as u64;
-                    if received > desc.size {
+                    *received += chunk.len() as u64;
+                    if *received > desc.size {
                         failure = Some(Error::SizeMismatch {
                             what: what(),
                             expected: desc.size,
-                            actual: received,
+                            actual: *received,
                         });
                         break;
                     }
@@ -1012,11 +1034,11 @@ impl Inner {
             return Err(e);
         }
         let digest = written?;
-        if received != desc.size {
+        if *received != desc.size {
             return Err(Error::SizeMismatch {
                 what: what(),
                 expected: desc.size,
-                actual: received,
+                actual: *received,
             });
         }
         check_digest(what, &desc.digest, &digest)?;
@@ -1024,7 +1046,7 @@ impl Inner {
         self.counters.downloads.fetch_add(1, Ordering::Relaxed);
         self.counters
             .downloaded_bytes
-            .fetch_add(received, Ordering::Relaxed);
+            .fetch_add(*received, Ordering::Relaxed);
         Ok(())
     }
 

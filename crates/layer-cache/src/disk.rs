@@ -21,13 +21,14 @@ pub(crate) struct Paths {
     base: PathBuf,
     next_tmp: AtomicU64,
     /// An exclusive `flock` on `ROOT/lock` while the cache is open: a
-    /// second process would empty `tmp/` under the first one's writes.
+    /// second process would empty `tmp/` under the first one's writes, and
+    /// would download what the first is downloading.
     _lock: Flock<File>,
 }
 
 impl Paths {
     /// Creates the layout under `root` if needed and checks its version.
-    pub(crate) fn open(root: &Path) -> Result<Self> {
+    pub(crate) fn open(root: &Path, lock_timeout: std::time::Duration) -> Result<Self> {
         fs::create_dir_all(root).map_err(io_at(root))?;
         let lock_path = root.join("lock");
         let lock_file = OpenOptions::new()
@@ -36,14 +37,25 @@ impl Paths {
             .write(true)
             .open(&lock_path)
             .map_err(io_at(&lock_path))?;
-        let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((_, Errno::EWOULDBLOCK)) => {
-                return Err(Error::Locked {
-                    root: root.to_owned(),
-                });
+        // One process at a time: another one waits its turn (polling, so
+        // that the wait can end).
+        let started = std::time::Instant::now();
+        let mut file = lock_file;
+        let lock = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => break lock,
+                Err((f, Errno::EWOULDBLOCK)) => {
+                    if started.elapsed() >= lock_timeout {
+                        return Err(Error::Locked {
+                            root: root.to_owned(),
+                            waited: started.elapsed(),
+                        });
+                    }
+                    file = f;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err((_, errno)) => return Err(io_at(lock_path)(errno.into())),
             }
-            Err((_, errno)) => return Err(io_at(lock_path)(errno.into())),
         };
         let version_file = root.join("VERSION");
         match fs::read_to_string(&version_file) {

@@ -83,6 +83,9 @@ pub struct CacheConfig {
     pub unpack: oci_layer::UnpackOptions,
     /// The platform chosen from indexes.
     pub platform: Platform,
+    /// How long [`Cache::open`] waits while another process has the root
+    /// open before failing with [`Error::Locked`]. Default 5 minutes.
+    pub lock_timeout: std::time::Duration,
 }
 
 impl CacheConfig {
@@ -94,6 +97,7 @@ impl CacheConfig {
             max_bytes: 100 << 30,
             unpack: oci_layer::UnpackOptions::default(),
             platform: host_platform(),
+            lock_timeout: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -131,11 +135,14 @@ pub enum Error {
         /// The version this build reads.
         supported: u32,
     },
-    /// Another process has the cache root open.
-    #[error("{}: the cache is in use by another process", .root.display())]
+    /// Another process kept the cache root open for longer than
+    /// [`CacheConfig::lock_timeout`].
+    #[error("{}: the cache is in use by another process (waited {waited:?})", .root.display())]
     Locked {
         /// The cache root.
         root: PathBuf,
+        /// How long it waited.
+        waited: std::time::Duration,
     },
     /// A file system error on `path`.
     #[error("{}: {source}", .path.display())]
@@ -240,6 +247,14 @@ impl Error {
             Error::Shared(inner) => inner.root(),
             other => other,
         }
+    }
+    /// Whether the bytes received were wrong (digest or size), so that
+    /// fetching them again may help.
+    pub(crate) fn is_content_error(&self) -> bool {
+        matches!(
+            self.root(),
+            Error::DigestMismatch { .. } | Error::SizeMismatch { .. }
+        )
     }
 }
 

@@ -172,18 +172,15 @@ pub(crate) async fn load(
     cache_dir: &Path,
     python_override: Option<&str>,
 ) -> Result<Base> {
-    let source = match endpoint {
-        Endpoint::Registry(r) => Source::Registry(client, r),
-        Endpoint::Layout { dir, .. } => Source::Layout(Layout::open(dir)?),
-    };
-    let root = match (&source, endpoint) {
-        (Source::Registry(client, r), _) => client.get_manifest(r).await?,
-        (Source::Layout(l), Endpoint::Layout { tag, .. }) => {
+    let (source, root) = match endpoint {
+        Endpoint::Registry(r) => (Source::Registry(client, r), client.get_manifest(r).await?),
+        Endpoint::Layout { dir, tag } => {
+            let l = Layout::open(dir)?;
             let desc = l.resolve(tag.as_deref())?;
             let bytes = l.read_blob(&desc.digest, oci_model::MAX_MANIFEST_BYTES as u64)?;
-            Manifest::from_bytes(bytes, Some(&desc.media_type))?
+            let m = Manifest::from_bytes(bytes, Some(&desc.media_type))?;
+            (Source::Layout(l), m)
         }
-        (Source::Layout(_), Endpoint::Registry(_)) => unreachable!("source follows endpoint"),
     };
     let manifest = match root.kind() {
         ManifestKind::Image => root,
@@ -267,10 +264,11 @@ pub(crate) async fn load(
         .and_then(|c| c.env.as_ref())
         .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PYTHON_VERSION=")))
         .map(str::to_owned);
-    let entry = match (cached, scanner) {
-        (Some(e), _) => e,
-        (None, Some(s)) => {
-            let (python, libc) = s.finish(hint.as_deref());
+    let entry = match cached {
+        Some(e) => e,
+        None => {
+            // Without a cache entry every layer went through the scanner.
+            let (python, libc) = scanner.unwrap_or_default().finish(hint.as_deref());
             let e = FactsEntry {
                 format: FACTS_FORMAT.into(),
                 python,
@@ -279,7 +277,6 @@ pub(crate) async fn load(
             crate::write_atomic(&facts_path, &serde_json::to_vec(&e).expect("serializable"))?;
             e
         }
-        (None, None) => unreachable!("a scanner exists without a cache entry"),
     };
     let (python_version, interpreter) = match (entry.python, python_override) {
         (Some(found), _) => found,

@@ -82,6 +82,9 @@ struct Inner {
     config: FailoverConfig,
     metrics: Metrics,
     pins: Mutex<HashMap<(String, String), Digest>>,
+    // Registries that served wrong bytes for a blob after some were handed
+    // on: the consumer restarts the blob, and asks them last.
+    tainted: Mutex<HashMap<Digest, Vec<usize>>>,
 }
 
 impl std::fmt::Debug for Failover {
@@ -119,6 +122,29 @@ impl Failed {
     }
 }
 
+/// Most blobs remembered as served wrong by some registry.
+const MAX_TAINTED: usize = 4096;
+
+impl Inner {
+    /// The registries that served wrong bytes for `digest`.
+    fn tainted_for(&self, digest: &Digest) -> Vec<usize> {
+        let tainted = self.tainted.lock().expect("tainted lock");
+        tainted.get(digest).cloned().unwrap_or_default()
+    }
+
+    /// Remembers that registry `i` served wrong bytes for `digest`.
+    fn taint(&self, digest: &Digest, i: usize) {
+        let mut tainted = self.tainted.lock().expect("tainted lock");
+        if tainted.len() >= MAX_TAINTED && !tainted.contains_key(digest) {
+            tainted.clear();
+        }
+        let list = tainted.entry(digest.clone()).or_default();
+        if !list.contains(&i) {
+            list.push(i);
+        }
+    }
+}
+
 impl Failover {
     /// A failover over `registries` (hosts with optional ports, primary
     /// first) using `client` as it is. Its retry policy should be small
@@ -143,6 +169,7 @@ impl Failover {
                 breakers,
                 config,
                 pins: Mutex::new(HashMap::new()),
+                tainted: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -251,12 +278,14 @@ impl Failover {
         desc: &Descriptor,
     ) -> Result<BlobStream<Error>> {
         self.index_of(reference)?;
+        let mut cursor = Cursor::new(
+            self.inner.clone(),
+            format!("{}@{}", reference.name(), desc.digest),
+        );
+        cursor.last = self.inner.tainted_for(&desc.digest);
         let mut run = BlobRun {
             inner: self.inner.clone(),
-            cursor: Cursor::new(
-                self.inner.clone(),
-                format!("{}@{}", reference.name(), desc.digest),
-            ),
+            cursor,
             reference: reference.clone(),
             desc: desc.clone(),
             checkpoint: Checkpoint::default(),
@@ -375,6 +404,8 @@ struct Cursor {
     failures: Vec<Option<RegistryFailure>>,
     // Whether this round saw a failure another round might not repeat.
     temporary: bool,
+    // Registries asked only after all the others in a round.
+    last: Vec<usize>,
 }
 
 impl Cursor {
@@ -388,7 +419,19 @@ impl Cursor {
             from: None,
             failures: vec![None; n],
             temporary: false,
+            last: Vec::new(),
         }
+    }
+
+    /// The registry at position `pos` of this round's order: the
+    /// configured order with the `last` ones moved to the end.
+    fn at(&self, pos: usize) -> usize {
+        let n = self.inner.registries.len();
+        (0..n)
+            .filter(|i| !self.last.contains(i))
+            .chain((0..n).filter(|i| self.last.contains(i)))
+            .nth(pos)
+            .expect("a position within the registry list")
     }
 
     /// The next registry to ask and the breaker's leave, or the final
@@ -412,7 +455,7 @@ impl Cursor {
                 tracing::debug!(what = %self.what, round = self.round, ?wait, "every registry failed; next round");
                 tokio::time::sleep(wait).await;
             }
-            let i = self.next;
+            let i = self.at(self.next);
             self.next += 1;
             match inner.breakers[i].admit(Instant::now()) {
                 Ok(permit) => {
@@ -472,7 +515,9 @@ impl Cursor {
 
     /// Makes registry `i` the next one asked (a resume where it broke).
     fn again(&mut self, i: usize) {
-        self.next = i;
+        self.next = (0..self.inner.registries.len())
+            .position(|pos| self.at(pos) == i)
+            .expect("a registry of the list");
     }
 }
 
@@ -590,6 +635,7 @@ impl BlobRun {
                         .metrics
                         .error(i, crate::ErrorKind::DigestMismatch);
                     open.permit.failure(true, Instant::now());
+                    self.inner.taint(&self.desc.digest, i);
                     self.done = true;
                     return Some(Err(Error::CorruptBlob {
                         registry: self.inner.registries[i].clone(),

@@ -350,15 +350,19 @@ async fn corrupt_content_on_the_primary_is_never_kept() {
     // A 2 MiB layer is handed on chunk by chunk before its digest can be
     // checked: the stream ends with an error rather than mixing sources.
     let layer = p.image.layers[0].clone();
-    p.pa.add(Rule::new(format!("/blobs/{}", layer.digest), Fault::CorruptBody).times(1));
+    // The primary keeps serving it corrupt.
+    p.pa.add(Rule::new(format!("/blobs/{}", layer.digest), Fault::CorruptBody));
     let err = read(&f, &p.reference(), &layer).await.unwrap_err();
     assert!(
         matches!(&err, Error::CorruptBlob { digest, offset, .. } if *digest == layer.digest && *offset > 0),
         "{err}"
     );
-    // Asked again, it comes whole.
+    // Asked again, it comes whole: the registry that served it wrong is
+    // asked last, so the secondary serves it.
+    p.pa.reset_log();
     let bytes = read(&f, &p.reference(), &layer).await.unwrap();
     assert_eq!(Digest::of(&bytes), layer.digest);
+    assert_eq!(p.pa.count("GET", &layer.digest.to_string()), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

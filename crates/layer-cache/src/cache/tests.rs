@@ -696,10 +696,17 @@ async fn reopen_rebuilds_the_index_and_drops_partial_entries() {
 async fn a_root_is_open_once_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path(), 1 << 30).await;
-    let err = Cache::open(CacheConfig::new(dir.path())).await.unwrap_err();
+    let mut config = CacheConfig::new(dir.path());
+    config.lock_timeout = std::time::Duration::from_millis(100);
+    let err = Cache::open(config.clone()).await.unwrap_err();
     assert!(matches!(&err, Error::Locked { .. }), "{err}");
+    // A second opener waits for the first to close.
+    config.lock_timeout = std::time::Duration::from_secs(30);
+    let waiting = tokio::spawn(Cache::open(config));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished());
     drop(cache);
-    open(dir.path(), 1 << 30).await;
+    waiting.await.unwrap().unwrap();
 }
 
 #[tokio::test]
