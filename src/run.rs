@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use layer_cache::{Cache, CacheConfig, CachedImage};
-use oci_model::{Platform, Reference};
+use layer_cache::{Cache, CacheConfig, CachedImage, LayoutFetch};
+use oci_model::Platform;
+use oci_push::Endpoint;
 use registry_client::ClientBuilder;
 use registry_failover::{Failover, FailoverConfig};
 use sandbox_run::{Launcher, Network, Outcome, Output, RootFs, RunSpec, Sandbox, SandboxConfig};
@@ -64,8 +65,8 @@ enum NetworkArg {
 /// `hoist run IMAGE [flags] -- CMD [ARGS]`.
 #[derive(Args)]
 pub(crate) struct RunArgs {
-    /// The image, on the primary registry.
-    image: Reference,
+    /// The image: a reference on the primary registry, or oci:DIR[:TAG].
+    image: Endpoint,
     #[command(flatten)]
     sandbox: SandboxArgs,
     /// The command and its arguments (default: the image's).
@@ -76,8 +77,8 @@ pub(crate) struct RunArgs {
 /// `hoist invoke IMAGE --inputs FILE`.
 #[derive(Args)]
 pub(crate) struct InvokeArgs {
-    /// A function image built by `hoist build`.
-    image: Reference,
+    /// A function image built by `hoist build`: a reference or oci:DIR[:TAG].
+    image: Endpoint,
     /// The handler's inputs: a JSON object.
     #[arg(long, value_name = "FILE")]
     inputs: PathBuf,
@@ -251,28 +252,37 @@ pub(crate) async fn cache(g: &Global, args: CacheArgs) -> Result<ExitCode> {
 async fn pull(
     g: &Global,
     builder: ClientBuilder,
-    image: &Reference,
+    image: &Endpoint,
     args: &SandboxArgs,
 ) -> Result<CachedImage> {
-    let mut registries = vec![image.registry().to_owned()];
-    registries.extend(args.mirrors.iter().cloned());
-    let timeout = Duration::from_secs(g.registry_timeout);
-    let config = FailoverConfig {
-        connect_timeout: timeout,
-        first_byte_timeout: timeout,
-        ..FailoverConfig::default()
-    };
-    let failover = Failover::from_client_builder(builder, registries, config)?;
     let mut config = CacheConfig::new(cache_dir(args.cache_dir.clone())?);
     if let Some(p) = &args.platform {
         config.platform = p.clone();
     }
     let cache = Cache::open(config).await.context("open the layer cache")?;
-    let cached = cache
-        .pull(image, &failover)
-        .await
-        .with_context(|| format!("pull {image}"))?;
-    Ok(cached)
+    let cached = match image {
+        Endpoint::Registry(reference) => {
+            let mut registries = vec![reference.registry().to_owned()];
+            registries.extend(args.mirrors.iter().cloned());
+            let timeout = Duration::from_secs(g.registry_timeout);
+            let config = FailoverConfig {
+                connect_timeout: timeout,
+                first_byte_timeout: timeout,
+                ..FailoverConfig::default()
+            };
+            let failover = Failover::from_client_builder(builder, registries, config)?;
+            cache.pull(reference, &failover).await
+        }
+        Endpoint::Layout { dir, tag } => {
+            if !args.mirrors.is_empty() {
+                bail!("--mirror applies to registry images, not to {image}");
+            }
+            let layout = LayoutFetch::open(dir)?;
+            let reference = LayoutFetch::reference(dir, tag.as_deref())?;
+            cache.pull(&reference, &layout).await
+        }
+    };
+    cached.with_context(|| format!("pull {image}"))
 }
 
 fn cache_dir(given: Option<PathBuf>) -> Result<PathBuf> {

@@ -180,6 +180,31 @@ async fn invoke_runs_built_functions() {
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["type"], "ZeroDivisionError");
+
+    // Straight from an OCI layout, no registry involved.
+    let f = function_dir(
+        "def handler(inputs):\n    return {\"z\": inputs[\"x\"] * 2}\n",
+        None,
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:fn", out_dir.path().display());
+    let out = hoist(&[
+        "build",
+        f.path().to_str().unwrap(),
+        "--base",
+        &pb.oci_ref(),
+        "--tag",
+        "127.0.0.1:1/fn/local:v1",
+        "--output",
+        &layout,
+        "--cache-dir",
+        build_cache.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = invoke(&layout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, json!({"z": 40}));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -50,6 +50,7 @@
 mod cache;
 mod disk;
 mod fetch;
+mod layout;
 mod overlay;
 mod report;
 
@@ -60,6 +61,7 @@ use oci_model::{Digest, Platform};
 
 pub use cache::{Cache, CachedImage};
 pub use fetch::{BlobStream, Fetch};
+pub use layout::LayoutFetch;
 pub use report::{CacheStats, CorruptEntry, EntryKind, ImageEntry, PruneReport, VerifyReport};
 
 /// The layout version this crate reads and writes.

@@ -20,7 +20,9 @@ pub(crate) fn hierarchies() -> Result<Vec<PathBuf>> {
     for line in info.lines() {
         // Fields: id parent major:minor root mount-point options [optional...] - fstype source super-options
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else { continue };
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
         if matches!(fields.get(dash + 1), Some(&"cgroup") | Some(&"cgroup2"))
             && let Some(mount_point) = fields.get(4)
         {
@@ -64,7 +66,9 @@ pub(crate) fn children(parent: &str) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for hierarchy in hierarchies()? {
         let dir = hierarchy.join(parent);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 found.push(entry.path());
@@ -141,7 +145,10 @@ pub(crate) fn remove(dirs: &[PathBuf]) -> Result<usize> {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 // Dying processes leave the cgroup a moment after SIGKILL.
-                Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && started.elapsed() < KILL_PATIENCE => {
+                Err(e)
+                    if e.raw_os_error() == Some(nix::libc::EBUSY)
+                        && started.elapsed() < KILL_PATIENCE =>
+                {
                     kill_all(std::slice::from_ref(dir))?;
                     sleep(Duration::from_millis(1));
                 }

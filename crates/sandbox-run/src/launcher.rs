@@ -28,7 +28,23 @@ use crate::spec::{Outcome, RootFs};
 ///
 /// A binary that embeds the launcher (such as `hoist`, with a hidden first
 /// argument) calls [`launcher_main`] first thing in `main`, before any thread
-/// or async runtime starts.
+/// or async runtime starts:
+///
+/// ```no_run
+/// use sandbox_run::{Launcher, SandboxConfig};
+///
+/// const LAUNCHER_ARG: &str = "__sandbox-launcher";
+///
+/// fn main() {
+///     if std::env::args_os().nth(1).is_some_and(|arg| arg == LAUNCHER_ARG) {
+///         sandbox_run::launcher_main();
+///     }
+///     // Threads and the async runtime start only after this point.
+///     let launcher = Launcher::new(std::env::current_exe().unwrap()).with_args([LAUNCHER_ARG]);
+///     let config = SandboxConfig::new(launcher);
+///     # drop(config);
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launcher {
     /// The program to execute.
@@ -40,7 +56,10 @@ pub struct Launcher {
 impl Launcher {
     /// A launcher started as `program` with no arguments.
     pub fn new(program: impl Into<PathBuf>) -> Self {
-        Self { program: program.into(), args: Vec::new() }
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+        }
     }
 
     /// The same launcher started with `args`.
@@ -123,7 +142,10 @@ fn close_inherited_fds() {
 
 fn read_request() -> Result<Request, String> {
     let mut text = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut text).map_err(|e| e.to_string())?;
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut text)
+        .map_err(|e| e.to_string())?;
     serde_json::from_slice(&text).map_err(|e| e.to_string())
 }
 
@@ -146,25 +168,15 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn mark(what: &str) {
-    static T: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let t = T.get_or_init(std::time::Instant::now);
-    let _ = writeln!(std::io::stderr(), "T {what} {:?} wall={:?}", t.elapsed(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros());
-}
-
 fn run(request: &Request) -> Report {
-    mark("launcher-run");
     if let Err(e) = isolate(request.isolate_network) {
         return Report::Failed(e);
     }
-    mark("isolated");
     let report = match prepare_bundle(request) {
         Ok(()) => Report::Done(run_container(request)),
         Err(e) => Report::Failed(e),
     };
-    mark("ran");
     let cleanup = clean_up(request);
-    mark("cleaned");
     match (report, cleanup) {
         (Report::Done(_), Err(e)) => Report::Failed(e),
         (report, _) => report,
@@ -180,12 +192,23 @@ fn isolate(network: bool) -> Result<(), String> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(|e| format!("unshare: {e}"))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| format!("make mounts private: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make mounts private: {e}"))?;
     if network {
-        let mut links = LinkClient::new(create_network_client()).map_err(|e| format!("netlink: {e}"))?;
-        let lo = links.get_by_name("lo").map_err(|e| format!("find lo: {e}"))?;
-        links.set_up(lo.header.index).map_err(|e| format!("bring lo up: {e}"))?;
+        let mut links =
+            LinkClient::new(create_network_client()).map_err(|e| format!("netlink: {e}"))?;
+        let lo = links
+            .get_by_name("lo")
+            .map_err(|e| format!("find lo: {e}"))?;
+        links
+            .set_up(lo.header.index)
+            .map_err(|e| format!("bring lo up: {e}"))?;
     }
     Ok(())
 }
@@ -200,8 +223,14 @@ fn prepare_bundle(request: &Request) -> Result<(), String> {
             std::fs::create_dir(dir).map_err(|e| io("create", dir, e))?;
         }
         let size = format!("size={},mode=0700", request.scratch_bytes);
-        mount(Some("tmpfs"), &scratch, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(size.as_str()))
-            .map_err(|e| format!("mount scratch tmpfs: {e}"))?;
+        mount(
+            Some("tmpfs"),
+            &scratch,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(size.as_str()),
+        )
+        .map_err(|e| format!("mount scratch tmpfs: {e}"))?;
         let (upper, work) = (scratch.join("upper"), scratch.join("work"));
         for dir in [&upper, &work] {
             std::fs::create_dir(dir).map_err(|e| io("create", dir, e))?;
@@ -213,8 +242,14 @@ fn prepare_bundle(request: &Request) -> Result<(), String> {
             upper.display(),
             work.display()
         );
-        mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(options.as_str()))
-            .map_err(|e| format!("mount overlay root ({options}): {e}"))?;
+        mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options.as_str()),
+        )
+        .map_err(|e| format!("mount overlay root ({options}): {e}"))?;
     }
     let config = request.bundle.join("config.json");
     let bytes = serde_json::to_vec(&request.config).map_err(|e| e.to_string())?;
@@ -228,8 +263,12 @@ fn run_container(request: &Request) -> Outcome {
     };
     let built = ContainerBuilder::new(request.id.clone(), SyscallType::default())
         .with_root_path(&request.state)
-        .map(|b| b.with_stdin(dev_null).as_init(&request.bundle).with_systemd(false).build());
-    mark("built");
+        .map(|b| {
+            b.with_stdin(dev_null)
+                .as_init(&request.bundle)
+                .with_systemd(false)
+                .build()
+        });
     let mut container = match built {
         Ok(Ok(container)) => container,
         Ok(Err(e)) | Err(e) => return Outcome::FailedToStart(chain(&e)),
@@ -238,7 +277,6 @@ fn run_container(request: &Request) -> Outcome {
         let _ = container.delete(true);
         return Outcome::FailedToStart(chain(&e));
     }
-    mark("started");
     let Some(pid) = container.pid() else {
         let _ = container.delete(true);
         return Outcome::FailedToStart("container has no init process".into());
@@ -249,11 +287,11 @@ fn run_container(request: &Request) -> Outcome {
             other => break other,
         }
     };
-    mark("waited");
+    // The init is reaped and its pid namespace gone; `clean_up` removes the
+    // cgroups and state (faster than libcontainer's delete, which retries
+    // with sleeps).
     let dirs = cgroup::container_dirs(&request.cgroup_parent, &request.id).unwrap_or_default();
     let oom_kills = cgroup::oom_kills(&dirs);
-    let _ = container.delete(true);
-    mark("deleted");
     match status {
         _ if oom_kills > 0 => Outcome::OomKilled,
         Ok(WaitStatus::Exited(_, code)) => Outcome::Exited(code),
@@ -266,7 +304,8 @@ fn run_container(request: &Request) -> Outcome {
 /// Removes the cgroups, state and bundle of the container, whatever
 /// libcontainer left.
 fn clean_up(request: &Request) -> Result<(), String> {
-    let dirs = cgroup::container_dirs(&request.cgroup_parent, &request.id).map_err(|e| e.to_string())?;
+    let dirs =
+        cgroup::container_dirs(&request.cgroup_parent, &request.id).map_err(|e| e.to_string())?;
     cgroup::remove(&dirs).map_err(|e| e.to_string())?;
     if matches!(request.rootfs, RootFs::Overlay { .. }) {
         for dir in ["rootfs", "scratch"] {

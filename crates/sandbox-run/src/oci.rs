@@ -27,7 +27,13 @@ const MASKED_PATHS: &[&str] = &[
 ];
 
 /// Paths made read-only in the container.
-const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// Checks what libcontainer would reject late or misread.
 pub(crate) fn validate(spec: &RunSpec) -> Result<()> {
@@ -45,19 +51,29 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<()> {
         return invalid(format!("cpus must be positive, not {}", spec.limits.cpus));
     }
     if spec.limits.memory_bytes < 4 << 20 {
-        return invalid(format!("memory limit {} is below 4 MiB", spec.limits.memory_bytes));
+        return invalid(format!(
+            "memory limit {} is below 4 MiB",
+            spec.limits.memory_bytes
+        ));
     }
     if spec.limits.pids == 0 || spec.limits.tmp_bytes == 0 {
         return invalid("pids and tmp_bytes limits must be positive".into());
     }
     match &spec.rootfs {
-        RootFs::Dir(dir) if !dir.is_absolute() => invalid(format!("root {} is not absolute", dir.display())),
-        RootFs::Overlay { lower } if lower.is_empty() => invalid("overlay root without layers".into()),
+        RootFs::Dir(dir) if !dir.is_absolute() => {
+            invalid(format!("root {} is not absolute", dir.display()))
+        }
+        RootFs::Overlay { lower } if lower.is_empty() => {
+            invalid("overlay root without layers".into())
+        }
         RootFs::Overlay { lower } => match lower.iter().find(|l| {
             let s = l.to_string_lossy();
             !l.is_absolute() || s.contains([',', ':', '\\'])
         }) {
-            Some(l) => invalid(format!("overlay layer {} is not an absolute path free of ',' ':' '\\'", l.display())),
+            Some(l) => invalid(format!(
+                "overlay layer {} is not an absolute path free of ',' ':' '\\'",
+                l.display()
+            )),
             None => Ok(()),
         },
         RootFs::Dir(_) => Ok(()),
@@ -79,7 +95,9 @@ pub(crate) fn config(spec: &RunSpec, root_path: &Path, cgroups_path: &str) -> Va
     }
     let no_caps: Vec<String> = Vec::new();
     let memory = i64::try_from(spec.limits.memory_bytes).unwrap_or(i64::MAX);
-    let quota = (spec.limits.cpus * CPU_PERIOD_US as f64).round().max(1000.0) as i64;
+    let quota = (spec.limits.cpus * CPU_PERIOD_US as f64)
+        .round()
+        .max(1000.0) as i64;
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -148,11 +166,19 @@ mod tests {
         let mut run = spec();
         run.io_dir = Some("/data/io".into());
         run.env = vec!["A=b".into()];
-        let spec: Spec = serde_json::from_value(config(&run, Path::new("/b/rootfs"), "/hoist/x")).unwrap();
+        let spec: Spec =
+            serde_json::from_value(config(&run, Path::new("/b/rootfs"), "/hoist/x")).unwrap();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.user().uid(), 1000);
         assert_eq!(process.no_new_privileges(), Some(true));
-        assert!(process.env().as_ref().unwrap().iter().any(|e| e.starts_with("PATH=")));
+        assert!(
+            process
+                .env()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.starts_with("PATH="))
+        );
         let caps = process.capabilities().as_ref().unwrap();
         assert!(caps.bounding().as_ref().unwrap().is_empty());
         assert!(caps.effective().as_ref().unwrap().is_empty());
@@ -165,10 +191,22 @@ mod tests {
         assert_eq!(resources.cpu().as_ref().unwrap().quota(), Some(200_000));
         assert_eq!(resources.pids().unwrap().limit(), 256);
         let namespaces = linux.namespaces().as_ref().unwrap();
-        assert!(!namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+        assert!(
+            !namespaces
+                .iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Network)
+        );
         let mounts = spec.mounts().as_ref().unwrap();
-        let tmp = mounts.iter().find(|m| m.destination() == Path::new("/tmp")).unwrap();
-        assert!(tmp.options().as_ref().unwrap().contains(&format!("size={}", 512 << 20)));
+        let tmp = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/tmp"))
+            .unwrap();
+        assert!(
+            tmp.options()
+                .as_ref()
+                .unwrap()
+                .contains(&format!("size={}", 512 << 20))
+        );
         assert!(mounts.iter().any(|m| m.destination() == Path::new("/io")));
     }
 
@@ -179,17 +217,38 @@ mod tests {
             (Box::new(|s| s.args.clear()), "no command"),
             (Box::new(|s| s.cwd = "app".into()), "not absolute"),
             (Box::new(|s| s.env = vec!["NOEQUALS".into()]), "NAME=value"),
-            (Box::new(|s| s.limits = Limits { cpus: 0.0, ..Limits::default() }), "cpus"),
+            (
+                Box::new(|s| {
+                    s.limits = Limits {
+                        cpus: 0.0,
+                        ..Limits::default()
+                    }
+                }),
+                "cpus",
+            ),
             (Box::new(|s| s.limits.memory_bytes = 1), "memory"),
-            (Box::new(|s| s.rootfs = RootFs::Overlay { lower: vec![] }), "without layers"),
-            (Box::new(|s| s.rootfs = RootFs::Overlay { lower: vec!["/a:b".into()] }), "overlay layer"),
+            (
+                Box::new(|s| s.rootfs = RootFs::Overlay { lower: vec![] }),
+                "without layers",
+            ),
+            (
+                Box::new(|s| {
+                    s.rootfs = RootFs::Overlay {
+                        lower: vec!["/a:b".into()],
+                    }
+                }),
+                "overlay layer",
+            ),
             (Box::new(|s| s.rootfs = RootFs::Dir("rel".into())), "root"),
         ];
         for (change, expected) in cases {
             let mut run = spec();
             change(&mut run);
             let err = validate(&run).unwrap_err().to_string();
-            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
         }
         validate(&spec()).unwrap();
     }

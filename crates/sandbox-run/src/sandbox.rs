@@ -17,6 +17,9 @@ use crate::{Error, Result, cgroup, oci};
 
 /// How long a launcher may take to clean up after its container was killed.
 const LAUNCHER_GRACE: Duration = Duration::from_secs(10);
+/// How often a timed-out container's cgroup is killed again while waiting
+/// for its launcher's report.
+const KILL_TICK: Duration = Duration::from_millis(100);
 
 /// Where a [`Sandbox`] keeps its state and cgroups, and how it starts its
 /// launcher.
@@ -35,7 +38,11 @@ pub struct SandboxConfig {
 impl SandboxConfig {
     /// The default locations with the given launcher.
     pub fn new(launcher: Launcher) -> Self {
-        Self { state_root: PathBuf::from("/run/hoist/sandbox"), cgroup_parent: "hoist".to_owned(), launcher }
+        Self {
+            state_root: PathBuf::from("/run/hoist/sandbox"),
+            cgroup_parent: "hoist".to_owned(),
+            launcher,
+        }
     }
 }
 
@@ -65,17 +72,25 @@ impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self> {
         let parent = &config.cgroup_parent;
         if parent.is_empty() || parent.contains('/') || parent == "." || parent == ".." {
-            return Err(Error::InvalidSpec { reason: format!("cgroup parent {parent:?} must be one path component") });
+            return Err(Error::InvalidSpec {
+                reason: format!("cgroup parent {parent:?} must be one path component"),
+            });
         }
         if !config.state_root.is_absolute() {
             return Err(Error::InvalidSpec {
                 reason: format!("state root {} is not absolute", config.state_root.display()),
             });
         }
-        for dir in [config.state_root.join("bundles"), config.state_root.join("containers")] {
+        for dir in [
+            config.state_root.join("bundles"),
+            config.state_root.join("containers"),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         }
-        Ok(Self { config, counter: AtomicU64::new(0) })
+        Ok(Self {
+            config,
+            counter: AtomicU64::new(0),
+        })
     }
 
     /// The configuration in use.
@@ -91,14 +106,18 @@ impl Sandbox {
         self.config.state_root.join("containers")
     }
 
-    /// Removes everything an earlier process left behind: kills the
-    /// processes of every container cgroup under the parent, removes those
-    /// cgroups, detaches mounts under the state root and deletes all bundle
-    /// and state directories. Call it at start-up, before any `run`: it also
-    /// removes the containers of runs in progress.
+    /// Removes what processes that are gone left behind: kills the
+    /// processes of their container cgroups under the parent, removes those
+    /// cgroups, detaches their mounts under the state root and deletes their
+    /// bundle and state directories. Runs of other live processes sharing
+    /// the state root are left alone; this process's own runs are not, so
+    /// call it at start-up, before any `run`.
     pub fn sweep(&self) -> Result<SweepReport> {
         let mut report = SweepReport::default();
-        let dirs = cgroup::children(&self.config.cgroup_parent)?;
+        let dirs: Vec<PathBuf> = cgroup::children(&self.config.cgroup_parent)?
+            .into_iter()
+            .filter(|d| is_leftover(d))
+            .collect();
         report.processes_killed = cgroup::remove(&dirs)?;
         report.cgroups_removed = dirs.len();
         report.mounts_removed = detach_mounts_under(&self.config.state_root)?;
@@ -106,6 +125,9 @@ impl Sandbox {
             let entries = std::fs::read_dir(&root).map_err(|e| Error::io("read", &root, e))?;
             for entry in entries.flatten() {
                 let path = entry.path();
+                if !is_leftover(&path) {
+                    continue;
+                }
                 std::fs::remove_dir_all(&path).map_err(|e| Error::io("remove", &path, e))?;
                 report.state_dirs_removed += 1;
             }
@@ -140,9 +162,13 @@ impl Sandbox {
         };
         let request = serde_json::to_vec(&request).expect("requests serialize");
 
-        let (mut socket, launcher_end) = UnixStream::pair().map_err(|e| Error::io("create", "socket pair", e))?;
+        let (mut socket, launcher_end) =
+            UnixStream::pair().map_err(|e| Error::io("create", "socket pair", e))?;
         let mut command = Command::new(&self.config.launcher.program);
-        command.args(&self.config.launcher.args).env_clear().stdin(Stdio::from(OwnedFd::from(launcher_end)));
+        command
+            .args(&self.config.launcher.args)
+            .env_clear()
+            .stdin(Stdio::from(OwnedFd::from(launcher_end)));
         let capture = match spec.output {
             Output::Capture { max_bytes } => {
                 let (out_r, out_w) = std::io::pipe().map_err(|e| Error::io("create", "pipe", e))?;
@@ -163,7 +189,10 @@ impl Sandbox {
 
         std::thread::scope(|scope| {
             let readers = capture.map(|(out, err, max)| {
-                (scope.spawn(move || read_capped(out, max)), scope.spawn(move || read_capped(err, max)))
+                (
+                    scope.spawn(move || read_capped(out, max)),
+                    scope.spawn(move || read_capped(err, max)),
+                )
             });
             let deadline = started + spec.limits.timeout;
             let exchanged = self.exchange(&mut socket, &request, deadline, &id);
@@ -195,14 +224,30 @@ impl Sandbox {
 
     fn next_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
-        format!("{:x}-{n:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!(
+            "{:x}-{n:x}-{:x}",
+            std::process::id(),
+            nanos & 0xffff_ffff_ffff
+        )
     }
 
     /// Sends the request and waits for the report; on timeout, kills the
     /// container and waits (bounded) for the launcher to report anyway.
-    fn exchange(&self, socket: &mut UnixStream, request: &[u8], deadline: Instant, id: &str) -> Result<(Report, bool)> {
-        let failed = |detail: String| Error::Launcher { id: id.to_owned(), detail };
+    fn exchange(
+        &self,
+        socket: &mut UnixStream,
+        request: &[u8],
+        deadline: Instant,
+        id: &str,
+    ) -> Result<(Report, bool)> {
+        let failed = |detail: String| Error::Launcher {
+            id: id.to_owned(),
+            detail,
+        };
         socket
             .write_all(request)
             .and_then(|()| socket.shutdown(Shutdown::Write))
@@ -212,9 +257,15 @@ impl Sandbox {
         let mut grace_end = None;
         loop {
             let now = Instant::now();
-            let until = grace_end.unwrap_or(deadline);
-            let wait = until.saturating_duration_since(now).max(Duration::from_millis(1));
-            socket.set_read_timeout(Some(wait)).map_err(|e| failed(format!("socket: {e}")))?;
+            let wait = match grace_end {
+                Some(_) => KILL_TICK,
+                None => deadline
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            };
+            socket
+                .set_read_timeout(Some(wait))
+                .map_err(|e| failed(format!("socket: {e}")))?;
             let mut chunk = [0u8; 4096];
             match socket.read(&mut chunk) {
                 Ok(0) => break,
@@ -226,11 +277,16 @@ impl Sandbox {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if grace_end.is_some() {
+                    if grace_end.is_some_and(|end| Instant::now() >= end) {
                         return Err(failed("no report after the container was killed".into()));
                     }
-                    timed_out = true;
-                    grace_end = Some(Instant::now() + LAUNCHER_GRACE);
+                    if !timed_out {
+                        timed_out = true;
+                        grace_end = Some(Instant::now() + LAUNCHER_GRACE);
+                    }
+                    // Killed again at every tick of the grace period: a
+                    // container still being created at the deadline gets
+                    // its cgroup only later.
                     let dirs = cgroup::container_dirs(&self.config.cgroup_parent, id)?;
                     cgroup::kill_all(&dirs)?;
                 }
@@ -249,7 +305,9 @@ impl Sandbox {
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => break,
-                Ok(None) if waited.elapsed() < LAUNCHER_GRACE => std::thread::sleep(Duration::from_micros(200)),
+                Ok(None) if waited.elapsed() < LAUNCHER_GRACE => {
+                    std::thread::sleep(Duration::from_micros(200))
+                }
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -291,6 +349,23 @@ fn read_capped(mut stream: impl Read, max: usize) -> (Vec<u8>, bool) {
 }
 
 /// Detaches every mount at or below `root` (deepest first).
+/// Whether the container named by the last component of `path` belongs to
+/// a process that is gone (or to this one, whose pid an earlier process may
+/// have had): ids start with the owning process's pid in hex. Runs of other
+/// live processes sharing the state root and cgroup parent (several `hoist
+/// run`s at once) are left alone.
+fn is_leftover(path: &Path) -> bool {
+    let owner = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('-').next())
+        .and_then(|pid| u32::from_str_radix(pid, 16).ok());
+    match owner {
+        Some(pid) if pid != std::process::id() => !Path::new(&format!("/proc/{pid}")).exists(),
+        _ => true,
+    }
+}
+
 fn detach_mounts_under(root: &Path) -> Result<usize> {
     let path = "/proc/self/mountinfo";
     let info = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
@@ -298,7 +373,13 @@ fn detach_mounts_under(root: &Path) -> Result<usize> {
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|m| PathBuf::from(cgroup::unescape(m)))
-        .filter(|m| m.starts_with(root) && m != root)
+        .filter(|m| {
+            // STATE_ROOT/{bundles,containers}/ID/...: only leftovers' mounts.
+            m.strip_prefix(root)
+                .ok()
+                .and_then(|rel| rel.components().nth(1))
+                .is_some_and(|id| is_leftover(Path::new(id.as_os_str())))
+        })
         .collect();
     targets.sort_by_key(|t| std::cmp::Reverse(t.components().count()));
     targets.dedup();
@@ -324,10 +405,22 @@ mod tests {
     fn bad_configs_are_refused() {
         let launcher = Launcher::new("/nonexistent");
         for parent in ["", "a/b", ".."] {
-            let config = SandboxConfig { cgroup_parent: parent.into(), ..SandboxConfig::new(launcher.clone()) };
-            assert!(matches!(Sandbox::new(config), Err(Error::InvalidSpec { .. })), "{parent:?}");
+            let config = SandboxConfig {
+                cgroup_parent: parent.into(),
+                ..SandboxConfig::new(launcher.clone())
+            };
+            assert!(
+                matches!(Sandbox::new(config), Err(Error::InvalidSpec { .. })),
+                "{parent:?}"
+            );
         }
-        let config = SandboxConfig { state_root: "rel".into(), ..SandboxConfig::new(launcher) };
-        assert!(matches!(Sandbox::new(config), Err(Error::InvalidSpec { .. })));
+        let config = SandboxConfig {
+            state_root: "rel".into(),
+            ..SandboxConfig::new(launcher)
+        };
+        assert!(matches!(
+            Sandbox::new(config),
+            Err(Error::InvalidSpec { .. })
+        ));
     }
 }

@@ -57,8 +57,20 @@ mod tests {
             assert!(allowed.iter().any(|n| n == name), "{name} must be allowed");
         }
         // What Docker grants only with capabilities that a sandbox never has.
-        for name in ["mount", "unshare", "setns", "bpf", "kexec_load", "init_module", "reboot", "clone"] {
-            assert!(!allowed.iter().any(|n| n == name), "{name} must not be allowed unconditionally");
+        for name in [
+            "mount",
+            "unshare",
+            "setns",
+            "bpf",
+            "kexec_load",
+            "init_module",
+            "reboot",
+            "clone",
+        ] {
+            assert!(
+                !allowed.iter().any(|n| n == name),
+                "{name} must not be allowed unconditionally"
+            );
         }
     }
 }

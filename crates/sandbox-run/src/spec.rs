@@ -7,7 +7,8 @@ use oci_model::oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
 /// `PATH` given to a container whose environment has none.
-pub(crate) const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The root filesystem of a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,7 +143,9 @@ impl RunSpec {
     ) -> Self {
         let image = config.config().as_ref();
         let args = args_override.unwrap_or_else(|| {
-            let mut args = image.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
+            let mut args = image
+                .and_then(|c| c.entrypoint().clone())
+                .unwrap_or_default();
             args.extend(image.and_then(|c| c.cmd().clone()).unwrap_or_default());
             args
         });
@@ -150,7 +153,10 @@ impl RunSpec {
         if let Some(env) = image.and_then(|c| c.env().clone()) {
             spec.env = env;
         }
-        if let Some(cwd) = image.and_then(|c| c.working_dir().clone()).filter(|d| !d.is_empty()) {
+        if let Some(cwd) = image
+            .and_then(|c| c.working_dir().clone())
+            .filter(|d| !d.is_empty())
+        {
             spec.cwd = cwd;
         }
         spec

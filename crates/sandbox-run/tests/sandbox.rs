@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sandbox_run::{Launcher, Limits, Network, Outcome, Output, RootFs, RunResult, RunSpec, Sandbox, SandboxConfig};
+use sandbox_run::{
+    Launcher, Limits, Network, Outcome, Output, RootFs, RunResult, RunSpec, Sandbox, SandboxConfig,
+};
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_sandbox-launcher");
 
@@ -23,7 +25,10 @@ struct Fixture {
 
 impl Fixture {
     fn new(name: &str) -> Self {
-        assert!(nix::unistd::geteuid().is_root(), "the sandbox tests run real containers and need root");
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the sandbox tests run real containers and need root"
+        );
         let state = tempfile::tempdir().unwrap();
         let parent = format!("hoist-test-{name}-{}", std::process::id());
         let config = SandboxConfig {
@@ -34,11 +39,19 @@ impl Fixture {
         let sandbox = Sandbox::new(config).unwrap();
         let rootfs = tempfile::tempdir().unwrap();
         busybox_rootfs(rootfs.path());
-        Self { sandbox, parent, state, rootfs }
+        Self {
+            sandbox,
+            parent,
+            state,
+            rootfs,
+        }
     }
 
     fn spec(&self, script: &str) -> RunSpec {
-        RunSpec::new(RootFs::Dir(self.rootfs.path().to_owned()), vec!["sh".into(), "-c".into(), script.into()])
+        RunSpec::new(
+            RootFs::Dir(self.rootfs.path().to_owned()),
+            vec!["sh".into(), "-c".into(), script.into()],
+        )
     }
 
     fn run(&self, spec: &RunSpec) -> RunResult {
@@ -59,20 +72,34 @@ impl Fixture {
     /// No cgroup, mount, state directory or process of a container is left.
     fn assert_clean(&self) {
         for dir in self.cgroup_dirs() {
-            let children: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
-            assert!(children.is_empty(), "cgroups left in {}: {children:?}", dir.display());
+            let children: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .collect();
+            assert!(
+                children.is_empty(),
+                "cgroups left in {}: {children:?}",
+                dir.display()
+            );
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let state = self.state.path().to_str().unwrap();
         assert!(!mounts.contains(state), "mounts left under {state}");
         for sub in ["bundles", "containers"] {
-            let left: Vec<_> = std::fs::read_dir(self.state.path().join(sub)).unwrap().collect();
+            let left: Vec<_> = std::fs::read_dir(self.state.path().join(sub))
+                .unwrap()
+                .collect();
             assert!(left.is_empty(), "{sub} left: {left:?}");
         }
         let marker = format!("/{}/", self.parent);
         for proc in std::fs::read_dir("/proc").unwrap().flatten() {
             if let Ok(cgroups) = std::fs::read_to_string(proc.path().join("cgroup")) {
-                assert!(!cgroups.contains(&marker), "process {:?} left in {marker}", proc.file_name());
+                assert!(
+                    !cgroups.contains(&marker),
+                    "process {:?} left in {marker}",
+                    proc.file_name()
+                );
             }
         }
     }
@@ -102,8 +129,11 @@ fn busybox_rootfs(root: &Path) {
             symlink("busybox", bin.join(applet)).unwrap();
         }
     }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n")
-        .unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(root.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
 }
 
@@ -131,26 +161,48 @@ fn defaults_isolate_the_container() {
          echo fds=$(ls /proc/self/fd | tr '\\n' ' ')"
     );
     // A descriptor the caller leaked (no close-on-exec) must not reach the container.
-    let leaked = nix::fcntl::open("/etc/hostname", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).unwrap();
+    let leaked = nix::fcntl::open(
+        "/etc/hostname",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
     let result = f.run(&f.spec(&script));
     let out = text(&result.stdout);
-    assert_eq!(result.outcome, Outcome::Exited(0), "{out}\n{}", text(&result.stderr));
+    assert_eq!(
+        result.outcome,
+        Outcome::Exited(0),
+        "{out}\n{}",
+        text(&result.stderr)
+    );
     assert!(out.contains("uid=1000 gid=1000"), "{out}");
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert!(out.contains(&format!("{cap}:\t0000000000000000")), "{cap} not empty: {out}");
+        assert!(
+            out.contains(&format!("{cap}:\t0000000000000000")),
+            "{cap} not empty: {out}"
+        );
     }
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert!(out.contains("Seccomp:\t2"), "{out}");
-    assert!(out.contains("nets=lo lo_flags=0x9"), "only lo, and up: {out}");
+    assert!(
+        out.contains("nets=lo lo_flags=0x9"),
+        "only lo, and up: {out}"
+    );
     assert!(out.contains("host-port=closed"), "{out}");
     assert!(out.contains("root=readonly"), "{out}");
     assert!(out.contains("tmpfs /tmp tmpfs rw,nosuid,nodev"), "{out}");
     assert!(out.contains(" 512 "), "/tmp is 512 MiB: {out}");
     assert!(out.contains("tmp=writable"), "{out}");
-    assert!(out.contains("keys=0 timer_list=0 firmware=0"), "masked paths: {out}");
+    assert!(
+        out.contains("keys=0 timer_list=0 firmware=0"),
+        "masked paths: {out}"
+    );
     assert!(out.contains("sysrq=readonly"), "{out}");
     assert!(out.contains("host=sandbox"), "{out}");
-    assert!(out.contains("fds=0 1 2 3\n"), "only stdio and ls's own directory: {out}");
+    assert!(
+        out.contains("fds=0 1 2 3\n"),
+        "only stdio and ls's own directory: {out}"
+    );
     nix::unistd::close(leaked).unwrap();
     // The listener saw no connection from inside.
     listener.set_nonblocking(true).unwrap();
@@ -171,7 +223,12 @@ fn host_network_is_an_explicit_opt_out() {
         got
     });
     let result = f.run(&spec);
-    assert_eq!(result.outcome, Outcome::Exited(0), "{}", text(&result.stderr));
+    assert_eq!(
+        result.outcome,
+        Outcome::Exited(0),
+        "{}",
+        text(&result.stderr)
+    );
     assert_eq!(accepted.join().unwrap(), "hello\n");
 }
 
@@ -184,7 +241,35 @@ fn exit_codes_and_output_are_reported() {
     assert_eq!(text(&result.stdout), "out\n");
     assert_eq!(text(&result.stderr), "err\n");
     assert!(!result.stdout_truncated && !result.stderr_truncated);
+}
 
+#[test]
+fn inherited_output_is_not_captured() {
+    let f = Fixture::new("inherit");
+    let mut spec = f.spec("echo streamed; exit 4");
+    spec.output = Output::Inherit;
+    let result = f.run(&spec);
+    assert_eq!(result.outcome, Outcome::Exited(4));
+    assert!(result.stdout.is_empty() && result.stderr.is_empty());
+}
+
+#[test]
+fn a_missing_launcher_is_an_error() {
+    let f = Fixture::new("nolauncher");
+    let config = SandboxConfig {
+        state_root: f.state.path().to_owned(),
+        cgroup_parent: f.parent.clone(),
+        launcher: Launcher::new("/nonexistent/sandbox-launcher"),
+    };
+    let err = Sandbox::new(config)
+        .unwrap()
+        .run(&f.spec("true"))
+        .unwrap_err();
+    assert!(
+        matches!(err, sandbox_run::Error::LauncherSpawn { .. }),
+        "{err}"
+    );
+    f.assert_clean();
 }
 
 #[test]
@@ -203,7 +288,10 @@ fn output_is_truncated_at_the_limit() {
 #[test]
 fn a_missing_command_fails_to_start() {
     let f = Fixture::new("missing");
-    let spec = RunSpec::new(RootFs::Dir(f.rootfs.path().to_owned()), vec!["/no/such/binary".into()]);
+    let spec = RunSpec::new(
+        RootFs::Dir(f.rootfs.path().to_owned()),
+        vec!["/no/such/binary".into()],
+    );
     let result = f.run(&spec);
     match &result.outcome {
         Outcome::FailedToStart(why) => assert!(why.contains("/no/such/binary"), "{why}"),
@@ -221,8 +309,16 @@ fn io_dir_is_read_write() {
     let mut spec = f.spec("cat /io/inputs.json > /io/output.json");
     spec.io_dir = Some(io.path().to_owned());
     let result = f.run(&spec);
-    assert_eq!(result.outcome, Outcome::Exited(0), "{}", text(&result.stderr));
-    assert_eq!(std::fs::read_to_string(io.path().join("output.json")).unwrap(), "{\"x\":1}");
+    assert_eq!(
+        result.outcome,
+        Outcome::Exited(0),
+        "{}",
+        text(&result.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(io.path().join("output.json")).unwrap(),
+        "{\"x\":1}"
+    );
 }
 
 #[test]
@@ -234,16 +330,43 @@ fn a_busy_loop_times_out() {
     let result = f.run(&spec);
     assert_eq!(result.outcome, Outcome::TimedOut);
     assert_eq!(result.outcome.exit_code(), 124);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_timeout_during_setup_still_kills_and_cleans_up() {
+    let f = Fixture::new("setuptimeout");
+    let mut spec = f.spec("sleep 30");
+    spec.limits.timeout = Duration::from_millis(1);
+    let started = Instant::now();
+    let result = f.run(&spec);
+    assert_eq!(result.outcome, Outcome::TimedOut);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn a_memory_hog_is_oom_killed() {
     let f = Fixture::new("oom");
     let mut spec = f.spec("head -c 200m /dev/zero | tail");
-    spec.limits = Limits { memory_bytes: 32 << 20, ..Limits::default() };
+    spec.limits = Limits {
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    };
     let result = f.run(&spec);
-    assert_eq!(result.outcome, Outcome::OomKilled, "{}", text(&result.stderr));
+    assert_eq!(
+        result.outcome,
+        Outcome::OomKilled,
+        "{}",
+        text(&result.stderr)
+    );
     assert_eq!(result.outcome.exit_code(), 137);
 }
 
@@ -256,8 +379,16 @@ fn a_fork_bomb_is_contained() {
     let started = Instant::now();
     let result = f.run(&spec);
     assert_ne!(result.outcome, Outcome::TimedOut);
-    assert!(text(&result.stderr).contains("can't fork"), "the pids limit stopped it: {}", text(&result.stderr));
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        text(&result.stderr).contains("can't fork"),
+        "the pids limit stopped it: {}",
+        text(&result.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -267,13 +398,21 @@ fn overlay_root_stacks_layers_with_whiteouts() {
     busybox_rootfs(bottom.path());
     std::fs::write(bottom.path().join("etc/gone.txt"), "deleted above").unwrap();
     std::fs::create_dir_all(bottom.path().join("data/dir")).unwrap();
-    std::fs::write(bottom.path().join("data/dir/old.txt"), "hidden by opaque dir").unwrap();
+    std::fs::write(
+        bottom.path().join("data/dir/old.txt"),
+        "hidden by opaque dir",
+    )
+    .unwrap();
     std::fs::write(bottom.path().join("data/kept.txt"), "kept").unwrap();
     let top = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(top.path().join("etc")).unwrap();
     std::fs::create_dir_all(top.path().join("data/dir")).unwrap();
     std::fs::write(top.path().join("data/dir/new.txt"), "new").unwrap();
-    std::fs::set_permissions(top.path().join("data"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        top.path().join("data"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     // Overlay whiteout: a 0/0 character device; opaque directory: an xattr.
     nix::sys::stat::mknod(
         &top.path().join("etc/gone.txt"),
@@ -283,12 +422,17 @@ fn overlay_root_stacks_layers_with_whiteouts() {
     )
     .unwrap();
     let status = Command::new("python3")
-        .args(["-c", "import os,sys; os.setxattr(sys.argv[1], 'trusted.overlay.opaque', b'y')"])
+        .args([
+            "-c",
+            "import os,sys; os.setxattr(sys.argv[1], 'trusted.overlay.opaque', b'y')",
+        ])
         .arg(top.path().join("data/dir"))
         .status()
         .unwrap();
     assert!(status.success());
-    let rootfs = RootFs::Overlay { lower: vec![top.path().to_owned(), bottom.path().to_owned()] };
+    let rootfs = RootFs::Overlay {
+        lower: vec![top.path().to_owned(), bottom.path().to_owned()],
+    };
     let spec = RunSpec::new(
         rootfs,
         vec![
@@ -300,7 +444,12 @@ fn overlay_root_stacks_layers_with_whiteouts() {
         ],
     );
     let result = f.run(&spec);
-    assert_eq!(result.outcome, Outcome::Exited(0), "{}", text(&result.stderr));
+    assert_eq!(
+        result.outcome,
+        Outcome::Exited(0),
+        "{}",
+        text(&result.stderr)
+    );
     assert_eq!(text(&result.stdout), "kept\nnew.txt\nroot=readonly\n");
     // The layers were not touched (mount points went to the upper layer).
     assert!(!top.path().join("tmp").exists() && !bottom.path().join("tmp").exists());
@@ -324,7 +473,10 @@ fn a_killed_launcher_leaves_nothing_after_the_run() {
 fn find_container(parent: &str) -> (i32, i32) {
     let started = Instant::now();
     loop {
-        assert!(started.elapsed() < Duration::from_secs(20), "no container appeared");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no container appeared"
+        );
         let procs = std::fs::read_dir(format!("/sys/fs/cgroup/pids/{parent}"))
             .into_iter()
             .flatten()
@@ -335,9 +487,20 @@ fn find_container(parent: &str) -> (i32, i32) {
         if let Some(procs) = procs {
             let init: i32 = procs.lines().next().unwrap().parse().unwrap();
             let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
-            let ppid: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+            let ppid: i32 = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
             let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap();
-            assert!(comm.starts_with("sandbox-launch"), "parent of init is {comm:?}");
+            assert!(
+                comm.starts_with("sandbox-launch"),
+                "parent of init is {comm:?}"
+            );
             return (init, ppid);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -369,15 +532,29 @@ fn sweep_removes_what_a_crashed_worker_left() {
     worker.wait().unwrap();
     kill9(launcher);
     std::thread::sleep(Duration::from_millis(100));
-    assert!(Path::new(&format!("/proc/{init}")).exists(), "the container outlived its launcher");
-    assert!(std::fs::read_dir(f.state.path().join("bundles")).unwrap().next().is_some());
+    assert!(
+        Path::new(&format!("/proc/{init}")).exists(),
+        "the container outlived its launcher"
+    );
+    assert!(
+        std::fs::read_dir(f.state.path().join("bundles"))
+            .unwrap()
+            .next()
+            .is_some()
+    );
 
     let report = f.sandbox.sweep().unwrap();
     assert!(report.processes_killed >= 1, "{report:?}");
-    assert!(report.cgroups_removed >= 8, "one per v1 controller: {report:?}");
+    assert!(
+        report.cgroups_removed >= 8,
+        "one per v1 controller: {report:?}"
+    );
     assert_eq!(report.state_dirs_removed, 2, "bundle and state: {report:?}");
     f.assert_clean();
-    assert_eq!(f.sandbox.sweep().unwrap(), sandbox_run::SweepReport::default());
+    assert_eq!(
+        f.sandbox.sweep().unwrap(),
+        sandbox_run::SweepReport::default()
+    );
 }
 
 /// The worker process that `sweep_removes_what_a_crashed_worker_left` starts
@@ -391,7 +568,10 @@ fn crashed_worker() {
         cgroup_parent: var("SANDBOX_TEST_PARENT").into_string().unwrap(),
         launcher: Launcher::new(LAUNCHER),
     };
-    let mut spec = RunSpec::new(RootFs::Dir(var("SANDBOX_TEST_ROOTFS").into()), vec!["sleep".into(), "600".into()]);
+    let mut spec = RunSpec::new(
+        RootFs::Dir(var("SANDBOX_TEST_ROOTFS").into()),
+        vec!["sleep".into(), "600".into()],
+    );
     spec.limits.timeout = Duration::from_secs(120);
     Sandbox::new(config).unwrap().run(&spec).unwrap();
 }

@@ -1,0 +1,495 @@
+#!/usr/bin/env bash
+# Benchmark `hoist build` (build + push) against `buildah build` + `buildah
+# push` of the equivalent Dockerfile, in one run on the same machine and the
+# same loopback registry.
+#
+# The function needs `six` and `attrs` (requirements.txt) and has a small
+# handler. The base is testkit's Python 3.11 image (Debian packages, built
+# once per machine), pushed to a throw-away docker-registry on 127.0.0.1 as
+# base/python:3.11; both tools build FROM that reference.
+#
+# The Dockerfile is what `hoist build` makes, written by hand:
+#   FROM <registry>/base/python:3.11
+#   COPY deps/opt/hoist /opt/hoist        # the installed dependencies
+#   COPY code /opt/hoist                  # runner.py + function/<files>
+#   USER 1000:1000, WORKDIR /opt/hoist/function, the same ENV, LABELs, CMD.
+# so it has the same two layers on top of the base. The installed
+# dependencies are hoist's own dependency layer: after an untimed warm-up
+# build, that layer blob is fetched from the registry and untarred into the
+# build context (byte-for-byte the same files). Without a working `hoist
+# build` they come from `uv pip install --target` (pure-Python wheels, no
+# bytecode), which is what the layer holds too. buildah thus gets the
+# dependencies resolved, downloaded and installed for free; hoist resolves
+# and installs them in every cold run.
+#
+# Rows (tools interleaved, BENCH_WARMUP untimed runs, then BENCH_RUNS timed):
+#   (a) cold build + push to a NEW repository every run.
+#       hoist: the wheel cache (wheels/) and uv's cache (uv/) are kept; the
+#       dependency lock and layer caches (locks/, layers/) are deleted before
+#       each run, so it resolves, installs and writes the dependency layer
+#       again; base facts (bases/) and the store (store/, which holds the
+#       base blobs) are kept: the base is "already pulled".
+#       buildah: the base image stays in its storage; every other image is
+#       removed before each run and the build uses --layers=false (no build
+#       cache), which is buildah's fastest cold build (it commits the three
+#       COPY steps as one layer instead of two).
+#   (b) code-only rebuild + push: only user_function.py changes (a comment
+#       with the run number is appended, untimed); rebuild and push to the
+#       same repository. hoist keeps its whole cache; buildah builds with
+#       --layers, so FROM and the dependency COPY are cache hits.
+# Both tools mount or skip the base layers on push: hoist knows they are in
+# base/python from --base; buildah's blob-info cache
+# (/var/lib/containers/cache/blob-info-cache-v1.*) records where it pulled
+# them from, and it is kept.
+#
+# Environment:
+#   HOIST            hoist binary (default ${CARGO_TARGET_DIR:-target}/release/hoist,
+#                    built with `cargo build --release --bin hoist` if missing)
+#   HOIST_ARGS       extra global arguments for hoist (e.g. "--registry-timeout 60")
+#   BUILDAH_DRIVER   buildah storage driver (default overlay; vfs if overlay fails)
+#   BUILDAH_ARGS     extra arguments for `buildah build`
+#   BENCH_PYTHON_BASE  oci:DIR:TAG of the base (default: testkit's python_base(),
+#                    via `cargo run --release -p testkit --example base-image -- python`)
+#   BENCH_RUNS       timed runs per tool per row (default 5)
+#   BENCH_WARMUP     untimed runs per tool per row before timing (default 1)
+#   BENCH_SKIP_HOIST=1  time buildah only (hoist columns show "-")
+#   BENCH_TMPDIR     where the registry, buildah storage and caches live
+#                    (default $TMPDIR or /tmp; needs ~1 GiB)
+#   BENCH_KEEP=1     keep the temp dir (registry log, contexts) on exit
+#
+# Needs: root (buildah storage), docker-registry, buildah, skopeo, uv, curl,
+# jq, python3, tar. Network access to PyPI on the first run (wheels).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+RUNS="${BENCH_RUNS:-5}"
+WARMUP="${BENCH_WARMUP:-1}"
+SKIP_HOIST="${BENCH_SKIP_HOIST:-0}"
+read -r -a HOIST_EXTRA <<<"${HOIST_ARGS:-}"
+read -r -a BUILDAH_EXTRA <<<"${BUILDAH_ARGS:-}"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+for tool in docker-registry buildah skopeo uv curl jq python3 tar; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (scripts/install-test-deps installs most tools)"
+done
+[[ $(id -u) == 0 ]] || die "run as root (buildah storage with the overlay or vfs driver)"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
+[[ $WARMUP =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a non-negative integer"
+
+# ---------------------------------------------------------------- hoist binary
+HOIST_NOTE=""
+if [[ $SKIP_HOIST == 1 ]]; then
+    HOIST=""
+    HOIST_NOTE="hoist skipped (BENCH_SKIP_HOIST=1)"
+else
+    if [[ -z ${HOIST:-} ]]; then
+        HOIST="${CARGO_TARGET_DIR:-$ROOT/target}/release/hoist"
+        if [[ ! -x $HOIST ]]; then
+            log "building hoist: cargo build --release --bin hoist"
+            (cd "$ROOT" && cargo build --release --bin hoist) >&2 || die "cargo build failed"
+        fi
+    fi
+    [[ -x $HOIST ]] || die "HOIST=$HOIST is not executable"
+    if ! "$HOIST" build --help >/dev/null 2>&1; then
+        log "warning: '$HOIST build --help' fails; timing buildah only"
+        HOIST_NOTE="hoist at $HOIST has no \`build\` verb; timing buildah only"
+        HOIST=""
+    fi
+fi
+
+# ---------------------------------------------------------------- base image
+if [[ -z ${BENCH_PYTHON_BASE:-} ]]; then
+    log "locating testkit's Python base (builds it once per machine)"
+    BENCH_PYTHON_BASE=$(cd "$ROOT" && cargo run -q --release -p testkit --example base-image -- python) ||
+        die "could not build the Python base image"
+fi
+[[ $BENCH_PYTHON_BASE == oci:*:* ]] || die "BENCH_PYTHON_BASE must be oci:DIR:TAG, got '$BENCH_PYTHON_BASE'"
+
+# ---------------------------------------------------------------- workspace
+BASE_TMP="${BENCH_TMPDIR:-${TMPDIR:-/tmp}}"
+WORK="$(mktemp -d "$BASE_TMP/hoist-bench-build.XXXXXX")"
+REG_PIDS=()
+BUILDAH=()
+cleanup() {
+    local pid
+    if ((${#BUILDAH[@]})); then
+        # Unmounts what buildah mounted in its private storage.
+        "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+        "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
+    fi
+    for pid in "${REG_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${REG_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_registry NAME -> sets REG_PORT
+start_registry() {
+    local name=$1 port dir i
+    dir="$WORK/registry-$name"
+    mkdir -p "$dir/storage"
+    for i in 1 2 3 4 5; do
+        port=$(free_port)
+        cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+EOF
+        docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+        local pid=$!
+        REG_PIDS+=("$pid")
+        local _
+        for _ in $(seq 1 100); do
+            if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
+                REG_PORT=$port
+                return 0
+            fi
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill "$pid" 2>/dev/null || true
+        log "registry $name did not come up on port $port (attempt $i); log:"
+        tail -n 5 "$dir/log" >&2 || true
+    done
+    die "could not start registry $name"
+}
+
+MANIFEST_ACCEPT='application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json'
+
+# manifest_digest HOST:PORT REPO TAG -> digest of the manifest, or nothing
+manifest_digest() {
+    curl -fsS -I -H "Accept: $MANIFEST_ACCEPT" "http://$1/v2/$2/manifests/$3" 2>/dev/null |
+        tr -d '\r' | awk 'tolower($1)=="docker-content-digest:" {print $2}'
+}
+
+# image_config REPO TAG -> the image config JSON
+image_config() {
+    local cfg
+    cfg=$(curl -fsS -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/$1/manifests/$2" | jq -r .config.digest)
+    curl -fsS "http://$REG/v2/$1/blobs/$cfg"
+}
+
+# check_image REPO TAG WANT_DIGEST ADDED: the tag names WANT_DIGEST, every
+# blob is there, the base layers are untouched with ADDED layers on top, and
+# the config is as specified.
+check_image() {
+    local repo=$1 tag=$2 want=$3 added=$4 got manifest d
+    got=$(manifest_digest "$REG" "$repo" "$tag")
+    [[ $got == "$want" ]] || { log "check: $repo:$tag has manifest '${got:-none}', want $want"; return 1; }
+    manifest=$(curl -fsS -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/$repo/manifests/$want")
+    for d in $(jq -r '.config.digest, .layers[].digest' <<<"$manifest"); do
+        curl -fsS -I -o /dev/null "http://$REG/v2/$repo/blobs/$d" ||
+            { log "check: blob $d missing in $repo"; return 1; }
+    done
+    jq -e --argjson base "$BASE_LAYERS" --argjson added "$added" \
+        '(.layers | length) == ($base | length) + $added and ([.layers[:($base | length)][].digest] == $base)' \
+        <<<"$manifest" >/dev/null ||
+        { log "check: $repo:$tag is not the base layers + $added"; return 1; }
+    image_config "$repo" "$want" | jq -e '
+        .config.User == "1000:1000" and .config.WorkingDir == "/opt/hoist/function"
+        and .config.Cmd == ["/usr/bin/python3.11", "/opt/hoist/runner.py"]
+        and (.config.Env | index("PYTHONPATH=/opt/hoist/site-packages:/opt/hoist/function") != null)
+        and (.config.Labels | has("dev.hoist.function.id"))' >/dev/null ||
+        { log "check: $repo:$tag config differs from the function image spec"; return 1; }
+}
+
+# ---------------------------------------------------------------- timing
+# timed CMD...: run CMD (a command or a function), set T_SEC (wall seconds)
+timed() {
+    local t0 t1 rc=0
+    t0=$EPOCHREALTIME
+    "$@" >"$WORK/cmd.out" 2>&1 || rc=$?
+    t1=$EPOCHREALTIME
+    T_SEC=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
+    if ((rc != 0)); then
+        log "command failed (exit $rc): $*"
+        sed 's/^/    /' "$WORK/cmd.out" | tail -n 20 >&2
+        return "$rc"
+    fi
+}
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+# record ROW TOOL SECONDS
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; }
+
+# ---------------------------------------------------------------- main
+start_registry R; REG="127.0.0.1:$REG_PORT"
+log "registry on $REG, workdir $WORK"
+
+BASE_REF="$REG/base/python:3.11"
+log "pushing $BENCH_PYTHON_BASE to $BASE_REF"
+skopeo --insecure-policy copy --quiet --dest-tls-verify=false "$BENCH_PYTHON_BASE" "docker://$BASE_REF"
+BASE_LAYERS=$(curl -fsS -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/base/python/manifests/3.11" |
+    jq -c '[.layers[].digest]')
+
+# The function: the same files for both tools.
+FN="$WORK/function"
+mkdir -p "$FN"
+cat >"$FN/user_function.py" <<'PY'
+import attr
+import six
+
+
+@attr.s(frozen=True)
+class Greeting:
+    name = attr.ib(converter=six.text_type)
+
+    def text(self):
+        return "hello, " + self.name
+
+
+def handler(inputs):
+    return {"greeting": Greeting(inputs.get("name", "world")).text()}
+PY
+printf 'six\nattrs\n' >"$FN/requirements.txt"
+
+HCACHE="$WORK/hoist-cache"
+# hoist_build REPO: build the function and push it as $REG/REPO:1; the JSON
+# report (reference@digest, time per phase) lands in $WORK/hoist.json
+hoist_build() {
+    "$HOIST" --json ${HOIST_EXTRA[@]+"${HOIST_EXTRA[@]}"} build "$FN" --base "$BASE_REF" \
+        --tag "$REG/$1:1" --cache-dir "$HCACHE" >"$WORK/hoist.json"
+}
+hoist_digest() { grep -Eo '@sha256:[0-9a-f]{64}' "$WORK/hoist.json" | tail -n1 | cut -c2-; }
+# record_phases ROW: hoist's time per build phase, if its report has them
+record_phases() {
+    local phase ms
+    while IFS=$'\t' read -r phase ms; do
+        record "$1" "phase:$phase" "$(awk -v m="$ms" 'BEGIN { print m / 1000 }')"
+    done < <(jq -r '(.phases_ms // {}) | to_entries[] | "\(.key)\t\(.value)"' "$WORK/hoist.json" 2>/dev/null || true)
+}
+
+# Build context for buildah.
+CTX="$WORK/context"
+mkdir -p "$CTX/deps/opt/hoist/site-packages" "$CTX/code/function"
+cp "$ROOT/crates/oci-build/src/runner.py" "$CTX/code/runner.py"
+sync_code() { cp "$FN/user_function.py" "$FN/requirements.txt" "$CTX/code/function/"; }
+sync_code
+
+DEPS_SOURCE=""
+if [[ -n $HOIST ]]; then
+    log "warm-up hoist build (downloads the wheels into $HCACHE)"
+    if timed hoist_build bench/warm && check_image bench/warm 1 "$(hoist_digest)" 2; then
+        layer=$(curl -fsS -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/bench/warm/manifests/1" |
+            jq -r --argjson n "$(jq length <<<"$BASE_LAYERS")" '.layers[$n] | "\(.mediaType) \(.digest)"')
+        case ${layer%% *} in
+            *zstd*) untar=(tar --zstd -x) ;;
+            *gzip*) untar=(tar -xz) ;;
+            *) untar=(tar -x) ;;
+        esac
+        curl -fsS "http://$REG/v2/bench/warm/blobs/${layer#* }" | "${untar[@]}" -C "$CTX/deps"
+        [[ -d $CTX/deps/opt/hoist/site-packages/attr ]] || die "hoist's dependency layer has no attr package"
+        DEPS_SOURCE="the Dockerfile copies hoist's own dependency layer (untarred from the registry)"
+    else
+        log "warning: the warm-up hoist build failed; timing buildah only"
+        HOIST_NOTE="\`hoist build\` failed in the warm-up; timing buildah only"
+        HOIST=""
+    fi
+fi
+if [[ -z $DEPS_SOURCE ]]; then
+    log "installing six and attrs with uv pip install --target"
+    uv pip install --quiet --no-compile --python "$(command -v python3)" --cache-dir "$WORK/uv-cache" \
+        --target "$CTX/deps/opt/hoist/site-packages" -r "$FN/requirements.txt"
+    DEPS_SOURCE="the Dockerfile copies a \`uv pip install --target\` of six and attrs"
+fi
+
+cat >"$CTX/Dockerfile" <<EOF
+FROM $BASE_REF
+COPY deps/opt/hoist /opt/hoist
+COPY code /opt/hoist
+USER 1000:1000
+WORKDIR /opt/hoist/function
+ENV PYTHONPATH=/opt/hoist/site-packages:/opt/hoist/function PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
+LABEL dev.hoist.function.id=bench dev.hoist.function.user=bench dev.hoist.function.version=1 dev.hoist.function.created=1970-01-01T00:00:00Z
+CMD ["/usr/bin/python3.11", "/opt/hoist/runner.py"]
+EOF
+printf 'Dockerfile\n' >"$CTX/.dockerignore"
+
+# buildah with private storage in $WORK, so the machine's images are untouched.
+DRIVER="${BUILDAH_DRIVER:-overlay}"
+for driver in "$DRIVER" vfs; do
+    BUILDAH=(buildah --root "$WORK/buildah-$driver/root" --runroot "$WORK/buildah-$driver/run" --storage-driver "$driver")
+    if "${BUILDAH[@]}" pull --quiet --tls-verify=false "$BASE_REF" >"$WORK/base-id" 2>"$WORK/pull.err"; then
+        DRIVER=$driver
+        break
+    fi
+    log "buildah with the $driver driver cannot pull the base:"
+    sed 's/^/    /' "$WORK/pull.err" >&2
+    [[ $driver == vfs ]] && die "buildah does not work here"
+done
+BASE_ID=$(tail -n1 "$WORK/base-id")
+log "buildah storage driver: $DRIVER (base image $BASE_ID)"
+
+# drop_buildah_images: every image but the base, and every working container
+drop_buildah_images() {
+    local id
+    "${BUILDAH[@]}" rm --all >/dev/null
+    for id in $("${BUILDAH[@]}" images --all --noheading --no-trunc --quiet); do
+        [[ ${id#sha256:} == "${BASE_ID#sha256:}" ]] && continue
+        "${BUILDAH[@]}" rmi --force "$id" >/dev/null 2>&1 || true
+    done
+}
+# buildah_build_push LAYERS REPO: build the context and push it as $REG/REPO:1
+buildah_build_push() {
+    "${BUILDAH[@]}" build --quiet --layers="$1" --pull=false --tls-verify=false \
+        ${BUILDAH_EXTRA[@]+"${BUILDAH_EXTRA[@]}"} -t "bench/function:latest" "$CTX" &&
+        "${BUILDAH[@]}" push --quiet --tls-verify=false --digestfile "$WORK/buildah.digest" \
+            "bench/function:latest" "docker://$REG/$2:1"
+}
+buildah_digest() { cat "$WORK/buildah.digest"; }
+
+SEQ=0
+# run_one ROW TOOL TIMED(0|1) FIRST(0|1): prepare, run, check; records when timed
+run_one() {
+    local row=$1 tool=$2 is_timed=$3 first=$4 repo
+    SEQ=$((SEQ + 1))
+    case $row in
+        cold)
+            repo="bench/$tool-cold-$SEQ"
+            if [[ $tool == hoist ]]; then
+                rm -rf "$HCACHE/locks" "$HCACHE/layers"
+                CMD=(hoist_build "$repo")
+            else
+                drop_buildah_images
+                CMD=(buildah_build_push false "$repo")
+            fi
+            ;;
+        code)
+            repo="bench/$tool-code"
+            printf '# run %s\n' "$SEQ" >>"$FN/user_function.py"
+            sync_code
+            if [[ $tool == hoist ]]; then CMD=(hoist_build "$repo"); else CMD=(buildah_build_push true "$repo"); fi
+            ;;
+    esac
+    timed "${CMD[@]}" || return 1
+    if ((first)); then
+        # `buildah build --layers=false` commits one layer for all the steps.
+        local digest added=2
+        if [[ $tool == hoist ]]; then digest=$(hoist_digest); else digest=$(buildah_digest); fi
+        if [[ $tool == buildah && $row == cold ]]; then added=1; fi
+        check_image "$repo" 1 "$digest" "$added" || { log "$tool built a wrong image in row $row"; return 1; }
+    fi
+    if ((is_timed)); then
+        record "$row" "$tool" "$T_SEC"
+        if [[ $tool == hoist ]]; then record_phases "$row"; fi
+    fi
+}
+
+# bench_row ROW LABEL
+bench_row() {
+    local row=$1 label=$2 tools=(buildah) tool i
+    [[ -n $HOIST ]] && tools=(hoist buildah)
+    log "row: $label"
+    declare -A broken=()
+    if [[ $row == code ]]; then
+        # The repository already holds a build with the same dependencies.
+        for tool in "${tools[@]}"; do
+            run_one code "$tool" 0 1 || broken[$tool]=1
+        done
+    fi
+    for ((i = 0; i < WARMUP; i++)); do
+        for tool in "${tools[@]}"; do
+            [[ -n ${broken[$tool]:-} ]] && continue
+            run_one "$row" "$tool" 0 0 || broken[$tool]=1
+        done
+    done
+    # Timed runs, tools interleaved so that drift hits both alike.
+    for ((i = 0; i < RUNS; i++)); do
+        for tool in "${tools[@]}"; do
+            [[ -n ${broken[$tool]:-} ]] && continue
+            run_one "$row" "$tool" 1 $((i == 0)) || broken[$tool]=1
+        done
+    done
+    for tool in "${tools[@]}"; do
+        if [[ -n ${broken[$tool]:-} ]]; then record "$row" "$tool" FAILED; fi
+    done
+}
+
+bench_row cold "cold build + push, new repository"
+bench_row code "code-only rebuild + push, same repository"
+
+# ---------------------------------------------------------------- report
+HOIST_VERSION=""
+if [[ -n $HOIST ]]; then HOIST_VERSION=$("$HOIST" --version 2>/dev/null | head -n1 || true); fi
+python3 - "$RESULTS" "$RUNS" "$HOIST_NOTE" "$DEPS_SOURCE" "$DRIVER" "$(buildah --version)" \
+    "$HOIST_VERSION" <<'PY'
+import statistics, sys
+path, runs, hoist_note, deps_source, driver, buildah_version, hoist_version = sys.argv[1:8]
+rows = {"cold": {"hoist": [], "buildah": []}, "code": {"hoist": [], "buildah": []}}
+for line in open(path):
+    row, tool, sec = line.rstrip("\n").split("\t")
+    rows[row].setdefault(tool, []).append(sec)
+
+def median(samples):
+    if not samples: return None, "-"
+    if "FAILED" in samples: return None, "FAILED"
+    m = statistics.median(float(s) for s in samples) * 1000
+    return m, f"{m:.0f}"
+
+labels = {
+    "cold": ("cold build + push, new repository (wheels downloaded)",
+             lambda h, b: f"hoist ≤ 300 ms: {'met' if h <= 300 else 'MISSED'}"),
+    "code": ("code-only rebuild + push, same repository",
+             lambda h, b: f"hoist ≤ 100 ms: {'met' if h <= 100 else 'MISSED'}; "
+                          f"≥ 5× faster than buildah: {'met' if b / h >= 5 else 'MISSED'} ({b / h:.1f}×)"),
+}
+print()
+print(f"hoist build vs buildah build + push — median of {runs} run(s) per cell, wall milliseconds.")
+print()
+print("| case | hoist ms | buildah ms | hoist/buildah | target |")
+print("|---|---:|---:|---:|---|")
+for row in ("cold", "code"):
+    label, target = labels[row]
+    h, hs = median(rows[row]["hoist"])
+    b, bs = median(rows[row]["buildah"])
+    ratio = f"{h / b:.2f}" if h is not None and b else "-"
+    verdict = target(h, b) if h is not None and b else "-"
+    print(f"| {label} | {hs} | {bs} | {ratio} | {verdict} |")
+print()
+print("Notes:")
+print("- One local docker-registry (distribution) on 127.0.0.1; the base (testkit's Python 3.11, "
+      "3 layers) is pushed to it first and both tools build FROM it.")
+print("- Cold: hoist keeps wheels/ and uv/ and loses locks/ and layers/ before every run; "
+      f"buildah (storage driver {driver}) keeps only the base image and builds with --layers=false. "
+      "Each run pushes to a new repository.")
+print("- Code-only: user_function.py gets one more comment line per run; hoist keeps its cache, "
+      "buildah builds with --layers (dependency COPY cached); both push to the same repository.")
+print(f"- Dependencies: {deps_source}; buildah never resolves or installs them, hoist does in cold runs.")
+print("- buildah times are `buildah build` + `buildah push`; hoist's are one `hoist build` (build + push).")
+for row in ("cold", "code"):
+    phases = [(t[6:], median(v)[1]) for t, v in rows[row].items() if t.startswith("phase:")]
+    if phases:
+        print(f"- hoist phases, {labels[row][0]} (median ms): "
+              + ", ".join(f"{name} {ms}" for name, ms in phases) + ".")
+if hoist_note: print(f"- {hoist_note}.")
+print(f"- {buildah_version}" + (f"; {hoist_version}" if hoist_version else ""))
+PY
