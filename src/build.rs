@@ -84,8 +84,12 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_name = "X.Y")]
     python_version: Option<String>,
     /// Resolve requirements from the local cache only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "refresh")]
     offline: bool,
+    /// Always ask the package index when resolving (by default the local
+    /// cache is tried first).
+    #[arg(long)]
+    refresh: bool,
     /// Prefix of the function labels (id, user, version, created).
     #[arg(long, value_name = "PREFIX")]
     label_prefix: Option<String>,
@@ -137,7 +141,8 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
     };
     let mut builder = Builder::new(client.clone())?
         .policy(args.policy.policy())
-        .offline(args.offline);
+        .offline(args.offline)
+        .refresh(args.refresh);
     if let Some(c) = &args.cache_dir {
         builder = builder.cache_dir(c);
     }

@@ -79,7 +79,14 @@ impl Fetch for LayoutFetch {
                     platform: None,
                 })
             }
-            None => self.layout.resolve(reference.tag())?,
+            // A reference without a tag reads as `latest`; a layout
+            // without that tag offers its only image instead.
+            None => match self.layout.resolve(reference.tag()) {
+                Err(oci_model::Error::TagNotFound { .. }) if reference.tag() == Some("latest") => {
+                    self.layout.resolve(None)?
+                }
+                other => other?,
+            },
         };
         let bytes = self
             .layout

@@ -257,6 +257,13 @@ impl Builder {
         self
     }
 
+    /// Always asks the package index instead of trying uv's cache first
+    /// (see [`ResolverSettings::refresh`]).
+    pub fn refresh(mut self, refresh: bool) -> Self {
+        self.resolver.refresh = refresh;
+        self
+    }
+
     /// Stamps every time in the image (mtimes, `created`) with `epoch`.
     pub fn epoch(mut self, epoch: u64) -> Self {
         self.epoch = epoch;
