@@ -1,79 +1,165 @@
-//! The README's first command: build a one-layer image with `oci-layer`
-//! into an OCI layout, copy it to a second layout with `oci-push`, and show
-//! what hoist sees — no registry or daemon needed.
+//! The README's first command: the main job end to end on the embedded
+//! defaults — no registry, no daemon, no server to start.
+//!
+//! 1. a Python 3.11 base image is made from Debian packages (testkit;
+//!    cached per machine after the first run);
+//! 2. a function is validated and built on it with `oci-build` (base
+//!    layers reused, one code layer, user 1000, reproducible digest) and
+//!    copied into an OCI layout with `oci-push`;
+//! 3. the layout is pulled into a `layer-cache` and the function runs in a
+//!    `sandbox-run` container (no network, read-only root, uid 1000), with
+//!    its inputs in `/io/inputs.json`; its output is printed.
 //!
 //! Run: `cargo run --example quickstart [DIR]` (default `target/quickstart`).
+//! Step 3 needs root (namespaces, cgroups, overlayfs).
 
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
-use oci_layer::{LayerWriter, WriteOptions};
-use oci_model::media_type::{OCI_CONFIG, OCI_MANIFEST};
-use oci_model::{Layout, Manifest};
+use anyhow::{Context, Result, bail};
+use layer_cache::{Cache, CacheConfig, LayoutFetch};
+use oci_build::{Builder, FunctionSpec};
 use oci_push::{Copier, Endpoint};
-use serde_json::json;
+use sandbox_run::{Launcher, Output, RootFs, RunSpec, Sandbox, SandboxConfig};
 
-#[tokio::main]
-async fn main() -> Result<()> {
+const LAUNCHER_ARG: &str = "__sandbox-launch";
+
+const CODE: &str = r#"import json
+
+def handler(inputs):
+    words = inputs["text"].split()
+    return {"words": len(words), "longest": max(words, key=len)}
+"#;
+
+fn main() -> Result<()> {
+    // The sandbox starts containers from this very binary, re-executed,
+    // before any thread exists.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == LAUNCHER_ARG)
+    {
+        sandbox_run::launcher_main();
+    }
     let root = std::env::args()
         .nth(1)
         .map_or_else(|| PathBuf::from("target/quickstart"), PathBuf::from);
-    if root.exists() {
-        std::fs::remove_dir_all(&root)?;
-    }
-    let src_dir = root.join("built");
+    std::fs::create_dir_all(&root)?;
+    let root = std::path::absolute(&root)?;
+    tokio::runtime::Runtime::new()?.block_on(quickstart(&root))
+}
 
-    // 1. An image assembled directly as a layer: no Dockerfile, no daemon.
-    let layout = Layout::create(&src_dir)?;
-    let mut blob = layout.blob_writer()?;
-    let mut layer = LayerWriter::new(WriteOptions::default());
-    layer.add_bytes("app/hello.txt", 0o644, "hello from hoist\n")?;
-    let info = layer.finish(&mut blob)?;
-    blob.commit(Some(&info.digest))?;
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": { "Cmd": ["cat", "/app/hello.txt"], "User": "1000" },
-        "rootfs": { "type": "layers", "diff_ids": [info.diff_id] },
-    });
-    let config_bytes = serde_json::to_vec(&config)?;
-    let config_digest = layout.write_blob(&config_bytes)?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config_bytes.len() },
-        "layers": [info.descriptor()],
-    });
-    let manifest = Manifest::from_bytes(serde_json::to_vec(&manifest)?, None)?;
-    layout.write_blob(manifest.bytes())?;
-    layout.add_manifest(&manifest.descriptor(), Some("v1"))?;
-    println!(
-        "built    oci:{}:v1  {}",
-        src_dir.display(),
-        manifest.digest()
-    );
+async fn quickstart(root: &Path) -> Result<()> {
+    std::fs::remove_dir_all(root)?;
+    let function = root.join("function");
+    std::fs::create_dir_all(&function)?;
+    std::fs::write(function.join("user_function.py"), CODE)?;
 
-    // 2. The same copy `hoist copy oci:built:v1 oci:copied:v1` makes.
+    // 1. The base: Debian's python3.11-minimal and friends as an OCI layout.
+    println!("making the Python base image from Debian packages (cached after the first run)...");
+    let base = tokio::task::spawn_blocking(testkit::python_base)
+        .await?
+        .context("make the Python base image")?;
+
+    // 2. Validate and build; the result lands in the build store, then in
+    //    an OCI layout of its own.
     let client = registry_client::Client::builder().build()?;
-    let src: Endpoint = format!("oci:{}:v1", src_dir.display()).parse()?;
-    let dst: Endpoint = format!("oci:{}:v1", root.join("copied").display()).parse()?;
-    let report = Copier::new(client.clone()).copy(&src, &dst).await?;
-    println!(
-        "copied   {dst}  {}  ({} blobs, {} bytes)",
-        report.digest.expect("a digest"),
-        report.blobs_copied,
-        report.bytes_copied
-    );
+    let builder = Builder::new(client.clone())?.cache_dir(root.join("build-cache"));
+    let spec = FunctionSpec {
+        dir: function.clone(),
+        base: base.oci_ref().parse()?,
+        name: "registry.example/acme/functions/user-1-func-words:v1".parse()?,
+        user: "1".into(),
+        function: "words".into(),
+        version: "1".into(),
+        python_version: None,
+    };
+    let built = builder.build(&spec).await.context("build the function")?;
+    let image_dir = root.join("image");
+    let image = Endpoint::Layout {
+        dir: image_dir.clone(),
+        tag: Some("v1".into()),
+    };
+    Copier::new(client)
+        .copy(&built.store_endpoint(), &image)
+        .await?;
+    println!("built {image}@{}", built.manifest_digest);
+    for layer in &built.layers {
+        println!(
+            "  {:<12} {} {:>9} bytes",
+            format!("{:?}", layer.role),
+            layer.digest,
+            layer.size
+        );
+    }
+    for (phase, took) in &built.phases {
+        println!("  {phase:<9} {:>7.1} ms", took.as_secs_f64() * 1e3);
+    }
 
-    // 3. Read it back as `hoist inspect --config` would.
-    let config = oci_push::config(&client, &dst, None).await?;
-    let config: serde_json::Value = serde_json::from_slice(&config)?;
-    println!(
-        "config   cmd={} user={}",
-        config["config"]["Cmd"], config["config"]["User"]
+    // 3. Pull it into a layer cache and run it in a sandbox.
+    if !is_root() {
+        bail!(
+            "the build is in {}; running it in a sandbox needs root",
+            image_dir.display()
+        );
+    }
+    let cache = Cache::open(CacheConfig::new(root.join("layer-cache"))).await?;
+    let layout = LayoutFetch::open(&image_dir)?;
+    let cached = cache
+        .pull(&LayoutFetch::reference(&image_dir, Some("v1"))?, &layout)
+        .await?;
+    let io = root.join("io");
+    std::fs::create_dir_all(&io)?;
+    std::fs::write(
+        io.join("inputs.json"),
+        r#"{"text": "a daemonless OCI toolkit that talks directly to registries"}"#,
+    )?;
+    std::os::unix::fs::chown(&io, Some(1000), Some(1000))?;
+    let mut run = RunSpec::from_image_config(
+        RootFs::Overlay {
+            lower: cached.lower_dirs(),
+        },
+        &cached.config,
+        None,
     );
-    println!("\nnext:    target/debug/hoist inspect {dst}");
+    run.io_dir = Some(io.clone());
+    run.output = Output::Capture {
+        max_bytes: 64 << 10,
+    };
+    let launcher = Launcher::new(std::env::current_exe()?).with_args([LAUNCHER_ARG]);
+    let config = SandboxConfig {
+        state_root: root.join("sandbox"),
+        cgroup_parent: "hoist-quickstart".into(),
+        ..SandboxConfig::new(launcher)
+    };
+    let result = tokio::task::spawn_blocking(move || -> Result<sandbox_run::RunResult> {
+        let sandbox = Sandbox::new(config)?;
+        sandbox.sweep()?;
+        Ok(sandbox.run(&run)?)
+    })
+    .await??;
+    println!(
+        "ran in {:.1} ms: {:?}",
+        result.duration.as_secs_f64() * 1e3,
+        result.outcome
+    );
+    let output = std::fs::read_to_string(io.join("output.json")).with_context(|| {
+        format!(
+            "no output; stderr: {}",
+            String::from_utf8_lossy(&result.stderr)
+        )
+    })?;
+    println!("output: {output}");
     Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
 }
