@@ -10,7 +10,9 @@
 #       `crun run` and `runc run` of the same image unpacked once with
 #       `umoci unpack`. The bundle's config.json is adjusted to match the
 #       sandbox `hoist run` makes: the same command as uid/gid 1000, no
-#       capabilities, read-only root, a tmpfs on /tmp (512m), new network,
+#       capabilities, no new privileges, the same seccomp profile (Docker's
+#       default, from crates/sandbox-run/src/seccomp.json), the same masked
+#       and read-only /proc paths, read-only root, a tmpfs on /tmp (512m), new network,
 #       pid, ipc, uts and mount namespaces, memory 2g, 2 CPUs, 256 pids.
 #   (b) cold pull + unpack + run of the 200 MiB image running `/bin/true`:
 #       `hoist run` with a fresh --cache-dir against the peer pipeline
@@ -217,8 +219,14 @@ push() {
 # adjust_config IN OUT ROOTFS ARGS_JSON: the bundle config for the sandbox
 # `hoist run` makes (see the header).
 adjust_config() {
-    jq --arg rootfs "$3" --argjson args "$4" '
+    jq --arg rootfs "$3" --argjson args "$4" --slurpfile seccomp "$ROOT/crates/sandbox-run/src/seccomp.json" '
         .process.terminal = false
+        | .process.noNewPrivileges = true
+        | .linux.seccomp = $seccomp[0]
+        | .linux.maskedPaths = ["/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore",
+            "/proc/keys", "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi",
+            "/proc/timer_list", "/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware"]
+        | .linux.readonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         | .process.args = $args
         | .process.user = {uid: 1000, gid: 1000}
         | .process.cwd = "/"

@@ -262,6 +262,13 @@ async fn pull(
     let cache = Cache::open(config).await.context("open the layer cache")?;
     let cached = match image {
         Endpoint::Registry(reference) => {
+            // A digest already in the cache needs no registry at all (and
+            // no HTTP client, whose TLS roots take milliseconds to load).
+            if reference.digest().is_some()
+                && let Some(image) = cache.get(reference).await?
+            {
+                return Ok(image);
+            }
             let mut registries = vec![reference.registry().to_owned()];
             registries.extend(args.mirrors.iter().cloned());
             let timeout = Duration::from_secs(g.registry_timeout);

@@ -351,7 +351,10 @@ async fn corrupt_content_on_the_primary_is_never_kept() {
     // checked: the stream ends with an error rather than mixing sources.
     let layer = p.image.layers[0].clone();
     // The primary keeps serving it corrupt.
-    p.pa.add(Rule::new(format!("/blobs/{}", layer.digest), Fault::CorruptBody));
+    p.pa.add(Rule::new(
+        format!("/blobs/{}", layer.digest),
+        Fault::CorruptBody,
+    ));
     let err = read(&f, &p.reference(), &layer).await.unwrap_err();
     assert!(
         matches!(&err, Error::CorruptBlob { digest, offset, .. } if *digest == layer.digest && *offset > 0),
