@@ -584,7 +584,8 @@ print()
 print("Notes:")
 print("- Images come from one local docker-registry (distribution) on 127.0.0.1, by digest. "
       "The crun/runc bundles are `umoci unpack`s of the same images, configured like hoist's sandbox: "
-      "uid/gid 1000, no capabilities, read-only root, tmpfs /tmp, network namespace, 2g memory, 2 CPUs, 256 pids.")
+      "uid/gid 1000, no capabilities, no new privileges, Docker's default seccomp profile, masked /proc paths, "
+      "read-only root, tmpfs /tmp, network namespace, 2g memory, 2 CPUs, 256 pids.")
 print("- Cold row: hoist gets a fresh --cache-dir every run; the peer pipeline a fresh layout and bundle "
       "(skopeo's blob-info cache deleted first). Layers are 40 MiB of random data each, so nothing compresses.")
 for n in notes: print(f"- {n}")
