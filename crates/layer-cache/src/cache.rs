@@ -15,6 +15,8 @@ use futures_util::future::{join_all, try_join_all};
 use moka::future::Cache as Moka;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::stat::{UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
 use oci_layer::Compression;
@@ -60,6 +62,16 @@ impl Key {
         match self {
             Key::Blob(d) | Key::Layer(d) | Key::Image(d) => d,
         }
+    }
+
+    /// The entry's pin file under `pins`.
+    fn pin_file(&self, pins: &Path) -> PathBuf {
+        let kind = match self {
+            Key::Blob(_) => "blob",
+            Key::Layer(_) => "layer",
+            Key::Image(_) => "image",
+        };
+        pins.join(format!("{kind}-{}", self.digest().hex()))
     }
 }
 
@@ -123,22 +135,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Holds pins on entries; unpins on drop.
+/// Holds pins on entries; unpins on drop. In this process the pin counts
+/// keep moka's evictions from deleting files; for other processes sharing
+/// the root (which open it after this one closed it, while its containers
+/// still run) a shared `flock` on each entry's pin file does.
 struct PinGuard {
     pins: Arc<Mutex<Pins>>,
     keys: Vec<Key>,
+    pins_dir: PathBuf,
+    files: Vec<Flock<File>>,
 }
 
 impl PinGuard {
-    fn new(pins: Arc<Mutex<Pins>>) -> Self {
+    fn new(pins: Arc<Mutex<Pins>>, pins_dir: PathBuf) -> Self {
         Self {
             pins,
             keys: Vec::new(),
+            pins_dir,
+            files: Vec::new(),
         }
     }
 
     fn add(&mut self, key: Key) {
         *lock(&self.pins).counts.entry(key.clone()).or_default() += 1;
+        let path = key.pin_file(&self.pins_dir);
+        let shared = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|f| {
+                Flock::lock(f, FlockArg::LockShared).map_err(|(_, e)| io::Error::from(e))
+            });
+        match shared {
+            Ok(file) => self.files.push(file),
+            // Pinning against other processes is lost, not this one's.
+            Err(e) => tracing::warn!("pin file {}: {e}", path.display()),
+        }
         self.keys.push(key);
     }
 }
@@ -642,7 +675,7 @@ impl Inner {
             .get(digest)
             .cloned()
             .unwrap_or_else(|| digest.clone());
-        let mut pin = PinGuard::new(self.pins.clone());
+        let mut pin = PinGuard::new(self.pins.clone(), self.paths.pins_dir());
         let key = Key::Image(digest.clone());
         pin.add(key.clone());
         let Some(entry) = self.find(&key).await else {
@@ -694,7 +727,7 @@ impl Inner {
         manifest: &Manifest,
     ) -> Result<CachedImage> {
         let digest = manifest.digest().clone();
-        let mut pin = PinGuard::new(self.pins.clone());
+        let mut pin = PinGuard::new(self.pins.clone(), self.paths.pins_dir());
         let key = Key::Image(digest.clone());
         pin.add(key.clone());
         let entry = self
@@ -1146,13 +1179,44 @@ fn listener(
             pins.evicted.insert((*key).clone(), value);
             return;
         }
+        // Held while retiring, so that no other process pins it meanwhile.
+        let pin_file = key.pin_file(&paths.pins_dir());
+        let _exclusive = match pinned_elsewhere(&pin_file) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => None,
+            Err(()) => {
+                // Another process runs a container on it: leave the files;
+                // the next open finds them again.
+                tracing::debug!(
+                    "{} {} is in use by another process; kept",
+                    key.kind(),
+                    key.digest()
+                );
+                return;
+            }
+        };
         match retire(&paths, &key) {
             Ok(trash) => {
+                let _ = fs::remove_file(&pin_file);
                 drop(pins);
                 runtime.spawn_blocking(move || trash.iter().for_each(|p| disk::remove_tree(p)));
             }
             Err(e) => tracing::warn!("evicting {} {}: {e}", key.kind(), key.digest()),
         }
+    }
+}
+
+/// An exclusive lock on an entry's pin file, `None` when it has none, or
+/// `Err` when another process holds it shared (a pin).
+fn pinned_elsewhere(pin_file: &Path) -> std::result::Result<Option<Flock<File>>, ()> {
+    let file = match OpenOptions::new().write(true).open(pin_file) {
+        Ok(f) => f,
+        Err(_) => return Ok(None),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, Errno::EWOULDBLOCK)) => Err(()),
+        Err(_) => Ok(None),
     }
 }
 

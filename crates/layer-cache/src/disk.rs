@@ -82,6 +82,7 @@ impl Paths {
             paths.base.join("blobs/sha256"),
             paths.base.join("layers/sha256"),
             paths.base.join("images/sha256"),
+            paths.pins_dir(),
         ] {
             fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         }
@@ -119,6 +120,12 @@ impl Paths {
         self.base
             .join("layers/sha256")
             .join(format!("{}.json", diff_id.hex()))
+    }
+
+    /// Where pin files live: a live `CachedImage` of any process holds a
+    /// shared `flock` on one per entry it uses.
+    pub(crate) fn pins_dir(&self) -> PathBuf {
+        self.base.join("pins")
     }
 
     pub(crate) fn image_dir(&self, digest: &Digest) -> PathBuf {

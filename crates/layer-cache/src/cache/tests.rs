@@ -808,3 +808,29 @@ async fn prewarm_pulls_in_parallel_and_reports_each() {
             .all(|e| e.complete && !e.pinned && e.size > 120 << 10)
     );
 }
+
+#[tokio::test]
+async fn images_in_use_by_another_opener_are_never_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source::default();
+    let d = three_images(&source).await;
+    // One opener pulls `a` and closes the cache while it still uses the
+    // image (a CLI process running a container does exactly this).
+    let first = open(dir.path(), SMALL).await;
+    let a = first.pull(&reference("a"), &source).await.unwrap();
+    drop(first);
+    // The next opener (its pin files' locks conflict like another
+    // process's would) evicts everything it can: `a` stays on disk.
+    let second = open(dir.path(), SMALL).await;
+    second.prune(0).await.unwrap();
+    assert!(a.layers[0].join("data").is_file());
+    drop(second);
+    // Released, it goes at the next prune.
+    let layer_dir = a.layers[0].clone();
+    drop(a);
+    let third = open(dir.path(), SMALL).await;
+    assert!(has(&third, "a", &d[0]).await, "found again on disk");
+    third.prune(0).await.unwrap();
+    assert!(!layer_dir.exists());
+    assert_eq!(third.stats().entries, 0);
+}
