@@ -381,7 +381,7 @@ impl Builder {
         phases.push((Phase::Code, clock.lap()));
 
         // config and manifest
-        let created = image::rfc3339(self.epoch);
+        let created = oci_model::rfc3339(self.epoch);
         let base_digest = base.manifest.digest().clone();
         let labels = self.labels(spec, &base, &created);
         let mut ours = Vec::new();

@@ -20,6 +20,7 @@ mod layout;
 mod manifest;
 pub mod media_type;
 mod reference;
+mod time;
 
 use std::path::PathBuf;
 
@@ -28,6 +29,7 @@ pub use layout::{BlobWriter, Layout, REF_NAME};
 pub use manifest::{Body, Descriptor, MAX_MANIFEST_BYTES, Manifest, Platform};
 pub use oci_spec;
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API_HOST, Reference};
+pub use time::rfc3339;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
