@@ -1,9 +1,9 @@
 //! The on-disk layout: paths, the version file, atomic writes, temporary
 //! entries that clean up after themselves, and tree walks.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -206,30 +206,7 @@ impl Drop for TempPath {
 /// errors are ignored (what is left sits in `tmp/` and goes at the next
 /// open).
 pub(crate) fn remove_tree(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if !meta.is_dir() {
-        let _ = fs::remove_file(path);
-        return;
-    }
-    if fs::remove_dir_all(path).is_ok() {
-        return;
-    }
-    // Unprivileged runs cannot enter directories a layer made read-only:
-    // give them back to the owner and try again.
-    let mut stack = vec![path.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let _ = fs::set_permissions(&dir, Permissions::from_mode(0o700));
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(entry.path());
-                }
-            }
-        }
-    }
-    let _ = fs::remove_dir_all(path);
+    oci_layer::remove_tree(path);
 }
 
 /// Creates a private directory.

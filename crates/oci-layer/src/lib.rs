@@ -34,7 +34,7 @@ mod write;
 use std::path::PathBuf;
 
 pub use compression::Compression;
-pub use unpack::{UnpackOptions, UnpackStats, unpack};
+pub use unpack::{UnpackOptions, UnpackStats, remove_tree, unpack};
 pub use write::{LayerInfo, LayerWriter, WriteOptions};
 
 /// Everything that can go wrong in this crate. Entry names are the names

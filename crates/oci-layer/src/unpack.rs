@@ -166,21 +166,48 @@ impl Drop for TempRoot {
         if self.persisted {
             return;
         }
-        // Directory modes are applied last and may forbid writing; give
-        // them back to the owner so every entry can be removed.
-        let mut stack = vec![self.path.clone()];
-        while let Some(dir) = stack.pop() {
-            let _ = fs::set_permissions(&dir, Permissions::from_mode(0o700));
-            if let Ok(entries) = fs::read_dir(&dir) {
-                for entry in entries.flatten() {
-                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                        stack.push(entry.path());
-                    }
+        remove_tree(&self.path);
+    }
+}
+
+/// Removes an unpacked tree, read-only directories included (an unpacked
+/// layer keeps its directories' modes, which may forbid writing, so
+/// `remove_dir_all` alone can fail even for their owner). Errors are
+/// ignored: what is left cannot be removed by this process either.
+///
+/// ```
+/// use std::os::unix::fs::PermissionsExt;
+/// let dir = tempfile::tempdir()?;
+/// let tree = dir.path().join("t");
+/// std::fs::create_dir_all(tree.join("ro/sub"))?;
+/// std::fs::set_permissions(tree.join("ro"), std::fs::Permissions::from_mode(0o500))?;
+/// oci_layer::remove_tree(&tree);
+/// assert!(!tree.exists());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn remove_tree(path: &Path) {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        let _ = fs::remove_file(path);
+        return;
+    }
+    if fs::remove_dir_all(path).is_ok() {
+        return;
+    }
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let _ = fs::set_permissions(&dir, Permissions::from_mode(0o700));
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
                 }
             }
         }
-        let _ = fs::remove_dir_all(&self.path);
     }
+    let _ = fs::remove_dir_all(path);
 }
 
 /// Feeds everything read through a [`Digester`]: the diff-id.
