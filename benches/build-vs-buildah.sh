@@ -62,138 +62,44 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$ROOT/benches/lib.sh"
 RUNS="${BENCH_RUNS:-5}"
 WARMUP="${BENCH_WARMUP:-1}"
-SKIP_HOIST="${BENCH_SKIP_HOIST:-0}"
 read -r -a HOIST_EXTRA <<<"${HOIST_ARGS:-}"
 read -r -a BUILDAH_EXTRA <<<"${BUILDAH_ARGS:-}"
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-for tool in docker-registry buildah skopeo uv curl jq python3 tar; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (scripts/install-test-deps installs most tools)"
-done
-[[ $(id -u) == 0 ]] || die "run as root (buildah storage with the overlay or vfs driver)"
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
-[[ $WARMUP =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a non-negative integer"
+require_tools docker-registry buildah skopeo uv curl jq python3 tar
+require_root "buildah storage with the overlay or vfs driver"
+require_positive BENCH_RUNS "$RUNS"
+require_count BENCH_WARMUP "$WARMUP"
 
 # ---------------------------------------------------------------- hoist binary
-HOIST_NOTE=""
-if [[ $SKIP_HOIST == 1 ]]; then
-    HOIST=""
-    HOIST_NOTE="hoist skipped (BENCH_SKIP_HOIST=1)"
-else
-    if [[ -z ${HOIST:-} ]]; then
-        HOIST="${CARGO_TARGET_DIR:-$ROOT/target}/release/hoist"
-        if [[ ! -x $HOIST ]]; then
-            log "building hoist: cargo build --release --bin hoist"
-            (cd "$ROOT" && cargo build --release --bin hoist) >&2 || die "cargo build failed"
-        fi
-    fi
-    [[ -x $HOIST ]] || die "HOIST=$HOIST is not executable"
-    if ! "$HOIST" build --help >/dev/null 2>&1; then
-        log "warning: '$HOIST build --help' fails; timing buildah only"
-        HOIST_NOTE="hoist at $HOIST has no \`build\` verb; timing buildah only"
-        HOIST=""
-    fi
-fi
+find_hoist build "timing buildah only" "has no \`build\` verb; timing buildah only"
 
 # ---------------------------------------------------------------- base image
 if [[ -z ${BENCH_PYTHON_BASE:-} ]]; then
     log "locating testkit's Python base (builds it once per machine)"
-    BENCH_PYTHON_BASE=$(cd "$ROOT" && cargo run -q --release -p testkit --example base-image -- python) ||
-        die "could not build the Python base image"
+    BENCH_PYTHON_BASE=$(base_image python)
 fi
 [[ $BENCH_PYTHON_BASE == oci:*:* ]] || die "BENCH_PYTHON_BASE must be oci:DIR:TAG, got '$BENCH_PYTHON_BASE'"
 
 # ---------------------------------------------------------------- workspace
-BASE_TMP="${BENCH_TMPDIR:-${TMPDIR:-/tmp}}"
-WORK="$(mktemp -d "$BASE_TMP/hoist-bench-build.XXXXXX")"
-REG_PIDS=()
 BUILDAH=()
-cleanup() {
-    local pid
+# drop_buildah_storage: remove the containers and images of buildah's private
+# storage (unmounts what it mounted); runs on exit
+drop_buildah_storage() {
     if ((${#BUILDAH[@]})); then
-        # Unmounts what buildah mounted in its private storage.
         "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
         "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
     fi
-    for pid in "${REG_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${REG_PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# start_registry NAME -> sets REG_PORT
-start_registry() {
-    local name=$1 port dir i
-    dir="$WORK/registry-$name"
-    mkdir -p "$dir/storage"
-    for i in 1 2 3 4 5; do
-        port=$(free_port)
-        cat >"$dir/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port
-EOF
-        docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
-        local pid=$!
-        REG_PIDS+=("$pid")
-        local _
-        for _ in $(seq 1 100); do
-            if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
-                REG_PORT=$port
-                return 0
-            fi
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill "$pid" 2>/dev/null || true
-        log "registry $name did not come up on port $port (attempt $i); log:"
-        tail -n 5 "$dir/log" >&2 || true
-    done
-    die "could not start registry $name"
-}
-
-MANIFEST_ACCEPT='application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json'
-
-# manifest_digest HOST:PORT REPO TAG -> digest of the manifest, or nothing
-manifest_digest() {
-    curl -fsS -I -H "Accept: $MANIFEST_ACCEPT" "http://$1/v2/$2/manifests/$3" 2>/dev/null |
-        tr -d '\r' | awk 'tolower($1)=="docker-content-digest:" {print $2}'
-}
+setup_workspace hoist-bench-build drop_buildah_storage
 
 # image_config REPO TAG -> the image config JSON
 image_config() {
     local cfg
-    cfg=$(curl -fsS -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/$1/manifests/$2" | jq -r .config.digest)
+    cfg=$(get_manifest "$REG" "$1" "$2" | jq -r .config.digest)
     curl -fsS "http://$REG/v2/$1/blobs/$cfg"
 }
 
@@ -201,14 +107,9 @@ image_config() {
 # blob is there, the base layers are untouched with ADDED layers on top, and
 # the config is as specified.
 check_image() {
-    local repo=$1 tag=$2 want=$3 added=$4 got manifest d
-    got=$(manifest_digest "$REG" "$repo" "$tag")
-    [[ $got == "$want" ]] || { log "check: $repo:$tag has manifest '${got:-none}', want $want"; return 1; }
-    manifest=$(curl -fsS -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/$repo/manifests/$want")
-    for d in $(jq -r '.config.digest, .layers[].digest' <<<"$manifest"); do
-        curl -fsS -I -o /dev/null "http://$REG/v2/$repo/blobs/$d" ||
-            { log "check: blob $d missing in $repo"; return 1; }
-    done
+    local repo=$1 tag=$2 want=$3 added=$4 manifest
+    check_registry_copy "$REG" "$repo" "$tag" "$want" || return 1
+    manifest=$(get_manifest "$REG" "$repo" "$want")
     jq -e --argjson base "$BASE_LAYERS" --argjson added "$added" \
         '(.layers | length) == ($base | length) + $added and ([.layers[:($base | length)][].digest] == $base)' \
         <<<"$manifest" >/dev/null ||
@@ -222,34 +123,16 @@ check_image() {
 }
 
 # ---------------------------------------------------------------- timing
-# timed CMD...: run CMD (a command or a function), set T_SEC (wall seconds)
-timed() {
-    local t0 t1 rc=0
-    t0=$EPOCHREALTIME
-    "$@" >"$WORK/cmd.out" 2>&1 || rc=$?
-    t1=$EPOCHREALTIME
-    T_SEC=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
-    if ((rc != 0)); then
-        log "command failed (exit $rc): $*"
-        sed 's/^/    /' "$WORK/cmd.out" | tail -n 20 >&2
-        return "$rc"
-    fi
-}
-
-RESULTS="$WORK/results.tsv"
-: >"$RESULTS"
-# record ROW TOOL SECONDS
-record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; }
+# timed (lib.sh) sets T_SEC; each run is recorded as ROW TOOL SECONDS.
 
 # ---------------------------------------------------------------- main
-start_registry R; REG="127.0.0.1:$REG_PORT"
+start_registry R on; REG="127.0.0.1:$REG_PORT"
 log "registry on $REG, workdir $WORK"
 
 BASE_REF="$REG/base/python:3.11"
 log "pushing $BENCH_PYTHON_BASE to $BASE_REF"
 skopeo --insecure-policy copy --quiet --dest-tls-verify=false "$BENCH_PYTHON_BASE" "docker://$BASE_REF"
-BASE_LAYERS=$(curl -fsS -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/base/python/manifests/3.11" |
-    jq -c '[.layers[].digest]')
+BASE_LAYERS=$(get_manifest "$REG" base/python 3.11 | jq -c '[.layers[].digest]')
 
 # The function: the same files for both tools.
 FN="$WORK/function"
@@ -299,7 +182,7 @@ DEPS_SOURCE=""
 if [[ -n $HOIST ]]; then
     log "warm-up hoist build (downloads the wheels into $HCACHE)"
     if timed hoist_build bench/warm && check_image bench/warm 1 "$(hoist_digest)" 2; then
-        layer=$(curl -fsS -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/bench/warm/manifests/1" |
+        layer=$(get_manifest "$REG" bench/warm 1 |
             jq -r --argjson n "$(jq length <<<"$BASE_LAYERS")" '.layers[$n] | "\(.mediaType) \(.digest)"')
         case ${layer%% *} in
             *zstd*) untar=(tar --zstd -x) ;;
@@ -438,10 +321,8 @@ bench_row cold "cold build + push, new repository"
 bench_row code "code-only rebuild + push, same repository"
 
 # ---------------------------------------------------------------- report
-HOIST_VERSION=""
-if [[ -n $HOIST ]]; then HOIST_VERSION=$("$HOIST" --version 2>/dev/null | head -n1 || true); fi
 python3 - "$RESULTS" "$RUNS" "$HOIST_NOTE" "$DEPS_SOURCE" "$DRIVER" "$(buildah --version)" \
-    "$HOIST_VERSION" <<'PY'
+    "$(hoist_version)" <<'PY'
 import statistics, sys
 path, runs, hoist_note, deps_source, driver, buildah_version, hoist_version = sys.argv[1:8]
 rows = {"cold": {"hoist": [], "buildah": []}, "code": {"hoist": [], "buildah": []}}

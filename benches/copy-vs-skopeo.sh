@@ -28,124 +28,27 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$ROOT/benches/lib.sh"
 RUNS="${BENCH_RUNS:-5}"
 WARMUP="${BENCH_WARMUP:-1}"
 SKIP_1G="${BENCH_SKIP_1G:-0}"
-SKIP_HOIST="${BENCH_SKIP_HOIST:-0}"
 read -r -a HOIST_EXTRA <<<"${HOIST_ARGS:-}"
 read -r -a SKOPEO_EXTRA <<<"${SKOPEO_ARGS:-}"
 GNU_TIME=/usr/bin/time
+# timed also measures peak RSS (T_RSS) with GNU time.
+TIMED_RSS=1
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-for tool in docker-registry skopeo curl jq python3 sha256sum; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (scripts/install-test-deps installs most tools)"
-done
+require_tools docker-registry skopeo curl jq python3 sha256sum
 "$GNU_TIME" -f %M true >/dev/null 2>&1 || die "GNU time not found at $GNU_TIME (apt-get install time)"
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
-[[ $WARMUP =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a non-negative integer"
+require_positive BENCH_RUNS "$RUNS"
+require_count BENCH_WARMUP "$WARMUP"
 
 # ---------------------------------------------------------------- hoist binary
-HOIST_NOTE=""
-if [[ $SKIP_HOIST == 1 ]]; then
-    HOIST=""
-    HOIST_NOTE="hoist skipped (BENCH_SKIP_HOIST=1)"
-else
-    if [[ -z ${HOIST:-} ]]; then
-        HOIST="${CARGO_TARGET_DIR:-$ROOT/target}/release/hoist"
-        if [[ ! -x $HOIST ]]; then
-            log "building hoist: cargo build --release --bin hoist"
-            (cd "$ROOT" && cargo build --release --bin hoist) >&2 || die "cargo build failed"
-        fi
-    fi
-    [[ -x $HOIST ]] || die "HOIST=$HOIST is not executable"
-    if ! "$HOIST" copy --help >/dev/null 2>&1; then
-        log "warning: '$HOIST copy --help' fails; timing skopeo only"
-        HOIST_NOTE="hoist at $HOIST has no working \`copy\` subcommand; hoist not timed"
-        HOIST=""
-    fi
-fi
+find_hoist copy "timing skopeo only" "has no working \`copy\` subcommand; hoist not timed"
 
 # ---------------------------------------------------------------- workspace
-BASE_TMP="${BENCH_TMPDIR:-${TMPDIR:-/tmp}}"
-WORK="$(mktemp -d "$BASE_TMP/hoist-bench.XXXXXX")"
-REG_PIDS=()
-cleanup() {
-    local pid
-    for pid in "${REG_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${REG_PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# skopeo's blob-info cache remembers where it has seen each blob and lets it
-# mount blobs across repositories of registry B instead of uploading them.
-# Cold runs delete it first so that skopeo does the same work as hoist.
-skopeo_caches=(
-    /var/lib/containers/cache/blob-info-cache-v1.boltdb
-    /var/lib/containers/cache/blob-info-cache-v1.sqlite
-    "${XDG_DATA_HOME:-$HOME/.local/share}/containers/cache/blob-info-cache-v1.boltdb"
-    "${XDG_DATA_HOME:-$HOME/.local/share}/containers/cache/blob-info-cache-v1.sqlite"
-)
-drop_skopeo_cache() { rm -f "${skopeo_caches[@]}"; }
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# start_registry NAME -> sets REG_PORT
-start_registry() {
-    local name=$1 port dir i
-    dir="$WORK/registry-$name"
-    mkdir -p "$dir/storage"
-    for i in 1 2 3 4 5; do
-        port=$(free_port)
-        cat >"$dir/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port
-EOF
-        docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
-        local pid=$!
-        REG_PIDS+=("$pid")
-        local t
-        for t in $(seq 1 100); do
-            if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
-                REG_PORT=$port
-                return 0
-            fi
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill "$pid" 2>/dev/null || true
-        log "registry $name did not come up on port $port (attempt $i); log:"
-        tail -n 5 "$dir/log" >&2 || true
-    done
-    die "could not start registry $name"
-}
+setup_workspace hoist-bench
 
 # ---------------------------------------------------------------- fixtures
 cat >"$WORK/mkfixture.py" <<'PY'
@@ -233,19 +136,18 @@ main()
 PY
 
 MiB=$((1024 * 1024))
-SKOPEO=(skopeo --insecure-policy copy --quiet --src-tls-verify=false --dest-tls-verify=false)
 # Trailing "${ARR[@]}" expansions are written with :+ so empty arrays are fine
 # under `set -u` on every bash version.
 SKOPEO+=(${SKOPEO_EXTRA[@]+"${SKOPEO_EXTRA[@]}"})
 
 # make_image NAME SIZES... : build a layout, push it to A as bench/NAME:v1,
 # verify the digest is unchanged, delete the layout. Sets IMG_DIGEST.
-declare -A IMG_DIGEST IMG_BYTES
+declare -A IMG_DIGEST
 make_image() {
     local name=$1; shift
     local dir="$WORK/fixture-$name" digest pushed bytes=0 s
     for s in "$@"; do bytes=$((bytes + s)); done
-    log "building fixture $name ($(($bytes / MiB)) MiB in $# layer(s))"
+    log "building fixture $name ($((bytes / MiB)) MiB in $# layer(s))"
     digest=$(python3 "$WORK/mkfixture.py" "$dir" v1 "$@")
     log "pushing $name to registry A"
     skopeo --insecure-policy copy --quiet --dest-tls-verify=false \
@@ -254,28 +156,6 @@ make_image() {
     [[ $pushed == "$digest" ]] || die "pushed $name digest $pushed != built $digest"
     rm -rf "$dir"
     IMG_DIGEST[$name]=$digest
-    IMG_BYTES[$name]=$bytes
-}
-
-MANIFEST_ACCEPT='application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json'
-
-# manifest_digest HOST:PORT REPO TAG -> digest of the manifest, or nothing
-manifest_digest() {
-    curl -fsS -I -H "Accept: $MANIFEST_ACCEPT" "http://$1/v2/$2/manifests/$3" 2>/dev/null |
-        tr -d '\r' | awk 'tolower($1)=="docker-content-digest:" {print $2}'
-}
-
-# check_registry_copy HOST:PORT REPO TAG WANT_DIGEST: manifest and every blob present
-check_registry_copy() {
-    local got
-    got=$(manifest_digest "$1" "$2" "$3")
-    [[ $got == "$4" ]] || { log "check: $1/$2:$3 has manifest '${got:-none}', want $4"; return 1; }
-    local d
-    for d in $(curl -fsS -H "Accept: $MANIFEST_ACCEPT" "http://$1/v2/$2/manifests/$4" |
-        jq -r '.config.digest, .layers[].digest'); do
-        curl -fsS -I -o /dev/null "http://$1/v2/$2/blobs/$d" ||
-            { log "check: blob $d missing in $1/$2"; return 1; }
-    done
 }
 
 # check_layout_copy DIR TAG WANT_DIGEST: index.json names the manifest, blobs exist with right sizes
@@ -295,31 +175,17 @@ check_layout_copy() {
 }
 
 # ---------------------------------------------------------------- timing
-# timed CMD...: run CMD, set T_SEC (wall seconds) and T_RSS (KiB)
-timed() {
-    local t0 t1 rc=0
-    t0=$(date +%s%N)
-    "$GNU_TIME" -f %M -o "$WORK/rss" "$@" >"$WORK/cmd.out" 2>&1 || rc=$?
-    t1=$(date +%s%N)
-    T_SEC=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')
-    T_RSS=$(tail -n1 "$WORK/rss")
-    if ((rc != 0)); then
-        log "command failed (exit $rc): $*"
-        sed 's/^/    /' "$WORK/cmd.out" | tail -n 20 >&2
-        return "$rc"
-    fi
-}
-
-RESULTS="$WORK/results.tsv"
-: >"$RESULTS"
-# record ROW TOOL SECONDS RSS_KIB
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; }
+# timed (lib.sh) sets T_SEC and T_RSS; each run is recorded as
+# ROW TOOL SECONDS RSS_KIB.
 
 # Per-row command builders. Each takes: TOOL IMAGE RUN_ID and sets CMD (array),
 # CHECK (array, run after the first timed run) and PRE (a function name run
 # before every run, untimed).
 SEQ=0
 pre_none() { :; }
+# skopeo's blob-info cache remembers where it has seen each blob and lets it
+# mount blobs across repositories of registry B instead of uploading them.
+# Cold runs delete it first so that skopeo does the same work as hoist.
 pre_cold_skopeo() { drop_skopeo_cache; }
 
 build_cmd() {
@@ -435,7 +301,7 @@ fi
 
 # ---------------------------------------------------------------- report
 python3 - "$RESULTS" "$RUNS" "${HOIST_NOTE}" "$(skopeo --version)" \
-    "$([[ -n $HOIST ]] && "$HOIST" --version 2>/dev/null | head -n1 || true)" <<'PY'
+    "$(hoist_version)" <<'PY'
 import statistics, sys
 path, runs, hoist_note, skopeo_version, hoist_version = sys.argv[1:6]
 rows, order = {}, []

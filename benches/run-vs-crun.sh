@@ -51,52 +51,26 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$ROOT/benches/lib.sh"
 START_RUNS="${BENCH_START_RUNS:-30}"
 RUNS="${BENCH_RUNS:-5}"
 WARMUP="${BENCH_WARMUP:-1}"
 CONCURRENCY="${BENCH_CONCURRENCY:-50}"
-SKIP_HOIST="${BENCH_SKIP_HOIST:-0}"
 read -r -a HOIST_EXTRA <<<"${HOIST_ARGS:-}"
 MiB=$((1024 * 1024))
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-for tool in docker-registry skopeo umoci runc crun unshare curl jq python3; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (scripts/install-test-deps installs most tools)"
-done
-[[ $(id -u) == 0 ]] || die "run as root (runc and crun need it for these bundles)"
-[[ $START_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_START_RUNS must be a positive integer"
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
-[[ $WARMUP =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a non-negative integer"
-[[ $CONCURRENCY =~ ^[0-9]+$ ]] || die "BENCH_CONCURRENCY must be a non-negative integer"
+require_tools docker-registry skopeo umoci runc crun unshare curl jq python3
+require_root "runc and crun need it for these bundles"
+require_positive BENCH_START_RUNS "$START_RUNS"
+require_positive BENCH_RUNS "$RUNS"
+require_count BENCH_WARMUP "$WARMUP"
+require_count BENCH_CONCURRENCY "$CONCURRENCY"
 
 # ---------------------------------------------------------------- hoist binary
-HOIST_NOTE=""
-if [[ $SKIP_HOIST == 1 ]]; then
-    HOIST=""
-    HOIST_NOTE="hoist skipped (BENCH_SKIP_HOIST=1)"
-else
-    if [[ -z ${HOIST:-} ]]; then
-        HOIST="${CARGO_TARGET_DIR:-$ROOT/target}/release/hoist"
-        if [[ ! -x $HOIST ]]; then
-            log "building hoist: cargo build --release --bin hoist"
-            (cd "$ROOT" && cargo build --release --bin hoist) >&2 || die "cargo build failed"
-        fi
-    fi
-    [[ -x $HOIST ]] || die "HOIST=$HOIST is not executable"
-    if ! "$HOIST" run --help >/dev/null 2>&1; then
-        log "warning: '$HOIST run --help' fails; timing peers only"
-        HOIST_NOTE="hoist at $HOIST has no \`run\` verb; timing peers only"
-        HOIST=""
-    fi
-fi
+find_hoist run "timing peers only" "has no \`run\` verb; timing peers only"
 
 # ---------------------------------------------------------------- base images
-base_image() {
-    (cd "$ROOT" && cargo run -q --release -p testkit --example base-image -- "$1") ||
-        die "could not build the $1 base image"
-}
 if [[ -z ${BENCH_BUSYBOX_BASE:-} || -z ${BENCH_PYTHON_BASE:-} ]]; then
     log "locating testkit's base images (built once per machine)"
 fi
@@ -113,99 +87,17 @@ else
 fi
 
 # ---------------------------------------------------------------- workspace
-BASE_TMP="${BENCH_TMPDIR:-${TMPDIR:-/tmp}}"
-WORK="$(mktemp -d "$BASE_TMP/hoist-bench-run.XXXXXX")"
-REG_PIDS=()
-cleanup() {
-    local pid id
-    # Containers a failed run left behind.
+# drop_containers: delete the containers a failed run left behind; runs on exit
+drop_containers() {
+    local id
     for id in $(runc --root "$WORK/runc-state" list -q 2>/dev/null); do
         runc --root "$WORK/runc-state" delete -f "$id" >/dev/null 2>&1 || true
     done
     for id in $(crun --root "$WORK/crun-state" list -q 2>/dev/null); do
         "${CRUN[@]}" --root "$WORK/crun-state" delete -f "$id" >/dev/null 2>&1 || true
     done
-    for pid in "${REG_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${REG_PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        log "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-skopeo_caches=(
-    /var/lib/containers/cache/blob-info-cache-v1.boltdb
-    /var/lib/containers/cache/blob-info-cache-v1.sqlite
-    "${XDG_DATA_HOME:-$HOME/.local/share}/containers/cache/blob-info-cache-v1.boltdb"
-    "${XDG_DATA_HOME:-$HOME/.local/share}/containers/cache/blob-info-cache-v1.sqlite"
-)
-drop_skopeo_cache() { rm -f "${skopeo_caches[@]}"; }
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# start_registry NAME -> sets REG_PORT and REG_LOG (the access log is on)
-start_registry() {
-    local name=$1 port dir i
-    dir="$WORK/registry-$name"
-    mkdir -p "$dir/storage"
-    for i in 1 2 3 4 5; do
-        port=$(free_port)
-        cat >"$dir/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port
-EOF
-        docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
-        local pid=$!
-        REG_PIDS+=("$pid")
-        local _
-        for _ in $(seq 1 100); do
-            if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
-                REG_PORT=$port
-                REG_LOG="$dir/log"
-                return 0
-            fi
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill "$pid" 2>/dev/null || true
-        log "registry $name did not come up on port $port (attempt $i); log:"
-        tail -n 5 "$dir/log" >&2 || true
-    done
-    die "could not start registry $name"
-}
-
-MANIFEST_ACCEPT='application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,application/vnd.docker.distribution.manifest.v2+json,application/vnd.docker.distribution.manifest.list.v2+json'
-
-# manifest_digest HOST:PORT REPO TAG -> digest of the manifest, or nothing
-manifest_digest() {
-    curl -fsS -I -H "Accept: $MANIFEST_ACCEPT" "http://$1/v2/$2/manifests/$3" 2>/dev/null |
-        tr -d '\r' | awk 'tolower($1)=="docker-content-digest:" {print $2}'
-}
-
-SKOPEO=(skopeo --insecure-policy copy --quiet --src-tls-verify=false --dest-tls-verify=false)
+setup_workspace hoist-bench-run drop_containers
 
 # push SRC REPO:TAG -> prints the pushed reference pinned by digest
 push() {
@@ -253,24 +145,7 @@ make_bundle() {
 }
 
 # ---------------------------------------------------------------- timing
-# timed CMD...: run CMD (a command or a function), set T_SEC (wall seconds)
-timed() {
-    local t0 t1 rc=0
-    t0=$EPOCHREALTIME
-    "$@" >"$WORK/cmd.out" 2>&1 || rc=$?
-    t1=$EPOCHREALTIME
-    T_SEC=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
-    if ((rc != 0)); then
-        log "command failed (exit $rc): $*"
-        sed 's/^/    /' "$WORK/cmd.out" | tail -n 20 >&2
-        return "$rc"
-    fi
-}
-
-RESULTS="$WORK/results.tsv"
-: >"$RESULTS"
-# record ROW TOOL VALUE
-record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; }
+# timed (lib.sh) sets T_SEC; each measurement is recorded as ROW TOOL VALUE.
 
 SEQ=0
 next_id() { SEQ=$((SEQ + 1)); ID="bench-$SEQ"; }
@@ -464,7 +339,7 @@ bench_concurrent() {
 }
 
 # ---------------------------------------------------------------- main
-start_registry R; REG="127.0.0.1:$REG_PORT"
+start_registry R on; REG="127.0.0.1:$REG_PORT"
 log "registry on $REG, workdir $WORK"
 
 # IMG_ARGV: the command each start row runs (split on spaces).
@@ -487,8 +362,7 @@ for i in 1 2 3 4 5; do
 done
 umoci gc --layout "$BIG"
 IMG_REF[big]=$(push "oci:$BIG:big" bench/big:1)
-IMG_BLOBS[big]=$(curl -fsS -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/bench/big/manifests/1" |
-    jq '[.config, .layers[]] | length')
+IMG_BLOBS[big]=$(get_manifest "$REG" bench/big 1 | jq '[.config, .layers[]] | length')
 rm -rf "$BIG"
 log "pushed ${IMG_REF[big]} ($((IMG_BLOBS[big] - 1)) layers)"
 
@@ -516,11 +390,9 @@ if [[ -n $HOIST && $CONCURRENCY -gt 0 ]]; then
 fi
 
 # ---------------------------------------------------------------- report
-HOIST_VERSION=""
-if [[ -n $HOIST ]]; then HOIST_VERSION=$("$HOIST" --version 2>/dev/null | head -n1 || true); fi
 python3 - "$RESULTS" "$START_RUNS" "$RUNS" "$HOIST_NOTE" "$CONCURRENCY" \
     "$(crun --version | head -n1); $(runc --version | head -n1); $(skopeo --version); $(umoci --version)" \
-    "$HOIST_VERSION" <<'PY'
+    "$(hoist_version)" <<'PY'
 import statistics, sys
 path, start_runs, runs, hoist_note, concurrency, peer_versions, hoist_version = sys.argv[1:8]
 rows, order = {}, []

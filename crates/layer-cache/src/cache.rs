@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::future::{join_all, try_join_all};
+use futures_util::future::join_all;
 use moka::future::Cache as Moka;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
@@ -743,12 +743,16 @@ impl Inner {
             pin.add(Key::Layer(layer.diff_id.clone()));
             pin.add(Key::Blob(layer.digest.clone()));
         }
-        try_join_all(
+        // Every layer runs to its end even when one fails: a sibling
+        // cancelled half-way would leave its blocking write or unpack
+        // going on behind the error.
+        let results = join_all(
             layers
                 .iter()
                 .map(|layer| self.ensure_layer(reference, fetch, layer)),
         )
-        .await?;
+        .await;
+        results.into_iter().collect::<Result<Vec<_>>>()?;
         Ok(CachedImage {
             reference: reference.clone(),
             digest,
