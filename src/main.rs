@@ -141,10 +141,13 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Running a container is one pull and one wait: worker threads would
+    // only add start-up time (blocking work has its own pool either way).
+    let mut builder = match cli.command {
+        Command::Run(_) | Command::Invoke(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hoist: cannot start the async runtime: {e}");
