@@ -64,7 +64,7 @@ pub(crate) struct Global {
     /// Print nothing but errors.
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
-    /// Log requests and retries to stderr.
+    /// Log requests, retries, failovers and sandbox steps to stderr.
     #[arg(short, long, global = true)]
     pub(crate) verbose: bool,
 }
@@ -137,7 +137,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.global.verbose {
         tracing_subscriber::fmt()
-            .with_env_filter("hoist=debug,registry_client=debug,oci_push=debug")
+            .with_env_filter(
+                "hoist=debug,registry_client=debug,oci_push=debug,oci_build=debug,\
+                 registry_failover=debug,layer_cache=debug,sandbox_run=debug",
+            )
             .with_writer(std::io::stderr)
             .init();
     }
