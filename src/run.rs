@@ -26,6 +26,10 @@ pub(crate) struct SandboxArgs {
     /// path (repeatable).
     #[arg(long = "mirror", value_name = "HOST")]
     mirrors: Vec<String>,
+    /// Longest one registry may take to serve a whole blob before the next
+    /// one is asked (resuming where it stopped).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    blob_timeout: Duration,
     /// Layer cache directory (default $XDG_CACHE_HOME/hoist/layer-cache or
     /// ~/.cache/hoist/layer-cache).
     #[arg(long, value_name = "DIR")]
@@ -275,6 +279,7 @@ async fn pull(
             let config = FailoverConfig {
                 connect_timeout: timeout,
                 first_byte_timeout: timeout,
+                blob_timeout: args.blob_timeout,
                 ..FailoverConfig::default()
             };
             let failover = Failover::from_client_builder(builder, registries, config)?;
