@@ -301,9 +301,16 @@ struct Inner {
     pins: Arc<Mutex<Pins>>,
     /// Index digest → image digest for this platform.
     aliases: Mutex<HashMap<Digest, Digest>>,
+    /// Manifest requests by reference, so that overlapping pulls of one
+    /// tag make one request.
+    manifests: Mutex<HashMap<String, ManifestSlot>>,
     clock: AtomicU64,
     counters: Counters,
 }
+
+/// The last answer to a manifest request: when it came back (on the
+/// logical clock) and what it was.
+type ManifestSlot = Arc<tokio::sync::Mutex<Option<(u64, Result<Manifest, Arc<Error>>)>>>;
 
 /// What a scan of the disk found.
 struct Found {
@@ -351,6 +358,7 @@ impl Cache {
             index,
             pins,
             aliases: Mutex::new(found.aliases),
+            manifests: Mutex::default(),
             clock: AtomicU64::new(0),
             counters: Counters::default(),
         };
@@ -378,10 +386,7 @@ impl Cache {
             inner.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(image);
         }
-        let top = fetch
-            .manifest(reference)
-            .await
-            .map_err(fetch_err(|| format!("manifest of {reference}")))?;
+        let top = inner.manifest(reference, fetch).await?;
         if let Some(want) = reference.digest() {
             check_digest(|| format!("manifest of {reference}"), want, top.digest())?;
         }
@@ -390,10 +395,7 @@ impl Cache {
             ManifestKind::Index => {
                 let desc = top.select_platform(&inner.config.platform)?;
                 let child_ref = reference.with_digest(desc.digest.clone());
-                let child = fetch
-                    .manifest(&child_ref)
-                    .await
-                    .map_err(fetch_err(|| format!("manifest of {child_ref}")))?;
+                let child = inner.manifest(&child_ref, fetch).await?;
                 check_digest(
                     || format!("manifest of {child_ref}"),
                     &desc.digest,
@@ -640,6 +642,40 @@ impl Inner {
 
     fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Asks `fetch` for the manifest `reference` names, sharing the answer
+    /// (or the error) with every caller that asked while the request was
+    /// in flight. An answer that came back before the ask is not reused: a
+    /// tag may have moved since.
+    async fn manifest<F: Fetch>(&self, reference: &Reference, fetch: &F) -> Result<Manifest> {
+        let asked = self.tick();
+        let key = reference.to_string();
+        let slot = lock(&self.manifests)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let answer = {
+            let mut last = slot.lock().await;
+            match &*last {
+                Some((finished, answer)) if *finished > asked => answer.clone(),
+                _ => {
+                    let answer = fetch
+                        .manifest(reference)
+                        .await
+                        .map_err(|e| Arc::new(fetch_err(|| format!("manifest of {reference}"))(e)));
+                    *last = Some((self.tick(), answer.clone()));
+                    answer
+                }
+            }
+        };
+        // Forget the slot once no other caller holds it.
+        let mut slots = lock(&self.manifests);
+        if Arc::strong_count(&slot) == 2 {
+            slots.remove(&key);
+        }
+        drop(slots);
+        answer.map_err(Error::Shared)
     }
 
     /// Re-admits entries evicted while pinned whose pins are gone.

@@ -225,7 +225,8 @@ pub enum Error {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// The error of a download, unpack or image record shared by every
+    /// The error of a manifest request, download, unpack or image record
+    /// shared by every
     /// caller that waited for it (single flight): see [`Error::root`].
     #[error(transparent)]
     Shared(#[from] Arc<Error>),

@@ -48,6 +48,8 @@ impl Fetch for Source {
             return Err(FakeError("offline".into()));
         }
         self.manifest_gets.fetch_add(1, Ordering::SeqCst);
+        // Slow enough that concurrent callers overlap.
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let bytes = lock(&self.manifests)
             .get(reference.reference_str())
             .cloned()
@@ -260,6 +262,11 @@ async fn fifty_concurrent_pulls_download_and_unpack_once() {
         assert_eq!(source.blob_gets(&l.digest()), 1, "one download per blob");
     }
     assert_eq!(source.total_blob_gets(), 4, "three layers and the config");
+    assert_eq!(
+        source.manifest_gets.load(Ordering::SeqCst),
+        1,
+        "one manifest request for fifty overlapping pulls of a tag"
+    );
     let stats = cache.stats();
     assert_eq!(stats.downloads, 3);
     assert_eq!(stats.unpacks, 3);
@@ -293,7 +300,7 @@ async fn cached_digest_reference_needs_no_network() {
     assert!(cache.get(&reference("v1")).await.unwrap().is_none());
     let err = cache.pull(&reference("v1"), &source).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Fetch { what, .. } if what.contains("manifest of 127.0.0.1:5000/fn/app:v1")),
+        matches!(err.root(), Error::Fetch { what, .. } if what.contains("manifest of 127.0.0.1:5000/fn/app:v1")),
         "{err}"
     );
     let stats = cache.stats();
