@@ -226,8 +226,8 @@ pub enum Error {
         reason: &'static str,
     },
     /// The error of a manifest request, download, unpack or image record
-    /// shared by every
-    /// caller that waited for it (single flight): see [`Error::root`].
+    /// shared by every caller that waited for it (single flight): see
+    /// [`Error::root`].
     #[error(transparent)]
     Shared(#[from] Arc<Error>),
 }
