@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::{Fault, FaultProxy, Registry, Rule};
@@ -107,12 +108,48 @@ async fn pulls_fail_over_to_mirrors_with_the_pinned_digest() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "from the mirror\n");
 
+    // The primary stalls mid-blob: after the stall timeout the mirror
+    // serves the rest (resumed with Range).
+    proxy.clear();
+    proxy.add(Rule::new(
+        "/blobs/sha256:",
+        Fault::StallBody {
+            after_bytes: 50_000,
+            stall: Duration::from_secs(30),
+        },
+    ));
+    let cache = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = run(cache.path(), &image, &flags, &["echo", "after a stall"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "after a stall\n");
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // The primary cuts every blob mid-transfer.
+    proxy.clear();
+    proxy.add(Rule::new(
+        "/blobs/sha256:",
+        Fault::DropConnection {
+            after_bytes: 50_000,
+        },
+    ));
+    let cache = tempfile::tempdir().unwrap();
+    let out = run(cache.path(), &image, &flags, &["true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     // The primary answers 500 to everything.
     proxy.clear();
     proxy.add(Rule::new("/v2/", Fault::Status(500)));
     let cache = tempfile::tempdir().unwrap();
     let out = run(cache.path(), &image, &flags, &["true"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The primary is not there at all.
+    let cache = tempfile::tempdir().unwrap();
+    let gone = format!("127.0.0.1:{}/base/busybox:1", free_port());
+    let out = run(cache.path(), &gone, &flags, &["echo", "no primary"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "no primary\n");
 
     // Both down: one clear error naming both.
     drop(mirror);
@@ -261,4 +298,10 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A loopback port nothing listens on.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
