@@ -10,7 +10,8 @@
 //!    `sandbox-run` container (no network, read-only root, uid 1000), with
 //!    its inputs in `/io/inputs.json`; its output is printed.
 //!
-//! Run: `cargo run --example quickstart [DIR]` (default `target/quickstart`).
+//! Run: `scripts/quickstart [DIR]`, or `cargo run --example quickstart
+//! [DIR]` once libseccomp-dev is installed (default `target/quickstart`).
 //! Step 3 needs root (namespaces, cgroups, overlayfs).
 
 #![allow(clippy::print_stdout)]
