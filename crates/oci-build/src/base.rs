@@ -7,7 +7,7 @@
 //! Manifests by digest and configs are read from the store when present,
 //! so a registry base named by tag costs one manifest request.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use oci_layer::Compression;
@@ -339,17 +339,7 @@ fn python_x_y(v: &str) -> Result<String> {
 fn scan_blob(mut scanner: Scanner, path: &Path, compression: Compression) -> Result<Scanner> {
     let file = std::fs::File::open(path).map_err(io_at(path))?;
     let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-    let tar: Box<dyn Read> = match compression {
-        Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(reader).map_err(io_at(path))?;
-            // The zstd default window bound, set so a hostile frame cannot
-            // ask for more memory.
-            d.window_log_max(27).map_err(io_at(path))?;
-            Box::new(d)
-        }
-    };
+    let tar = compression.decoder(reader).map_err(io_at(path))?;
     scanner
         .scan_tar(tar)
         .map_err(|e| oci_layer::Error::CorruptStream { source: e })?;

@@ -68,8 +68,23 @@ impl Compression {
         }
     }
 
-    /// A decoder reading the uncompressed tar from `reader`.
-    pub(crate) fn decoder<'a>(self, reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    /// A decoder reading the uncompressed tar from `reader`, with bounded
+    /// memory whatever the input: what [`unpack`](crate::unpack) reads
+    /// through, for callers that walk a layer's entries without unpacking.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use oci_layer::{Compression, LayerWriter, WriteOptions};
+    /// let mut w = LayerWriter::new(WriteOptions::default());
+    /// w.add_bytes("etc/motd", 0o644, b"hi\n".to_vec())?;
+    /// let mut blob = Vec::new();
+    /// w.finish(&mut blob)?;
+    /// let mut tar = Vec::new();
+    /// Compression::Gzip.decoder(&blob[..])?.read_to_end(&mut tar)?;
+    /// assert!(tar.len() >= 1024);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decoder<'a>(self, reader: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
             Self::None => Box::new(reader),
             // Multi-member gzip is valid and written by some tools; Go's
