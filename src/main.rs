@@ -71,6 +71,26 @@ pub(crate) struct Global {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Registry(RegistryCommand),
+    /// Check a function directory: Python syntax, denied imports and
+    /// calls, sizes, requirements. Prints every problem as FILE:LINE:COL.
+    Validate(build::ValidateArgs),
+    /// Build a function image (base + dependency layer + code layer) and
+    /// push it, or write it to an OCI layout.
+    Build(Box<build::BuildArgs>),
+    /// Pull an image through the layer cache (failing over to mirrors) and
+    /// run a command in it, sandboxed.
+    Run(run::RunArgs),
+    /// Run a function image's handler on an inputs file; prints its output.
+    Invoke(run::InvokeArgs),
+    /// Inspect and maintain the layer cache.
+    Cache(run::CacheArgs),
+}
+
+/// The registry verbs.
+#[derive(Subcommand)]
+enum RegistryCommand {
     /// Copy an image: SRC and DST are references or oci:DIR[:TAG].
     Copy {
         /// Source image.
@@ -110,19 +130,6 @@ enum Command {
         /// Image reference.
         image: Reference,
     },
-    /// Check a function directory: Python syntax, denied imports and
-    /// calls, sizes, requirements. Prints every problem as FILE:LINE:COL.
-    Validate(build::ValidateArgs),
-    /// Build a function image (base + dependency layer + code layer) and
-    /// push it, or write it to an OCI layout.
-    Build(Box<build::BuildArgs>),
-    /// Pull an image through the layer cache (failing over to mirrors) and
-    /// run a command in it, sandboxed.
-    Run(run::RunArgs),
-    /// Run a function image's handler on an inputs file; prints its output.
-    Invoke(run::InvokeArgs),
-    /// Inspect and maintain the layer cache.
-    Cache(run::CacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -217,15 +224,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => return run::run(g, builder, args).await,
         Command::Invoke(args) => return run::invoke(g, builder, args).await,
         Command::Cache(args) => return run::cache(g, args).await,
-        other => registry(g, builder.build()?, other).await?,
+        Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The registry verbs: copy, inspect, digest, tags, delete.
-async fn registry(g: &Global, client: Client, command: Command) -> Result<()> {
+async fn registry(g: &Global, client: Client, command: RegistryCommand) -> Result<()> {
     match command {
-        Command::Copy { src, dst, platform } => {
+        RegistryCommand::Copy { src, dst, platform } => {
             let show_progress = !g.quiet && !g.json && std::io::stderr().is_terminal();
             let mut copier = Copier::new(client).jobs(g.jobs).platform(platform);
             let bar = show_progress.then(progress::Bar::new);
@@ -254,7 +261,7 @@ async fn registry(g: &Global, client: Client, command: Command) -> Result<()> {
                 }
             }
         }
-        Command::Inspect {
+        RegistryCommand::Inspect {
             image,
             config,
             platform,
@@ -271,7 +278,7 @@ async fn registry(g: &Global, client: Client, command: Command) -> Result<()> {
                 serde_json::from_slice(&bytes).context("the document is not JSON")?;
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
-        Command::Digest { image, platform } => {
+        RegistryCommand::Digest { image, platform } => {
             let m = oci_push::manifest(&client, &image, platform.as_ref())
                 .await
                 .with_context(|| format!("digest {image}"))?;
@@ -284,7 +291,7 @@ async fn registry(g: &Global, client: Client, command: Command) -> Result<()> {
                 println!("{}", m.digest());
             }
         }
-        Command::Tags { repository } => {
+        RegistryCommand::Tags { repository } => {
             let r = Reference::parse(&repository)?;
             let tags = client
                 .list_tags(&r)
@@ -298,7 +305,7 @@ async fn registry(g: &Global, client: Client, command: Command) -> Result<()> {
                 }
             }
         }
-        Command::Delete { image } => {
+        RegistryCommand::Delete { image } => {
             let digest = client
                 .delete_manifest(&image)
                 .await
@@ -309,11 +316,6 @@ async fn registry(g: &Global, client: Client, command: Command) -> Result<()> {
                 println!("deleted {}@{digest}", image.name());
             }
         }
-        Command::Validate(_)
-        | Command::Build(_)
-        | Command::Run(_)
-        | Command::Invoke(_)
-        | Command::Cache(_) => unreachable!("dispatched before"),
     }
     Ok(())
 }
