@@ -19,8 +19,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use layer_cache::{Cache, CacheConfig, LayoutFetch};
+use layer_cache::{Cache, CacheConfig};
 use oci_build::{Builder, FunctionSpec};
+use oci_model::Layout;
 use oci_push::{Copier, Endpoint};
 use sandbox_run::{Launcher, Output, RootFs, RunSpec, Sandbox, SandboxConfig};
 
@@ -66,24 +67,21 @@ async fn quickstart(root: &Path) -> Result<()> {
     //    an OCI layout of its own.
     let client = registry_client::Client::builder().build()?;
     let builder = Builder::new(client.clone())?.cache_dir(root.join("build-cache"));
-    let spec = FunctionSpec {
-        dir: function.clone(),
-        base: base.oci_ref().parse()?,
-        name: "registry.example/acme/functions/user-1-func-words:v1".parse()?,
-        user: "1".into(),
-        function: "words".into(),
-        version: "1".into(),
-        python_version: None,
-    };
+    let mut spec = FunctionSpec::new(
+        function.clone(),
+        base.oci_ref().parse()?,
+        "registry.example/acme/functions/user-1-func-words:v1".parse()?,
+    );
+    spec.user = Some("1".into());
+    spec.function = Some("words".into());
+    spec.version = Some("1".into());
     let built = builder.build(&spec).await.context("build the function")?;
     let image_dir = root.join("image");
     let image = Endpoint::Layout {
         dir: image_dir.clone(),
         tag: Some("v1".into()),
     };
-    Copier::new(client)
-        .copy(&built.store_endpoint(), &image)
-        .await?;
+    Copier::new(client).push(&built.image, &image).await?;
     println!("built {image}@{}", built.manifest_digest);
     for layer in &built.layers {
         println!(
@@ -105,10 +103,8 @@ async fn quickstart(root: &Path) -> Result<()> {
         );
     }
     let cache = Cache::open(CacheConfig::new(root.join("layer-cache"))).await?;
-    let layout = LayoutFetch::open(&image_dir)?;
-    let cached = cache
-        .pull(&LayoutFetch::reference(&image_dir, Some("v1"))?, &layout)
-        .await?;
+    let layout = Layout::open(&image_dir)?;
+    let cached = cache.pull(&layout.reference(Some("v1"))?, &layout).await?;
     let io = root.join("io");
     std::fs::create_dir_all(&io)?;
     std::fs::write(

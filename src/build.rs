@@ -129,16 +129,11 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
     {
         bail!("--output takes an OCI layout (oci:DIR[:TAG]), not {out}; to push, use --tag");
     }
-    let (user, function, version) = labels(&args, &name);
-    let spec = FunctionSpec {
-        dir: dir.clone(),
-        base: args.base.clone(),
-        name: name.clone(),
-        user,
-        function,
-        version,
-        python_version: args.python_version.clone(),
-    };
+    let mut spec = FunctionSpec::new(dir.clone(), args.base.clone(), name.clone());
+    spec.user = args.user.clone();
+    spec.function = args.function.clone();
+    spec.version = args.version.clone();
+    spec.python_version = args.python_version.clone();
     let mut builder = Builder::new(client.clone())?
         .policy(args.policy.policy())
         .offline(args.offline)
@@ -170,20 +165,12 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
         _ => Endpoint::Registry(output.reference.clone()),
     };
     let mut copier = Copier::new(client).jobs(g.jobs);
-    if let Some(base) = &output.base {
-        let base_layers = output
-            .layers
-            .iter()
-            .filter(|l| l.role == oci_build::Role::Base)
-            .map(|l| l.digest.clone());
-        copier = copier.mount_from(base.clone(), base_layers);
-    }
     let bar = (!g.quiet && !g.json && std::io::stderr().is_terminal()).then(progress::Bar::new);
     if let Some(bar) = &bar {
         copier = copier.progress(bar.sink());
     }
     let report = copier
-        .copy(&output.store_endpoint(), &dst)
+        .push(&output.image, &dst)
         .await
         .with_context(|| format!("push {dst}"))?;
     if let Some(bar) = bar {
@@ -268,21 +255,4 @@ fn name(args: &BuildArgs) -> Result<Reference> {
         return Ok(name.with_tag(&format!("sha-{sha}"))?);
     }
     Ok(name)
-}
-
-/// Label values: the flags, else what the name says.
-fn labels(args: &BuildArgs, name: &Reference) -> (String, String, String) {
-    let last = name
-        .repository()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    (
-        args.user.clone().unwrap_or_default(),
-        args.function.clone().unwrap_or(last),
-        args.version
-            .clone()
-            .unwrap_or_else(|| name.reference_str().to_owned()),
-    )
 }

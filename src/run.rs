@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use layer_cache::{Cache, CacheConfig, CachedImage, LayoutFetch};
-use oci_model::Platform;
+use layer_cache::{Cache, CacheConfig, CachedImage};
+use oci_model::{Layout, Platform};
 use oci_push::Endpoint;
 use registry_client::ClientBuilder;
 use registry_failover::{Failover, FailoverConfig};
@@ -289,8 +289,8 @@ async fn pull(
             if !args.mirrors.is_empty() {
                 bail!("--mirror applies to registry images, not to {image}");
             }
-            let layout = LayoutFetch::open(dir)?;
-            let reference = LayoutFetch::reference(dir, tag.as_deref())?;
+            let layout = Layout::open(dir)?;
+            let reference = layout.reference(tag.as_deref())?;
             cache.pull(&reference, &layout).await
         }
     };

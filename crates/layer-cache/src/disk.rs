@@ -2,7 +2,7 @@
 //! entries that clean up after themselves, and tree walks.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,9 +89,7 @@ impl Paths {
         if !version_file.exists() {
             // Written last and synced: a root with a version file has the
             // whole layout.
-            paths.write_atomic(&version_file, format!("{LAYOUT_VERSION}\n").as_bytes())?;
-            File::open(&version_file)
-                .and_then(|f| f.sync_all())
+            oci_model::write_atomic(&version_file, format!("{LAYOUT_VERSION}\n").as_bytes())
                 .map_err(io_at(&version_file))?;
         }
         Ok(paths)
@@ -108,8 +106,12 @@ impl Paths {
         self.tmp_dir().join(format!("{what}-{n}"))
     }
 
+    pub(crate) fn blob_dir(&self) -> PathBuf {
+        self.base.join("blobs/sha256")
+    }
+
     pub(crate) fn blob(&self, digest: &Digest) -> PathBuf {
-        self.base.join("blobs/sha256").join(digest.hex())
+        self.blob_dir().join(digest.hex())
     }
 
     pub(crate) fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
@@ -138,21 +140,6 @@ impl Paths {
 
     pub(crate) fn base(&self) -> &Path {
         &self.base
-    }
-
-    /// Writes `bytes` to `dest` through a temporary file and a rename:
-    /// readers see the old content or the new, never a part. Records are
-    /// not synced: one lost to a power cut is unreadable or missing, and
-    /// its entry is discarded and fetched again.
-    pub(crate) fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
-        let tmp = TempPath::new(self.tmp_path("file"));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp.path())
-            .map_err(io_at(tmp.path()))?;
-        file.write_all(bytes).map_err(io_at(tmp.path()))?;
-        tmp.persist(dest)
     }
 
     /// Moves `path` (a file or tree) out of its final place into `tmp/`

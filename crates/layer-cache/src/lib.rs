@@ -26,14 +26,17 @@
 //! is ever visible under a final name. Another caller waiting on the same
 //! blob or layer takes the work over.
 //!
-//! ```no_run
-//! use layer_cache::{Cache, CacheConfig, Fetch};
-//! use oci_model::Reference;
+//! Images come from any [`oci_model::Source`]: a registry client, a list
+//! of registries with failover, an OCI layout.
 //!
-//! async fn start<F: Fetch>(fetch: &F) -> layer_cache::Result<()> {
+//! ```no_run
+//! use layer_cache::{Cache, CacheConfig};
+//! use oci_model::{Reference, Source};
+//!
+//! async fn start<S: Source>(source: &S) -> layer_cache::Result<()> {
 //!     let cache = Cache::open(CacheConfig::new("/var/lib/hoist/cache")).await?;
 //!     let reference: Reference = "registry.example/fn/hello:v1".parse()?;
-//!     let image = cache.pull(&reference, fetch).await?;
+//!     let image = cache.pull(&reference, source).await?;
 //!     let lowerdir = image
 //!         .lower_dirs()
 //!         .iter()
@@ -49,8 +52,6 @@
 
 mod cache;
 mod disk;
-mod fetch;
-mod layout;
 mod overlay;
 mod report;
 
@@ -60,8 +61,6 @@ use std::sync::Arc;
 use oci_model::{Digest, Platform};
 
 pub use cache::{Cache, CachedImage};
-pub use fetch::{BlobStream, Fetch};
-pub use layout::LayoutFetch;
 pub use report::{CacheStats, CorruptEntry, EntryKind, ImageEntry, PruneReport, VerifyReport};
 
 /// The layout version this crate reads and writes.
@@ -70,10 +69,12 @@ pub const LAYOUT_VERSION: u32 = 1;
 /// Where the cache lives and what it may hold.
 ///
 /// ```
-/// let config = layer_cache::CacheConfig::new("/var/lib/hoist/cache");
+/// let mut config = layer_cache::CacheConfig::new("/var/lib/hoist/cache");
 /// assert_eq!(config.max_bytes, 100 << 30);
+/// config.max_bytes = 20 << 30;
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CacheConfig {
     /// The root directory; created if missing.
     pub root: PathBuf,
@@ -154,7 +155,7 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
-    /// The [`Fetch`] implementation failed.
+    /// The [`oci_model::Source`] failed.
     #[error("fetching {what}: {source}")]
     Fetch {
         /// What was fetched: the manifest or blob and its reference.
@@ -224,6 +225,13 @@ pub enum Error {
         entry: PathBuf,
         /// Why it is refused.
         reason: &'static str,
+    },
+    /// A blob of a [`CachedImage`] that the cache no longer holds (its
+    /// layer stays unpacked; the compressed blob was evicted).
+    #[error("blob {digest} is not in the cache")]
+    NotCached {
+        /// The blob.
+        digest: Digest,
     },
     /// The error of a manifest request, download, unpack or image record
     /// shared by every caller that waited for it (single flight): see

@@ -74,7 +74,8 @@ pub(crate) fn unpack_layer(
     }
     fs::rename(&rootfs, &dest).map_err(io_at(&dest))?;
     let json = serde_json::to_vec(&marker).expect("a marker serializes");
-    paths.write_atomic(&paths.layer_marker(diff_id), &json)?;
+    let marker_path = paths.layer_marker(diff_id);
+    oci_model::write_atomic(&marker_path, &json).map_err(io_at(&marker_path))?;
     Ok(marker)
 }
 

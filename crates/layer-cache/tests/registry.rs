@@ -4,33 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use layer_cache::{BlobStream, Cache, CacheConfig, Fetch};
-use oci_model::{Descriptor, Manifest, Reference};
-use registry_client::{Checkpoint, Client};
+use layer_cache::{Cache, CacheConfig};
+use oci_model::{Reference, Source};
+use registry_client::Client;
 use testkit::{FaultProxy, ImageSpec, Registry, push_layout, write_image};
-
-/// The simplest [`Fetch`]: one registry, no failover.
-struct Direct(Client);
-
-impl Fetch for Direct {
-    type Error = registry_client::Error;
-
-    async fn manifest(&self, reference: &Reference) -> Result<Manifest, Self::Error> {
-        self.0.get_manifest(reference).await
-    }
-
-    async fn blob(
-        &self,
-        reference: &Reference,
-        desc: &Descriptor,
-    ) -> Result<BlobStream<Self::Error>, Self::Error> {
-        let stream = self
-            .0
-            .get_blob(reference, desc, Checkpoint::default())
-            .await?;
-        Ok(Box::pin(stream))
-    }
-}
 
 /// Pushes a fixture image to `registry` as `fn/app:v1`.
 async fn seed(registry: &Registry, spec: &ImageSpec) -> testkit::FixtureImage {
@@ -55,7 +32,7 @@ async fn fifty_concurrent_pulls_fetch_each_blob_once() {
     let proxy = FaultProxy::start(registry.addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(CacheConfig::new(dir.path())).await.unwrap();
-    let fetch = Arc::new(Direct(Client::builder().build().unwrap()));
+    let fetch = Arc::new(Client::builder().build().unwrap());
     let reference: Reference = format!("{}/fn/app:v1", proxy.host()).parse().unwrap();
 
     let tasks: Vec<_> = (0..50)
@@ -117,7 +94,7 @@ async fn timing_cold_pull_of_200_mib() {
     let fixture = seed(&registry, &spec).await;
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(CacheConfig::new(dir.path())).await.unwrap();
-    let fetch = Direct(Client::builder().build().unwrap());
+    let fetch = Client::builder().build().unwrap();
     let reference: Reference = format!("{}/fn/app:v1", registry.host()).parse().unwrap();
 
     let start = Instant::now();

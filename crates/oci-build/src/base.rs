@@ -2,26 +2,28 @@
 //! config, and layers streamed into the build store and scanned for
 //! [`BaseFacts`](crate::BaseFacts).
 //!
+//! The base is resolved with [`oci_model::resolve`] through [`StoreFirst`]:
+//! manifests by digest and blobs the build store already holds are read
+//! from it, so a registry base named by tag costs one manifest request.
 //! The facts are cached in `bases/<manifest hex>.json`; on a hit, and when
 //! the store already holds the layers, a rebuild reads no layer at all.
-//! Manifests by digest and configs are read from the store when present,
-//! so a registry base named by tag costs one manifest request.
 
 use std::io::Write;
 use std::path::Path;
 
+use futures_util::StreamExt;
 use oci_layer::Compression;
-use oci_model::media_type::ManifestKind;
-use oci_model::{Descriptor, Digest, Layout, Manifest, Platform, Reference};
+use oci_model::{
+    BlobStream, Descriptor, Digest, Image, Layout, Manifest, Platform, Reference, Source,
+    SourceImage,
+};
 use oci_push::Endpoint;
-use registry_client::{Checkpoint, Client};
+use registry_client::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::{BaseFacts, Libc, Scanner};
-use crate::{Error, Result, io_at};
+use crate::{Error, Result, blocking, io_at};
 
-/// The largest base config read.
-const MAX_CONFIG: u64 = 8 << 20;
 /// Version of the facts cache entries.
 const FACTS_FORMAT: &str = "hoist-base-facts-v1";
 
@@ -97,70 +99,82 @@ struct FactsEntry {
     libc: Option<Libc>,
 }
 
-enum Source<'a> {
-    Registry(&'a Client, &'a Reference),
-    Layout(Layout),
+/// A source read through the build store: what the store holds (a
+/// manifest named by digest, a blob) comes from it; the rest from the
+/// source.
+struct StoreFirst<'a, S> {
+    store: &'a Layout,
+    source: S,
 }
 
-impl Source<'_> {
-    async fn manifest_by_digest(&self, store: &Layout, desc: &Descriptor) -> Result<Manifest> {
-        if store.has_blob(&desc.digest, Some(desc.size)) {
-            let bytes = store.read_blob(&desc.digest, oci_model::MAX_MANIFEST_BYTES as u64)?;
-            return Ok(Manifest::from_bytes(bytes, Some(&desc.media_type))?);
+impl<S: Source> Source for StoreFirst<'_, S> {
+    type Error = oci_model::Error;
+
+    async fn manifest(&self, reference: &Reference) -> oci_model::Result<Manifest> {
+        if let Some(digest) = reference.digest()
+            && self.store.has_blob(digest, None)
+        {
+            return self.store.manifest(reference).await;
         }
-        let m = match self {
-            Self::Registry(client, r) => {
-                client
-                    .get_manifest(&r.with_digest(desc.digest.clone()))
-                    .await?
-            }
-            Self::Layout(l) => {
-                let bytes = l.read_blob(&desc.digest, oci_model::MAX_MANIFEST_BYTES as u64)?;
-                Manifest::from_bytes(bytes, Some(&desc.media_type))?
-            }
-        };
-        store.write_blob(m.bytes())?;
+        let m = self
+            .source
+            .manifest(reference)
+            .await
+            .map_err(|e| oci_model::Error::source(format!("manifest of {reference}"), e))?;
+        self.store.write_blob(m.bytes())?;
         Ok(m)
     }
 
-    /// Copies a blob into the store unless it is there; true if it was.
-    async fn blob_to_store(&self, store: &Layout, desc: &Descriptor) -> Result<bool> {
-        if store.has_blob(&desc.digest, Some(desc.size)) {
-            return Ok(true);
+    async fn blob(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> oci_model::Result<BlobStream<oci_model::Error>> {
+        if self.store.has_blob(&desc.digest, Some(desc.size)) {
+            return self.store.blob(reference, desc).await;
         }
-        match self {
-            Self::Registry(client, r) => {
-                use futures_util::StreamExt;
-                // The stream checks size and digest before its last bytes.
-                let mut stream = client.get_blob(r, desc, Checkpoint::default()).await?;
-                let mut w = store.verified_blob_writer()?;
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk?;
-                    w.write_all(&chunk).map_err(io_at(store.root()))?;
-                }
-                w.commit(Some(&desc.digest))?;
-            }
-            Self::Layout(l) => {
-                let src = l.blob_path(&desc.digest);
-                let store = store.clone();
-                let digest = desc.digest.clone();
-                tokio::task::spawn_blocking(move || -> Result<()> {
-                    let mut file =
-                        std::fs::File::open(&src).map_err(|_| oci_model::Error::BlobNotFound {
-                            path: src.clone(),
-                            digest: digest.clone(),
-                        })?;
-                    let mut w = store.blob_writer()?;
-                    std::io::copy(&mut file, &mut w).map_err(io_at(&src))?;
-                    w.commit(Some(&digest))?;
-                    Ok(())
-                })
-                .await
-                .expect("copy does not panic")?;
-            }
-        }
-        Ok(false)
+        let what = format!("blob {} of {reference}", desc.digest);
+        let stream = self
+            .source
+            .blob(reference, desc)
+            .await
+            .map_err(|e| oci_model::Error::source(what.clone(), e))?;
+        Ok(Box::pin(stream.map(move |item| {
+            item.map_err(|e| oci_model::Error::source(what.clone(), e))
+        })))
     }
+
+    fn verifies_blobs(&self) -> bool {
+        // Blobs from the store are checked when they are read back.
+        false
+    }
+}
+
+/// Copies a blob of `image` into the store unless it is there; true if it
+/// was. Bytes are hashed on the way and renamed into place only when they
+/// match.
+async fn blob_to_store<I: Image>(image: &I, store: &Layout, desc: &Descriptor) -> Result<bool>
+where
+    Error: From<I::Error>,
+{
+    if store.has_blob(&desc.digest, Some(desc.size)) {
+        return Ok(true);
+    }
+    let mut stream = image.blob(desc).await?;
+    let mut w = store.blob_writer()?;
+    while let Some(chunk) = stream.next().await {
+        w.write_all(&chunk?).map_err(io_at(store.root()))?;
+    }
+    if w.written() != desc.size {
+        return Err(oci_model::Error::SizeMismatch {
+            digest: desc.digest.clone(),
+            expected: desc.size,
+            actual: w.written(),
+        }
+        .into());
+    }
+    w.commit(Some(&desc.digest))?;
+    Ok(false)
 }
 
 /// Reads the base, stores its layers and config, and learns its facts.
@@ -172,153 +186,180 @@ pub(crate) async fn load(
     cache_dir: &Path,
     python_override: Option<&str>,
 ) -> Result<Base> {
-    let (source, root) = match endpoint {
-        Endpoint::Registry(r) => (Source::Registry(client, r), client.get_manifest(r).await?),
+    let facts = Facts {
+        endpoint,
+        platform,
+        store,
+        cache_dir,
+        python_override,
+    };
+    match endpoint {
+        Endpoint::Registry(r) => {
+            let source = StoreFirst {
+                store,
+                source: client.clone(),
+            };
+            let image = oci_model::resolve(source, r, platform).await?;
+            let pinned = image.reference().clone();
+            facts.learn(&image, Some(pinned)).await
+        }
         Endpoint::Layout { dir, tag } => {
-            let l = Layout::open(dir)?;
-            let desc = l.resolve(tag.as_deref())?;
-            let bytes = l.read_blob(&desc.digest, oci_model::MAX_MANIFEST_BYTES as u64)?;
-            let m = Manifest::from_bytes(bytes, Some(&desc.media_type))?;
-            (Source::Layout(l), m)
+            let layout = Layout::open(dir)?;
+            let r = layout.reference(tag.as_deref())?;
+            let source = StoreFirst {
+                store,
+                source: layout,
+            };
+            facts
+                .learn(&oci_model::resolve(source, &r, platform).await?, None)
+                .await
         }
-    };
-    let manifest = match root.kind() {
-        ManifestKind::Image => root,
-        ManifestKind::Index => {
-            let desc = root.select_platform(platform)?.clone();
-            source.manifest_by_digest(store, &desc).await?
-        }
-    };
-    let config_desc = manifest
-        .config()
-        .cloned()
-        .expect("an image manifest has a config");
-    if config_desc.size > MAX_CONFIG {
-        return Err(oci_model::Error::BlobTooLarge {
-            digest: config_desc.digest,
-            size: config_desc.size,
-            limit: MAX_CONFIG,
-        }
-        .into());
     }
-    source.blob_to_store(store, &config_desc).await?;
-    let config_bytes = store.read_blob(&config_desc.digest, MAX_CONFIG)?;
-    let config: BaseConfig =
-        serde_json::from_slice(&config_bytes).map_err(|e| oci_model::Error::MalformedManifest {
-            reason: format!("base config {}: {e}", config_desc.digest),
+}
+
+/// What learning a base's facts needs besides the image.
+struct Facts<'a> {
+    endpoint: &'a Endpoint,
+    platform: &'a Platform,
+    store: &'a Layout,
+    cache_dir: &'a Path,
+    python_override: Option<&'a str>,
+}
+
+impl Facts<'_> {
+    async fn learn<S: Source>(
+        &self,
+        image: &SourceImage<StoreFirst<'_, S>>,
+        reference: Option<Reference>,
+    ) -> Result<Base> {
+        let Self {
+            endpoint,
+            platform,
+            store,
+            cache_dir,
+            python_override,
+        } = *self;
+        let manifest = image.manifest().clone();
+        let config_desc = image.config_descriptor().clone();
+        if !store.has_blob(&config_desc.digest, Some(config_desc.size)) {
+            store.write_blob(image.config_bytes())?;
+        }
+        let config: BaseConfig = serde_json::from_slice(image.config_bytes()).map_err(|e| {
+            oci_model::Error::MalformedManifest {
+                reason: format!("base config {}: {e}", config_desc.digest),
+            }
         })?;
-    let base_text = endpoint.to_string();
-    let wanted = platform.to_string();
-    let actual = Platform {
-        os: config.os.clone(),
-        architecture: config.architecture.clone(),
-        variant: config.variant.clone(),
-    };
-    if !platform.matches(&actual) {
-        return Err(Error::PlatformMismatch {
-            base: base_text,
-            actual: actual.to_string(),
-            wanted,
-        });
-    }
-    let arch = match config.architecture.as_str() {
-        "amd64" => "x86_64",
-        "arm64" => "aarch64",
-        other => {
-            return Err(Error::UnsupportedArchitecture {
-                arch: other.to_owned(),
+        let base_text = endpoint.to_string();
+        let wanted = platform.to_string();
+        let actual = Platform {
+            os: config.os.clone(),
+            architecture: config.architecture.clone(),
+            variant: config.variant.clone(),
+        };
+        if !platform.matches(&actual) {
+            return Err(Error::PlatformMismatch {
+                base: base_text,
+                actual: actual.to_string(),
+                wanted,
             });
         }
-    };
+        let arch = match config.architecture.as_str() {
+            "amd64" => "x86_64",
+            "arm64" => "aarch64",
+            other => {
+                return Err(Error::UnsupportedArchitecture {
+                    arch: other.to_owned(),
+                });
+            }
+        };
 
-    let facts_path = cache_dir
-        .join("bases")
-        .join(format!("{}.json", manifest.digest().hex()));
-    let cached: Option<FactsEntry> = std::fs::read(&facts_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<FactsEntry>(&b).ok())
-        .filter(|e| e.format == FACTS_FORMAT);
-    let mut layers = Vec::with_capacity(manifest.layers().len());
-    let mut scanner = cached.is_none().then(Scanner::default);
-    for desc in manifest.layers() {
-        let had = source.blob_to_store(store, desc).await?;
-        if let Some(s) = scanner.take() {
-            let path = store.blob_path(&desc.digest);
-            let compression = Compression::from_media_type(&desc.media_type).ok_or_else(|| {
-                Error::UnsupportedLayer {
-                    digest: desc.digest.clone(),
-                    media_type: desc.media_type.clone(),
-                }
-            })?;
-            scanner = Some(
-                tokio::task::spawn_blocking(move || scan_blob(s, &path, compression))
-                    .await
-                    .expect("scanning does not panic")?,
-            );
+        let facts_path = cache_dir
+            .join("bases")
+            .join(format!("{}.json", manifest.digest().hex()));
+        let cached: Option<FactsEntry> = std::fs::read(&facts_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<FactsEntry>(&b).ok())
+            .filter(|e| e.format == FACTS_FORMAT);
+        let mut layers = Vec::with_capacity(manifest.layers().len());
+        let mut scanner = cached.is_none().then(Scanner::default);
+        for desc in manifest.layers() {
+            let had = blob_to_store(image, store, desc).await?;
+            if let Some(s) = scanner.take() {
+                let path = store.blob_path(&desc.digest);
+                let compression =
+                    Compression::from_media_type(&desc.media_type).ok_or_else(|| {
+                        Error::UnsupportedLayer {
+                            digest: desc.digest.clone(),
+                            media_type: desc.media_type.clone(),
+                        }
+                    })?;
+                scanner = Some(
+                    blocking("scanning a base layer", move || {
+                        scan_blob(s, &path, compression)
+                    })
+                    .await?,
+                );
+            }
+            layers.push((desc.clone(), had));
         }
-        layers.push((desc.clone(), had));
+        let hint = config
+            .config
+            .as_ref()
+            .and_then(|c| c.env.as_ref())
+            .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PYTHON_VERSION=")))
+            .map(str::to_owned);
+        let entry = match cached {
+            Some(e) => e,
+            None => {
+                // Without a cache entry every layer went through the scanner.
+                let (python, libc) = scanner.unwrap_or_default().finish(hint.as_deref());
+                let e = FactsEntry {
+                    format: FACTS_FORMAT.into(),
+                    python,
+                    libc,
+                };
+                crate::write_atomic(&facts_path, &serde_json::to_vec(&e).expect("serializable"))?;
+                e
+            }
+        };
+        let (python_version, interpreter) = match (entry.python, python_override) {
+            (Some(found), _) => found,
+            (None, Some(v)) => {
+                let v = python_x_y(v)?;
+                // Images that build their own Python (and say so in
+                // PYTHON_VERSION) install it in /usr/local.
+                let dir = if hint.is_some() {
+                    "/usr/local/bin"
+                } else {
+                    "/usr/bin"
+                };
+                let interpreter = format!("{dir}/python{v}");
+                (v, interpreter)
+            }
+            (None, None) => return Err(Error::NoPython { base: base_text }),
+        };
+        let name = match endpoint {
+            Endpoint::Registry(r) => Some(match (r.tag(), r.digest()) {
+                (Some(t), _) => format!("{}:{t}", r.name()),
+                (None, Some(d)) => format!("{}@{d}", r.name()),
+                (None, None) => r.name(),
+            }),
+            Endpoint::Layout { .. } => None,
+        };
+        Ok(Base {
+            facts: BaseFacts {
+                python_version,
+                interpreter,
+                arch: arch.to_owned(),
+                libc: entry.libc,
+            },
+            manifest,
+            config,
+            reference,
+            name,
+            layers,
+        })
     }
-    let hint = config
-        .config
-        .as_ref()
-        .and_then(|c| c.env.as_ref())
-        .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PYTHON_VERSION=")))
-        .map(str::to_owned);
-    let entry = match cached {
-        Some(e) => e,
-        None => {
-            // Without a cache entry every layer went through the scanner.
-            let (python, libc) = scanner.unwrap_or_default().finish(hint.as_deref());
-            let e = FactsEntry {
-                format: FACTS_FORMAT.into(),
-                python,
-                libc,
-            };
-            crate::write_atomic(&facts_path, &serde_json::to_vec(&e).expect("serializable"))?;
-            e
-        }
-    };
-    let (python_version, interpreter) = match (entry.python, python_override) {
-        (Some(found), _) => found,
-        (None, Some(v)) => {
-            let v = python_x_y(v)?;
-            // Images that build their own Python (and say so in
-            // PYTHON_VERSION) install it in /usr/local.
-            let dir = if hint.is_some() {
-                "/usr/local/bin"
-            } else {
-                "/usr/bin"
-            };
-            let interpreter = format!("{dir}/python{v}");
-            (v, interpreter)
-        }
-        (None, None) => return Err(Error::NoPython { base: base_text }),
-    };
-    let reference = match endpoint {
-        Endpoint::Registry(r) => Some(r.with_digest(manifest.digest().clone())),
-        Endpoint::Layout { .. } => None,
-    };
-    let name = match endpoint {
-        Endpoint::Registry(r) => Some(match (r.tag(), r.digest()) {
-            (Some(t), _) => format!("{}:{t}", r.name()),
-            (None, Some(d)) => format!("{}@{d}", r.name()),
-            (None, None) => r.name(),
-        }),
-        Endpoint::Layout { .. } => None,
-    };
-    Ok(Base {
-        facts: BaseFacts {
-            python_version,
-            interpreter,
-            arch: arch.to_owned(),
-            libc: entry.libc,
-        },
-        manifest,
-        config,
-        reference,
-        name,
-        layers,
-    })
 }
 
 /// `3.11.4` or `3.11` → `3.11`.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use oci_layer::{LayerWriter, WriteOptions};
-use oci_model::{Descriptor, Digest, Layout, Platform, Reference};
+use oci_model::{Descriptor, Digest, Layout, Manifest, Platform, Reference, Resolved, SourceImage};
 use oci_push::Endpoint;
 use registry_client::Client;
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,24 @@ const LAYER_FORMAT: &str = "hoist-deps-layer-v1";
 const RUNNER_PY: &str = include_str!("runner.py");
 
 /// What to build.
+///
+/// The name is where the image is meant to go, not part of it: the same
+/// function built under two tags is one image (one digest), as with
+/// docker, ko and crane. Labels come from the fields given, never from
+/// the name.
+///
+/// ```
+/// use oci_build::FunctionSpec;
+/// let mut spec = FunctionSpec::new(
+///     "hello".into(),
+///     "oci:/var/cache/base:3.11".parse()?,
+///     "127.0.0.1:5000/fn/hello:v1".parse()?,
+/// );
+/// spec.version = Some("1.0.0".into());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct FunctionSpec {
     /// The function directory: `user_function.py`, optional
     /// `requirements.txt` and other code files.
@@ -35,15 +52,31 @@ pub struct FunctionSpec {
     pub base: Endpoint,
     /// The name of the result (see [`crate::naming::default_reference`]).
     pub name: Reference,
-    /// The user the function belongs to (label).
-    pub user: String,
-    /// The function's name (label and image title).
-    pub function: String,
-    /// The function's version (label).
-    pub version: String,
+    /// The user the function belongs to (label), if any.
+    pub user: Option<String>,
+    /// The function's name (label and image title), if any.
+    pub function: Option<String>,
+    /// The function's version (label), if any.
+    pub version: Option<String>,
     /// Python `X.Y` to assume when the base image has no interpreter the
     /// scan recognises; ignored otherwise.
     pub python_version: Option<String>,
+}
+
+impl FunctionSpec {
+    /// The function in `dir` on `base`, meant to be pushed as `name`, with
+    /// no labels of its own.
+    pub fn new(dir: PathBuf, base: Endpoint, name: Reference) -> Self {
+        Self {
+            dir,
+            base,
+            name,
+            user: None,
+            function: None,
+            version: None,
+            python_version: None,
+        }
+    }
 }
 
 /// The role of a layer in the image.
@@ -108,7 +141,12 @@ impl fmt::Display for Phase {
 
 /// What a build made.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct BuildOutput {
+    /// The image, read from the build store: push it with
+    /// `oci_push::Copier::push`, which mounts the base layers from a
+    /// registry base's repository.
+    pub image: SourceImage<Layout>,
     /// The build store: an OCI image layout holding the image.
     pub store: PathBuf,
     /// The image's tag in the store (`oci:STORE:TAG` names it).
@@ -303,20 +341,14 @@ impl Builder {
     /// let name = naming::default_reference(
     ///     "127.0.0.1:5000", "acme", "alice", "hello", "1", &naming::code_sha8(&dir)?,
     /// )?;
-    /// let spec = FunctionSpec {
-    ///     dir,
-    ///     base: "127.0.0.1:5000/python:3.11".parse()?,
-    ///     name,
-    ///     user: "alice".into(),
-    ///     function: "hello".into(),
-    ///     version: "1".into(),
-    ///     python_version: None,
-    /// };
+    /// let mut spec = FunctionSpec::new(dir, "127.0.0.1:5000/python:3.11".parse()?, name.clone());
+    /// spec.version = Some("1".into());
     /// let out = builder.build(&spec).await?;
-    /// // Push with oci-push: copy oci:STORE:TAG to the reference.
+    /// // Push with oci-push: the base layers are mounted from the base's
+    /// // repository, only the new layers are uploaded.
     /// let copier = oci_push::Copier::new(registry_client::Client::builder().build()?);
-    /// # let _ = copier;
-    /// println!("{} {}", out.store_endpoint(), out.manifest_digest);
+    /// copier.push(&out.image, &oci_push::Endpoint::Registry(name)).await?;
+    /// println!("{}", out.manifest_digest);
     /// # Ok(()) }
     /// ```
     pub async fn build(&self, spec: &FunctionSpec) -> Result<BuildOutput> {
@@ -329,9 +361,10 @@ impl Builder {
         // validate
         let dir = spec.dir.clone();
         let policy = self.policy.clone();
-        let checked = tokio::task::spawn_blocking(move || function_check::check_dir(&dir, &policy))
-            .await
-            .expect("validation does not panic")?;
+        let checked = crate::blocking("validating the function", move || {
+            Ok(function_check::check_dir(&dir, &policy)?)
+        })
+        .await?;
         if !checked.problems.is_empty() {
             return Err(Error::Invalid {
                 problems: checked.problems,
@@ -478,7 +511,18 @@ impl Builder {
         )?;
         phases.push((Phase::Config, clock.lap()));
         let image_size = config.len() as u64 + layers.iter().map(|l| l.size).sum::<u64>();
+        let resolved = Resolved {
+            reference: spec.name.with_digest(manifest_digest.clone()),
+            manifest: Manifest::from_bytes(manifest.clone(), Some(types.manifest))?,
+            index: None,
+        };
+        let mut image = SourceImage::with_config(store.clone(), resolved, config)?;
+        if let Some(base_ref) = &base.reference {
+            let base_layers = base.layers.iter().map(|(d, _)| d.digest.clone());
+            image = image.with_mount_source(base_ref.clone(), base_layers);
+        }
         Ok(BuildOutput {
+            image,
             store: store.root().to_owned(),
             store_tag,
             reference: spec.name.clone(),
@@ -498,22 +542,27 @@ impl Builder {
 
     fn labels(&self, spec: &FunctionSpec, base: &Base, created: &str) -> BTreeMap<String, String> {
         let p = &self.label_prefix;
+        let oci = "org.opencontainers.image";
         let mut labels = BTreeMap::new();
         let mut put = |k: String, v: &str| {
             labels.insert(k, v.to_owned());
         };
-        put(
-            format!("{p}.id"),
-            &format!("{}/{}", spec.user, spec.function),
-        );
-        put(format!("{p}.user"), &spec.user);
-        put(format!("{p}.function"), &spec.function);
-        put(format!("{p}.version"), &spec.version);
+        if let (Some(user), Some(function)) = (&spec.user, &spec.function) {
+            put(format!("{p}.id"), &format!("{user}/{function}"));
+        }
+        if let Some(user) = &spec.user {
+            put(format!("{p}.user"), user);
+        }
+        if let Some(function) = &spec.function {
+            put(format!("{p}.function"), function);
+            put(format!("{oci}.title"), function);
+        }
+        if let Some(version) = &spec.version {
+            put(format!("{p}.version"), version);
+            put(format!("{oci}.version"), version);
+        }
         put(format!("{p}.created"), created);
-        let oci = "org.opencontainers.image";
         put(format!("{oci}.created"), created);
-        put(format!("{oci}.version"), &spec.version);
-        put(format!("{oci}.title"), &spec.function);
         put(
             format!("{oci}.base.digest"),
             base.manifest.digest().as_str(),
@@ -590,7 +639,7 @@ impl Builder {
         let store2 = store.clone();
         let interpreter = facts.interpreter.clone();
         let epoch = self.epoch;
-        let layer = tokio::task::spawn_blocking(move || -> Result<NewLayer> {
+        let layer = crate::blocking("installing wheels", move || -> Result<NewLayer> {
             let root = staging.path();
             for p in &paths {
                 install::install_wheel(p, root, &interpreter)?;
@@ -599,8 +648,7 @@ impl Builder {
             w.add_tree(root, "")?;
             write_layer(&store2, w)
         })
-        .await
-        .expect("installing does not panic")?;
+        .await?;
         let entry = LayerCacheEntry {
             format: LAYER_FORMAT.into(),
             digest: layer.digest.clone(),

@@ -253,6 +253,14 @@ pub enum Error {
         /// The reference.
         reference: String,
     },
+    /// A step run on the blocking pool panicked or was cancelled.
+    #[error("{task} failed: {reason}")]
+    TaskFailed {
+        /// The step.
+        task: &'static str,
+        /// What the runtime reported.
+        reason: String,
+    },
     /// `git rev-parse` failed.
     #[error("{}: cannot read the git commit: {message}", .dir.display())]
     Git {
@@ -273,25 +281,22 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Writes a file, creating its directory.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs_err::create_dir_all(dir).map_err(io_at(dir))?;
-    }
-    std::fs::write(path, bytes).map_err(io_at(path))
-}
-
 /// Writes a file through a temporary file and a rename, so readers see
 /// the old content or the new, never a part.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().expect("a file in a directory");
-    fs_err::create_dir_all(dir).map_err(io_at(dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_at(dir))?;
-    tmp.write_all(bytes).map_err(io_at(path))?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
+    oci_model::write_atomic(path, bytes).map_err(io_at(path))
+}
+
+/// Runs `work` on the blocking pool; a panic in it (untrusted input
+/// reaching a bug) is an error of the build, not of the caller.
+async fn blocking<T: Send + 'static>(
+    task: &'static str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::TaskFailed {
+            task,
+            reason: e.to_string(),
+        })?
 }

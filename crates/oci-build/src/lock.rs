@@ -141,7 +141,7 @@ pub(crate) async fn resolve(
         text.push_str(&r.requirement);
         text.push('\n');
     }
-    crate::write_file(&input, text.as_bytes())?;
+    std::fs::write(&input, text.as_bytes()).map_err(crate::io_at(&input))?;
     let output = tmp.path().join("pylock.toml");
     let uv = |offline: bool| {
         let mut cmd = tokio::process::Command::new(&settings.uv);

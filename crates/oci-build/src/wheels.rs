@@ -5,10 +5,10 @@
 //! into place; a cached wheel is hashed again before use, so a file
 //! changed on disk is fetched anew rather than installed.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use oci_model::Digester;
+use oci_model::{Digest, Hashing};
 
 use crate::lock::LockedWheel;
 use crate::{Error, Result};
@@ -38,9 +38,10 @@ async fn fetch(http: &reqwest::Client, cache: &Path, w: &LockedWheel) -> Result<
     let path = cache_path(cache, w);
     let check_path = path.clone();
     let expect = w.clone();
-    let cached = tokio::task::spawn_blocking(move || verify_file(&check_path, &expect))
-        .await
-        .expect("hashing does not panic");
+    let cached = crate::blocking("checking a cached wheel", move || {
+        Ok(verify_file(&check_path, &expect))
+    })
+    .await?;
     if cached {
         return Ok(path);
     }
@@ -58,7 +59,7 @@ async fn fetch(http: &reqwest::Client, cache: &Path, w: &LockedWheel) -> Result<
         url: w.url.clone(),
         reason,
     };
-    let dir = path.parent().expect("a file in a directory").to_owned();
+    let dir = cache.join("sha256").join(&w.sha256);
     fs_err::create_dir_all(&dir).map_err(|source| Error::Io {
         path: dir.clone(),
         source,
@@ -69,28 +70,28 @@ async fn fetch(http: &reqwest::Client, cache: &Path, w: &LockedWheel) -> Result<
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| fail(e.without_url().to_string()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| Error::Io {
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| Error::Io {
         path: dir.clone(),
         source,
     })?;
-    let mut digester = Digester::new();
+    let mut tmp = Hashing::new(tmp);
     while let Some(chunk) = response
         .chunk()
         .await
         .map_err(|e| fail(e.without_url().to_string()))?
     {
-        if digester.bytes() + chunk.len() as u64 > w.size {
+        if tmp.digester().bytes() + chunk.len() as u64 > w.size {
             return Err(fail(format!(
                 "more than the {} bytes the lock names",
                 w.size
             )));
         }
-        digester.update(&chunk);
         tmp.write_all(&chunk).map_err(|source| Error::Io {
-            path: tmp.path().to_owned(),
+            path: tmp.get_ref().path().to_owned(),
             source,
         })?;
     }
+    let (tmp, digester) = tmp.into_parts();
     let got = digester.bytes();
     let actual = digester.finish();
     if got != w.size || actual.hex() != w.sha256 {
@@ -110,22 +111,13 @@ async fn fetch(http: &reqwest::Client, cache: &Path, w: &LockedWheel) -> Result<
 
 /// Whether `path` holds exactly the wheel.
 fn verify_file(path: &Path, w: &LockedWheel) -> bool {
-    let Ok(mut file) = std::fs::File::open(path) else {
+    let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
     if file.metadata().map(|m| m.len()).ok() != Some(w.size) {
         return false;
     }
-    let mut d = Digester::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => d.update(&buf[..n]),
-            Err(_) => return false,
-        }
-    }
-    d.finish().hex() == w.sha256
+    matches!(Digest::of_reader(file), Ok((d, _)) if d.hex() == w.sha256)
 }
 
 #[cfg(test)]

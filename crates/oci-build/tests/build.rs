@@ -105,17 +105,17 @@ fn builder(cache: &Path) -> Builder {
 }
 
 fn spec(dir: &Path, base: &Endpoint) -> FunctionSpec {
-    FunctionSpec {
-        dir: dir.to_owned(),
-        base: base.clone(),
-        name: "127.0.0.1:5000/acme/functions/user-alice-func-hello:v1-0000abcd"
+    let mut spec = FunctionSpec::new(
+        dir.to_owned(),
+        base.clone(),
+        "127.0.0.1:5000/acme/functions/user-alice-func-hello:v1-0000abcd"
             .parse()
             .unwrap(),
-        user: "alice".into(),
-        function: "hello".into(),
-        version: "1".into(),
-        python_version: None,
-    }
+    );
+    spec.user = Some("alice".into());
+    spec.function = Some("hello".into());
+    spec.version = Some("1".into());
+    spec
 }
 
 fn read_json(out: &BuildOutput, digest: &Digest) -> Value {

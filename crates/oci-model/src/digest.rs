@@ -166,6 +166,85 @@ impl Digester {
     }
 }
 
+/// A reader or writer that hashes every byte passing through it: the
+/// one adapter for hashing while streaming to a file, out of a decoder,
+/// into an encoder.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use oci_model::{Digest, Hashing};
+/// let mut w = Hashing::new(Vec::new());
+/// w.write_all(b"layer bytes")?;
+/// let (bytes, digester) = w.into_parts();
+/// assert_eq!(digester.finish(), Digest::of(&bytes));
+///
+/// let mut r = Hashing::new(&b"config"[..]);
+/// std::io::copy(&mut r, &mut std::io::sink())?;
+/// assert_eq!(r.into_parts().1.finish(), Digest::of(b"config"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Hashing<T> {
+    inner: T,
+    digester: Digester,
+}
+
+impl<T> Hashing<T> {
+    /// Wraps `inner` with a fresh hasher.
+    pub fn new(inner: T) -> Self {
+        Self {
+            inner,
+            digester: Digester::new(),
+        }
+    }
+
+    /// The hash state over what passed so far.
+    pub fn digester(&self) -> &Digester {
+        &self.digester
+    }
+
+    /// The wrapped value.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The wrapped value and the hash of what passed.
+    pub fn into_parts(self) -> (T, Digester) {
+        (self.inner, self.digester)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.digester.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digester.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Digest {
+    /// The digest and length of everything `reader` yields.
+    pub fn of_reader(reader: impl std::io::Read) -> std::io::Result<(Digest, u64)> {
+        let mut hashing = Hashing::new(reader);
+        std::io::copy(&mut hashing, &mut std::io::sink())?;
+        let digester = hashing.digester;
+        let len = digester.bytes();
+        Ok((digester.finish(), len))
+    }
+}
+
 impl fmt::Debug for Digester {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Digester")

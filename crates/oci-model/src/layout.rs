@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use fs_err as fs;
 use serde_json::{Map, Value, json};
 
+use crate::image::{BlobStream, Source};
 use crate::manifest::Descriptor;
-use crate::{Digest, Digester, Error, Result};
+use crate::{Digest, Digester, Error, MAX_MANIFEST_BYTES, Manifest, Reference, Result};
 
 /// The annotation that names a manifest inside a layout (`oci:DIR:TAG`).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -92,6 +93,34 @@ impl Layout {
         &self.root
     }
 
+    /// A reference for `tag` of this layout (without a tag: its only
+    /// image), as listings show it: `layout.local/<directory name>[:<tag>]`.
+    /// Read from the layout as a [`Source`], only its tag or digest
+    /// matters.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let layout = oci_model::Layout::create(dir.path().join("My App"))?;
+    /// assert_eq!(layout.reference(Some("v1"))?.to_string(), "layout.local/my-app:v1");
+    /// # Ok::<(), oci_model::Error>(())
+    /// ```
+    pub fn reference(&self, tag: Option<&str>) -> Result<Reference> {
+        let name: String = self
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let name = name.trim_matches('-');
+        let name = if name.is_empty() { "layout" } else { name };
+        match tag {
+            Some(tag) => Reference::parse(&format!("layout.local/{name}:{tag}")),
+            None => Reference::parse(&format!("layout.local/{name}")),
+        }
+    }
+
     /// Where a blob lives.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs").join("sha256").join(digest.hex())
@@ -120,7 +149,7 @@ impl Layout {
 
     fn writer(&self, digester: Option<Digester>) -> Result<BlobWriter> {
         let dir = self.root.join("blobs").join("sha256");
-        let tmp = tempfile_in(&dir)?;
+        let tmp = crate::atomic::temp_file_in(&dir)?;
         Ok(BlobWriter {
             dir,
             tmp: Some(tmp),
@@ -284,36 +313,78 @@ impl Layout {
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let (mut file, tmp) = tempfile_in(&self.root)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, self.root.join(name))?;
-        Ok(())
+        Ok(crate::write_atomic(&self.root.join(name), bytes)?)
     }
 }
+
+/// A layout serves the manifest a reference's tag names in `index.json`
+/// (`org.opencontainers.image.ref.name`), or the one its digest names, and
+/// blobs from its files; the reference's registry and repository only name
+/// the image. Nothing is verified here: readers check what they get.
+impl Source for Layout {
+    type Error = Error;
+
+    async fn manifest(&self, reference: &Reference) -> Result<Manifest> {
+        let desc = match reference.digest() {
+            Some(digest) => {
+                // A child of an index is not listed in index.json; its
+                // bytes name their own media type.
+                let listed = self
+                    .manifests()?
+                    .into_iter()
+                    .map(|(d, _)| d)
+                    .find(|d| &d.digest == digest);
+                listed.unwrap_or(Descriptor {
+                    media_type: String::new(),
+                    digest: digest.clone(),
+                    size: 0,
+                    platform: None,
+                })
+            }
+            // A reference without a tag reads as `latest`; a layout
+            // without that tag offers its only image instead.
+            None => match self.resolve(reference.tag()) {
+                Err(Error::TagNotFound { .. }) if reference.tag() == Some("latest") => {
+                    self.resolve(None)?
+                }
+                other => other?,
+            },
+        };
+        let bytes = self.read_blob(&desc.digest, MAX_MANIFEST_BYTES as u64)?;
+        let media_type = (!desc.media_type.is_empty()).then_some(desc.media_type.as_str());
+        Manifest::from_bytes(bytes, media_type)
+    }
+
+    async fn blob(&self, _reference: &Reference, desc: &Descriptor) -> Result<BlobStream<Error>> {
+        use futures_util::StreamExt;
+        let path = self.blob_path(&desc.digest);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::BlobNotFound {
+                    path,
+                    digest: desc.digest.clone(),
+                });
+            }
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                )));
+            }
+        };
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)
+            .map(|chunk| chunk.map_err(Error::from));
+        Ok(Box::pin(stream))
+    }
+}
+
+/// Read size for blob streams: large enough that per-chunk costs vanish,
+/// small enough that many parallel readers stay within a small budget.
+const READ_CHUNK: usize = 256 << 10;
 
 fn empty_index() -> Value {
     json!({ "schemaVersion": 2, "mediaType": crate::media_type::OCI_INDEX, "manifests": [] })
-}
-
-fn tempfile_in(dir: &Path) -> Result<(fs::File, PathBuf)> {
-    // Names are unique per process and call, created with create_new so
-    // two writers never share one.
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!(".tmp-{}-{n}", std::process::id()));
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => return Ok((f, path)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// Writes one blob into a layout: bytes go to a temporary file while being

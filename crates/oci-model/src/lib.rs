@@ -1,8 +1,9 @@
 //! Types of the OCI image world, with no network in sight: image
 //! [`Reference`]s with Docker Hub defaults, typed [`Digest`]s, media types
 //! of OCI and Docker schema 2, [`Manifest`]s read safely from untrusted
-//! bytes, [`Platform`] selection in indexes, and the OCI image [`Layout`]
-//! on disk.
+//! bytes, [`Platform`] selection in indexes, the OCI image [`Layout`]
+//! on disk, and the [`Image`] and [`Source`] traits every place images
+//! come from implements, with [`resolve`] to pick one platform's image.
 //!
 //! The [`oci_spec`] crate is re-exported so callers build configs and
 //! manifests with the same types this crate parses.
@@ -15,7 +16,9 @@
 //! # Ok::<(), oci_model::Error>(())
 //! ```
 
+mod atomic;
 mod digest;
+mod image;
 mod layout;
 mod manifest;
 pub mod media_type;
@@ -24,7 +27,12 @@ mod time;
 
 use std::path::PathBuf;
 
-pub use digest::{Digest, Digester};
+pub use atomic::write_atomic;
+pub use digest::{Digest, Digester, Hashing};
+pub use image::{
+    BlobStream, Image, MAX_CONFIG_BYTES, Resolved, Source, SourceImage, read_blob, resolve,
+    resolve_manifest,
+};
 pub use layout::{BlobWriter, Layout, REF_NAME};
 pub use manifest::{Body, Descriptor, MAX_MANIFEST_BYTES, Manifest, Platform};
 pub use oci_spec;
@@ -136,9 +144,47 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// An index entry for the platform that is itself an index.
+    #[error(
+        "index {index} lists {child} for the platform, which is itself an index: nested indexes are not supported"
+    )]
+    NestedIndex {
+        /// The index.
+        index: Digest,
+        /// Its entry for the platform.
+        child: Digest,
+    },
+    /// Content whose size is not its descriptor's.
+    #[error("blob {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// The descriptor's size.
+        expected: u64,
+        /// The bytes received (at least this many when too long).
+        actual: u64,
+    },
+    /// A [`Source`] request failed.
+    #[error("{what}: {source}")]
+    Source {
+        /// What was asked for: the manifest or blob and its reference.
+        what: String,
+        /// The source's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A file system error; the message names the path.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// A [`Source`] error, with what was asked for.
+    pub fn source(what: String, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Source {
+            what,
+            source: Box::new(source),
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -2,23 +2,26 @@
 //! has, move the missing blobs in parallel (bounded) and stream them, then
 //! write manifests children first so a reader never finds a manifest whose
 //! content is missing.
+//!
+//! What is copied comes from an [`Origin`]: a [`Source`] at a reference
+//! (a whole index, or one platform's image), or an [`Image`] in hand (a
+//! build result) whose blobs may be mounted from where the image says they
+//! live.
 
 use std::collections::HashSet;
 use std::io::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use oci_model::media_type::ManifestKind;
-use oci_model::{Descriptor, Digest, Layout, MAX_MANIFEST_BYTES, Manifest, Platform, Reference};
-use registry_client::{
-    Action, BlobSource, ByteStream, Checkpoint, CheckpointHandle, Client, PushOutcome,
-};
+use oci_model::{Descriptor, Digest, Image, Layout, Manifest, Platform, Reference, Source};
+use registry_client::{Action, BlobSource, ByteStream, Client, PushOutcome};
 use tokio::sync::Semaphore;
 
 use crate::endpoint::Endpoint;
-use crate::source::{LayoutBlob, RegistryBlob, with_progress};
-use crate::{Error, Event, Result};
+use crate::source::{Origin, with_progress};
+use crate::{Error, Event, Result, from_model};
 
 /// How a blob reached the destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +56,7 @@ pub struct CopyReport {
 }
 
 /// A sink for progress events; called from many tasks at once.
-pub type Progress = Arc<dyn Fn(Event) + Send + Sync>;
+pub type Progress = std::sync::Arc<dyn Fn(Event) + Send + Sync>;
 
 /// Copies images between registries and layout directories.
 ///
@@ -74,18 +77,11 @@ pub struct Copier {
     jobs: usize,
     platform: Option<Platform>,
     progress: Option<Progress>,
-    mount_hint: Option<Arc<MountHint>>,
-}
-
-/// A repository known to hold some of the blobs, tried as a mount source.
-struct MountHint {
-    repository: Reference,
-    blobs: HashSet<Digest>,
 }
 
 /// State shared by the tasks of one copy.
-struct Run {
-    src: Src,
+struct Run<'a> {
+    origin: &'a dyn Origin,
     dst: Dst,
     permits: Semaphore,
     jobs: usize,
@@ -93,12 +89,6 @@ struct Run {
     report: Mutex<CopyReport>,
     progress: Option<Progress>,
     retry: registry_client::RetryPolicy,
-    mount_hint: Option<Arc<MountHint>>,
-}
-
-pub(crate) enum Src {
-    Registry(Client, Reference),
-    Layout(Layout, Option<String>),
 }
 
 enum Dst {
@@ -114,7 +104,6 @@ impl Copier {
             jobs: 8,
             platform: None,
             progress: None,
-            mount_hint: None,
         }
     }
 
@@ -137,33 +126,69 @@ impl Copier {
         self
     }
 
-    /// Names a repository that already holds `blobs` — say, the base image
-    /// of a build. When it is on the destination's registry, those blobs
-    /// are mounted from it instead of uploaded from the source.
-    pub fn mount_from(
-        mut self,
-        repository: Reference,
-        blobs: impl IntoIterator<Item = Digest>,
-    ) -> Self {
-        self.mount_hint = Some(Arc::new(MountHint {
-            repository,
-            blobs: blobs.into_iter().collect(),
-        }));
-        self
-    }
-
     /// Copies `src` to `dst`.
     pub async fn copy(&self, src: &Endpoint, dst: &Endpoint) -> Result<CopyReport> {
-        let src = match src {
-            Endpoint::Registry(r) => Src::Registry(self.client.clone(), r.clone()),
-            Endpoint::Layout { dir, tag } => Src::Layout(Layout::open(dir)?, tag.clone()),
+        match src {
+            Endpoint::Registry(r) => self.copy_from(self.client.clone(), r, dst).await,
+            Endpoint::Layout { dir, tag } => {
+                let layout = Layout::open(dir)?;
+                let reference = layout.reference(tag.as_deref())?;
+                self.copy_from(layout, &reference, dst).await
+            }
+        }
+    }
+
+    /// Copies what `reference` names on `source` — a registry, registries
+    /// with failover, a layout — to `dst`: an index whole, or with
+    /// [`Copier::platform`] the platform's image only.
+    pub async fn copy_from<S: Source>(
+        &self,
+        source: S,
+        reference: &Reference,
+        dst: &Endpoint,
+    ) -> Result<CopyReport> {
+        let root = match &self.platform {
+            Some(p) => {
+                oci_model::resolve_manifest(&source, reference, p)
+                    .await
+                    .map_err(from_model)?
+                    .manifest
+            }
+            None => source.manifest(reference).await.map_err(|e| {
+                from_model(oci_model::Error::source(
+                    format!("manifest of {reference}"),
+                    e,
+                ))
+            })?,
         };
+        let origin = crate::source::SourceOrigin::new(source, reference.clone());
+        self.run(&origin, root, dst).await
+    }
+
+    /// Copies one image in hand — a build result, a cached image — to
+    /// `dst`. Blobs the image says live in a repository of the
+    /// destination's registry ([`Image::mount_source`]) are mounted from
+    /// there instead of uploaded.
+    ///
+    /// ```no_run
+    /// # async fn demo(image: oci_model::SourceImage<oci_model::Layout>) -> Result<(), oci_push::Error> {
+    /// let copier = oci_push::Copier::new(registry_client::Client::builder().build()?);
+    /// let report = copier.push(&image, &"127.0.0.1:5000/fn/hello:v1".parse()?).await?;
+    /// println!("{} mounted, {} uploaded", report.blobs_mounted, report.blobs_copied);
+    /// # Ok(()) }
+    /// ```
+    pub async fn push<I: Image>(&self, image: &I, dst: &Endpoint) -> Result<CopyReport> {
+        let origin = crate::source::ImageOrigin(image);
+        self.run(&origin, image.manifest().clone(), dst).await
+    }
+
+    async fn run(&self, origin: &dyn Origin, root: Manifest, dst: &Endpoint) -> Result<CopyReport> {
         let dst = match dst {
             Endpoint::Registry(r) => Dst::Registry(self.client.clone(), r.clone()),
             Endpoint::Layout { dir, tag } => Dst::Layout(Layout::create(dir)?, tag.clone()),
         };
-        let run = Arc::new(Run {
-            src,
+        let run = Run {
+            origin,
             dst,
             permits: Semaphore::new(self.jobs),
             jobs: self.jobs,
@@ -171,32 +196,21 @@ impl Copier {
             report: Mutex::default(),
             progress: self.progress.clone(),
             retry: self.client.retry_policy().clone(),
-            mount_hint: self.mount_hint.clone(),
-        });
-        let mut root = run.src.root_manifest().await?;
-        if let Some(p) = &self.platform
-            && root.kind() == ManifestKind::Index
-        {
-            let child = root.select_platform(p)?.clone();
-            root = run.src.manifest(&child).await?;
-        }
+        };
         let digest = root.digest().clone();
-        if run.dst.has_root(&root).await? {
-            let mut report = run.report.lock().expect("report lock").clone();
-            report.digest = Some(digest);
-            report.media_type = root.media_type().to_owned();
-            report.unchanged = true;
-            return Ok(report);
+        let unchanged = run.dst.has_root(&root).await?;
+        if !unchanged {
+            run.copy_manifest(root.clone(), true).await?;
         }
-        run.clone().copy_manifest(root.clone(), true).await?;
         let mut report = run.report.lock().expect("report lock").clone();
         report.digest = Some(digest);
         report.media_type = root.media_type().to_owned();
+        report.unchanged = unchanged;
         Ok(report)
     }
 }
 
-impl Run {
+impl<'a> Run<'a> {
     fn emit(&self, e: Event) {
         if let Some(p) = &self.progress {
             p(e);
@@ -205,11 +219,7 @@ impl Run {
 
     /// Copies a manifest's content, then the manifest itself. Boxed because
     /// indexes recurse.
-    fn copy_manifest(
-        self: Arc<Self>,
-        manifest: Manifest,
-        root: bool,
-    ) -> BoxFuture<'static, Result<()>> {
+    fn copy_manifest(&'a self, manifest: Manifest, root: bool) -> BoxFuture<'a, Result<()>> {
         async move {
             if !root && self.dst.has_manifest(manifest.digest()).await? {
                 return Ok(());
@@ -223,29 +233,23 @@ impl Run {
                         .filter(|d| seen.insert(d.digest.clone()))
                         .cloned()
                         .collect();
-                    futures_util::stream::iter(
-                        blobs.into_iter().map(|d| self.clone().copy_blob(d)),
-                    )
-                    .buffer_unordered(self.jobs)
-                    .try_collect::<Vec<()>>()
-                    .await?;
+                    futures_util::stream::iter(blobs.into_iter().map(|d| self.copy_blob(d)))
+                        .buffer_unordered(self.jobs)
+                        .try_collect::<Vec<()>>()
+                        .await?;
                 }
                 ManifestKind::Index => {
                     let children = manifest.children().to_vec();
-                    let this = self.clone();
-                    futures_util::stream::iter(children.into_iter().map(move |d| {
-                        let this = this.clone();
-                        async move {
-                            let child = this.src.manifest(&d).await?;
-                            if oci_model::media_type::base(&d.media_type) != child.media_type() {
-                                return Err(Error::MediaTypeMismatch {
-                                    digest: d.digest.clone(),
-                                    declared: d.media_type.clone(),
-                                    actual: child.media_type().to_owned(),
-                                });
-                            }
-                            this.copy_manifest(child, false).await
+                    futures_util::stream::iter(children.into_iter().map(|d| async move {
+                        let child = self.origin.manifest(&d).await?;
+                        if oci_model::media_type::base(&d.media_type) != child.media_type() {
+                            return Err(Error::MediaTypeMismatch {
+                                digest: d.digest.clone(),
+                                declared: d.media_type.clone(),
+                                actual: child.media_type().to_owned(),
+                            });
                         }
+                        self.copy_manifest(child, false).await
                     }))
                     .buffer_unordered(self.jobs)
                     .try_collect::<Vec<()>>()
@@ -262,7 +266,7 @@ impl Run {
         .boxed()
     }
 
-    async fn copy_blob(self: Arc<Self>, desc: Descriptor) -> Result<()> {
+    async fn copy_blob(&self, desc: Descriptor) -> Result<()> {
         if !self
             .done
             .lock()
@@ -300,42 +304,17 @@ impl Run {
         Ok(())
     }
 
-    fn blob_source(&self, desc: &Descriptor) -> Box<dyn BlobSource + '_> {
-        let progress = self.progress.clone();
-        match &self.src {
-            Src::Registry(client, r) => Box::new(RegistryBlob {
-                client,
-                reference: r,
-                desc: desc.clone(),
-                progress,
-            }),
-            Src::Layout(layout, _) => Box::new(LayoutBlob {
-                layout,
-                desc: desc.clone(),
-                progress,
-            }),
-        }
-    }
-
     async fn transfer(&self, desc: &Descriptor) -> Result<BlobHow> {
         match &self.dst {
             Dst::Registry(client, dst) => {
-                let mount_from = match &self.src {
-                    Src::Registry(_, src) if src.api_host() == dst.api_host() => {
-                        Some(src.repository())
-                    }
-                    _ => self
-                        .mount_hint
-                        .as_deref()
-                        .filter(|h| {
-                            h.repository.api_host() == dst.api_host()
-                                && h.blobs.contains(&desc.digest)
-                        })
-                        .map(|h| h.repository.repository()),
-                };
-                let source = self.blob_source(desc);
+                let mount_from = self
+                    .origin
+                    .mount_source(desc)
+                    .filter(|r| r.api_host() == dst.api_host())
+                    .map(|r| r.repository().to_owned());
+                let source = BlobReader { run: self, desc };
                 match client
-                    .push_blob(dst, desc, mount_from, source.as_ref())
+                    .push_blob(dst, desc, mount_from.as_deref(), &source)
                     .await?
                 {
                     PushOutcome::Mounted => Ok(BlobHow::Mounted),
@@ -349,127 +328,62 @@ impl Run {
         }
     }
 
-    /// Streams a blob into a layout. A registry download that breaks is
-    /// resumed with `Range` from the last verified byte; bad content starts
-    /// over; nothing unverified is ever renamed into place.
+    /// A blob's verified bytes, reporting progress as they flow.
+    async fn open(&self, desc: &Descriptor) -> registry_client::Result<ByteStream> {
+        let stream = self.origin.blob(desc).await?;
+        Ok(with_progress(stream, desc, self.progress.clone()))
+    }
+
+    /// Streams a blob into a layout. A source that broke off is resumed
+    /// inside its stream where it can be (a registry resumes with
+    /// `Range`); what still fails and is worth retrying starts over;
+    /// nothing unverified is ever renamed into place.
     async fn download(&self, layout: &Layout, desc: &Descriptor) -> Result<()> {
-        // The source stream verifies every byte; hashing again is waste.
-        let mut writer = layout.verified_blob_writer()?;
-        let mut from = Checkpoint::default();
         let mut attempt = 1;
         loop {
-            let result = self.write_from(desc, &mut writer, &mut from).await;
-            match result {
-                Ok(()) => break,
+            // The source stream verifies every byte; hashing again is waste.
+            let mut writer = layout.verified_blob_writer()?;
+            match self.write_all(desc, &mut writer).await {
+                Ok(()) => {
+                    writer.commit(Some(&desc.digest))?;
+                    return Ok(());
+                }
                 Err(e) if e.action() == Action::Retry && attempt < self.retry.max_attempts() => {
-                    tracing::debug!(digest = %desc.digest, error = %e, "resuming download");
+                    tracing::debug!(digest = %desc.digest, error = %e, "downloading again");
                     let wait = match &e {
                         Error::Registry(re) => self.retry.delay(attempt, re),
                         _ => std::time::Duration::from_millis(100),
                     };
                     tokio::time::sleep(wait).await;
                     attempt += 1;
-                    // Resuming needs the writer to hold exactly the verified
-                    // prefix; after a digest mismatch the bad byte may be
-                    // anywhere. Otherwise start from zero.
-                    if writer.written() != from.offset
-                        || matches!(
-                            &e,
-                            Error::Registry(registry_client::Error::DigestMismatch { .. })
-                        )
-                    {
-                        writer = layout.verified_blob_writer()?;
-                        from = Checkpoint::default();
-                    }
                 }
                 Err(e) => return Err(e),
             }
         }
-        writer.commit(Some(&desc.digest))?;
-        Ok(())
     }
 
-    async fn write_from(
-        &self,
-        desc: &Descriptor,
-        writer: &mut oci_model::BlobWriter,
-        from: &mut Checkpoint,
-    ) -> Result<()> {
-        let (mut stream, handle): (ByteStream, Option<CheckpointHandle>) = match &self.src {
-            Src::Registry(client, r) => {
-                let s = client.get_blob(r, desc, from.clone()).await?;
-                let handle = s.checkpoint_handle();
-                (
-                    with_progress(Box::pin(s), desc, self.progress.clone()),
-                    Some(handle),
-                )
-            }
-            Src::Layout(..) => (self.blob_source(desc).open().await?, None),
-        };
+    async fn write_all(&self, desc: &Descriptor, writer: &mut oci_model::BlobWriter) -> Result<()> {
+        let mut stream = self.open(desc).await?;
         while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => writer.write_all(&bytes)?,
-                Err(e) => {
-                    // Remember how far the verified bytes reached, so a
-                    // registry download resumes there.
-                    if let Some(h) = handle {
-                        *from = h.get();
-                    }
-                    return Err(e.into());
-                }
-            }
+            writer.write_all(&chunk?)?;
         }
         Ok(())
     }
 }
 
-impl Src {
-    pub(crate) async fn root_manifest(&self) -> Result<Manifest> {
-        match self {
-            Src::Registry(client, r) => Ok(client.get_manifest(r).await?),
-            Src::Layout(layout, tag) => {
-                let desc = layout.resolve(tag.as_deref())?;
-                self.manifest(&desc).await
-            }
-        }
-    }
-
-    pub(crate) async fn manifest(&self, desc: &Descriptor) -> Result<Manifest> {
-        match self {
-            Src::Registry(client, r) => Ok(client
-                .get_manifest(&r.with_digest(desc.digest.clone()))
-                .await?),
-            Src::Layout(layout, _) => {
-                let bytes = layout.read_blob(&desc.digest, MAX_MANIFEST_BYTES as u64)?;
-                let media_type = Some(desc.media_type.as_str()).filter(|t| !t.is_empty());
-                Ok(Manifest::from_bytes(bytes, media_type)?)
-            }
-        }
-    }
+/// One blob of a run, opened as often as an upload's retries need.
+struct BlobReader<'r, 'a> {
+    run: &'r Run<'a>,
+    desc: &'r Descriptor,
 }
 
-impl Src {
-    /// A small blob (a config) read whole, verified, at most `limit` bytes.
-    pub(crate) async fn small_blob(&self, desc: &Descriptor, limit: u64) -> Result<Vec<u8>> {
-        if desc.size > limit {
-            return Err(oci_model::Error::BlobTooLarge {
-                digest: desc.digest.clone(),
-                size: desc.size,
-                limit,
-            }
-            .into());
-        }
-        match self {
-            Src::Registry(client, r) => {
-                let mut stream = client.get_blob(r, desc, Checkpoint::default()).await?;
-                let mut out = Vec::with_capacity(desc.size as usize);
-                while let Some(chunk) = stream.next().await {
-                    out.extend_from_slice(&chunk?);
-                }
-                Ok(out)
-            }
-            Src::Layout(layout, _) => Ok(layout.read_blob(&desc.digest, limit)?),
-        }
+impl BlobSource for BlobReader<'_, '_> {
+    fn open(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = registry_client::Result<ByteStream>> + Send + '_>,
+    > {
+        Box::pin(self.run.open(self.desc))
     }
 }
 

@@ -1,25 +1,13 @@
 //! Reading an image without copying it: its manifest (with platform
 //! selection in an index) and its config, from a registry or a layout.
 
-use oci_model::media_type::ManifestKind;
-use oci_model::{Layout, Manifest, Platform};
+use oci_model::{Layout, Manifest, Platform, Reference, Source};
 use registry_client::Client;
 
-use crate::copy::Src;
-use crate::{Endpoint, Result};
-
-/// Configs are small JSON documents; a bigger one is refused.
-const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
-
-fn source(client: &Client, at: &Endpoint) -> Result<Src> {
-    Ok(match at {
-        Endpoint::Registry(r) => Src::Registry(client.clone(), r.clone()),
-        Endpoint::Layout { dir, tag } => Src::Layout(Layout::open(dir)?, tag.clone()),
-    })
-}
+use crate::{Endpoint, Result, from_model};
 
 /// The manifest at `at`; with `platform`, an index is resolved to that
-/// platform's image manifest.
+/// platform's image manifest (an index inside it is refused).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), oci_push::Error> {
@@ -33,14 +21,13 @@ pub async fn manifest(
     at: &Endpoint,
     platform: Option<&Platform>,
 ) -> Result<Manifest> {
-    let src = source(client, at)?;
-    let root = src.root_manifest().await?;
-    match platform {
-        Some(p) if root.kind() == ManifestKind::Index => {
-            let child = root.select_platform(p)?.clone();
-            src.manifest(&child).await
+    match at {
+        Endpoint::Registry(r) => manifest_from(client, r, platform).await,
+        Endpoint::Layout { dir, tag } => {
+            let layout = Layout::open(dir)?;
+            let r = layout.reference(tag.as_deref())?;
+            manifest_from(&layout, &r, platform).await
         }
-        _ => Ok(root),
     }
 }
 
@@ -52,9 +39,38 @@ pub async fn config(
     platform: Option<&Platform>,
 ) -> Result<Vec<u8>> {
     let default = Platform::default();
-    let m = manifest(client, at, Some(platform.unwrap_or(&default))).await?;
-    let desc = m.config().expect("an image manifest has a config").clone();
-    source(client, at)?
-        .small_blob(&desc, MAX_CONFIG_BYTES)
+    let platform = platform.unwrap_or(&default);
+    match at {
+        Endpoint::Registry(r) => config_from(client, r, platform).await,
+        Endpoint::Layout { dir, tag } => {
+            let layout = Layout::open(dir)?;
+            let r = layout.reference(tag.as_deref())?;
+            config_from(layout, &r, platform).await
+        }
+    }
+}
+
+async fn manifest_from<S: Source>(
+    source: &S,
+    r: &Reference,
+    platform: Option<&Platform>,
+) -> Result<Manifest> {
+    match platform {
+        Some(p) => Ok(oci_model::resolve_manifest(source, r, p)
+            .await
+            .map_err(from_model)?
+            .manifest),
+        None => source
+            .manifest(r)
+            .await
+            .map_err(|e| from_model(oci_model::Error::source(format!("manifest of {r}"), e))),
+    }
+}
+
+async fn config_from<S: Source>(source: S, r: &Reference, platform: &Platform) -> Result<Vec<u8>> {
+    use oci_model::Image;
+    let image = oci_model::resolve(source, r, platform)
         .await
+        .map_err(from_model)?;
+    Ok(image.config_bytes().to_vec())
 }

@@ -1,6 +1,11 @@
 //! Copying images: registry → registry, registry ↔ OCI layout directory,
 //! layout → layout, the way `crane copy` and `skopeo copy` do, daemonless.
 //!
+//! What is copied comes from any [`oci_model::Source`] ([`Copier::copy_from`]:
+//! a registry client, registries with failover, a layout) or is an
+//! [`oci_model::Image`] in hand ([`Copier::push`]: a build result, whose
+//! base layers are mounted from the base's repository).
+//!
 //! A copy reads the source manifest, returns at once when the destination
 //! already has it under the wanted name, and otherwise moves every blob the
 //! destination lacks — at most `jobs` at a time, streamed, so memory stays
@@ -119,6 +124,24 @@ impl Error {
             }
             Self::Io(_) => Action::GiveUp,
         }
+    }
+}
+
+/// An `oci-model` error as this crate's: a source's `registry-client`
+/// error comes back as itself (it names the registry and the request, and
+/// its [`registry_client::Error::action`] drives retries).
+pub(crate) fn from_model(e: oci_model::Error) -> Error {
+    match e {
+        oci_model::Error::Source { what, source } => {
+            match source.downcast::<registry_client::Error>() {
+                Ok(e) => Error::Registry(*e),
+                Err(source) => match source.downcast::<oci_model::Error>() {
+                    Ok(e) => from_model(*e),
+                    Err(source) => Error::Model(oci_model::Error::Source { what, source }),
+                },
+            }
+        }
+        other => Error::Model(other),
     }
 }
 

@@ -43,6 +43,7 @@ mod credentials;
 mod error;
 mod manifests;
 mod retry;
+mod source;
 mod upload;
 
 pub use blobs::{ByteStream, Checkpoint, CheckpointHandle, VerifiedStream};

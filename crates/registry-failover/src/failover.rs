@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use layer_cache::{BlobStream, Fetch};
-use oci_model::{Descriptor, Digest, Manifest, Reference};
+use oci_model::{BlobStream, Descriptor, Digest, Manifest, Reference, Source};
 use oci_push::{Copier, CopyReport, Endpoint};
 use registry_client::{
     Checkpoint, CheckpointHandle, Client, ClientBuilder, RetryPolicy, VerifiedStream,
@@ -347,7 +346,7 @@ impl Failover {
     }
 }
 
-impl Fetch for Failover {
+impl Source for Failover {
     type Error = Error;
 
     async fn manifest(&self, reference: &Reference) -> Result<Manifest> {
@@ -356,6 +355,15 @@ impl Fetch for Failover {
 
     async fn blob(&self, reference: &Reference, desc: &Descriptor) -> Result<BlobStream<Error>> {
         Failover::blob(self, reference, desc).await
+    }
+
+    /// Every registry's bytes go through `registry-client`'s verifier.
+    fn verifies_blobs(&self) -> bool {
+        true
+    }
+
+    fn is_registry(&self) -> bool {
+        true
     }
 }
 

@@ -4,8 +4,8 @@
 //!
 //! Moving parts:
 //! - [`Failover`] resolves manifests ([`Failover::resolve`]) and streams
-//!   blobs ([`Failover::blob`]), and implements [`layer_cache::Fetch`] so
-//!   a worker's layer cache pulls through it. Every byte is verified by
+//!   blobs ([`Failover::blob`]), and implements [`oci_model::Source`] so
+//!   a worker's layer cache (or a copy) pulls through it. Every byte is verified by
 //!   `registry-client` against the digest asked for; a registry serving
 //!   other content fails and the next one is asked.
 //! - [`FailoverConfig`] holds the timeouts (connect, first byte, whole

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use layer_cache::Fetch;
+use oci_model::Source;
 use oci_model::{Descriptor, Digest, Manifest, Reference};
 use registry_failover::{BreakerState, Error, ErrorKind, Failover, FailoverConfig};
 use testkit::{
@@ -105,8 +105,8 @@ impl Pair {
     }
 }
 
-/// Reads a whole blob through the `Fetch` trait.
-async fn read<F: Fetch>(f: &F, r: &Reference, desc: &Descriptor) -> Result<Vec<u8>, F::Error> {
+/// Reads a whole blob through the `Source` trait.
+async fn read<F: Source>(f: &F, r: &Reference, desc: &Descriptor) -> Result<Vec<u8>, F::Error> {
     let mut stream = f.blob(r, desc).await?;
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -115,8 +115,8 @@ async fn read<F: Fetch>(f: &F, r: &Reference, desc: &Descriptor) -> Result<Vec<u
     Ok(out)
 }
 
-/// Resolves through `Fetch` and reads every blob, checking each digest.
-async fn pull_all<F: Fetch>(f: &F, r: &Reference) -> Result<Manifest, F::Error> {
+/// Resolves through `Source` and reads every blob, checking each digest.
+async fn pull_all<F: Source>(f: &F, r: &Reference) -> Result<Manifest, F::Error> {
     let manifest = f.manifest(r).await?;
     let pinned = r.with_digest(manifest.digest().clone());
     let blobs: Vec<Descriptor> = manifest

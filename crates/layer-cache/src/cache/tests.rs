@@ -12,8 +12,16 @@ use oci_model::media_type::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST};
 use serde_json::json;
 use tar::{EntryType, Header};
 
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use oci_model::{BlobStream, Descriptor, Digest, Manifest, Reference, Source};
+
 use super::*;
-use crate::BlobStream;
+use crate::EntryKind;
+use crate::overlay;
+use std::fs;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -21,7 +29,7 @@ struct FakeError(String);
 
 /// An in-memory registry: manifests by tag or digest, blobs by digest.
 #[derive(Default)]
-struct Source {
+struct Fake {
     manifests: Mutex<HashMap<String, Vec<u8>>>,
     blobs: Mutex<HashMap<Digest, Vec<u8>>>,
     /// Blob GETs per digest.
@@ -30,7 +38,7 @@ struct Source {
     offline: AtomicBool,
 }
 
-impl Source {
+impl Fake {
     fn blob_gets(&self, digest: &Digest) -> usize {
         lock(&self.blob_gets).get(digest).copied().unwrap_or(0)
     }
@@ -40,7 +48,7 @@ impl Source {
     }
 }
 
-impl Fetch for Source {
+impl Source for Fake {
     type Error = FakeError;
 
     async fn manifest(&self, reference: &Reference) -> Result<Manifest, FakeError> {
@@ -169,12 +177,12 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Publishes an image under `tag`; returns its manifest digest.
-fn publish(source: &Source, tag: &str, layers: &[TestLayer]) -> Digest {
+fn publish(source: &Fake, tag: &str, layers: &[TestLayer]) -> Digest {
     publish_with(source, tag, layers, None)
 }
 
 fn publish_with(
-    source: &Source,
+    source: &Fake,
     tag: &str,
     layers: &[TestLayer],
     diff_ids: Option<Vec<Digest>>,
@@ -247,7 +255,7 @@ fn tmp_is_empty(root: &Path) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_pulls_download_and_unpack_once() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let layers: Vec<TestLayer> = (0..3)
         .map(|i| TestLayer::files(&[(&format!("l{i}/data"), noise(i, 100_000))]))
         .collect();
@@ -284,7 +292,7 @@ async fn fifty_concurrent_pulls_download_and_unpack_once() {
 #[tokio::test]
 async fn cached_digest_reference_needs_no_network() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let digest = publish(&source, "v1", &[TestLayer::files(&[("a", b"a".to_vec())])]);
     let cache = open(dir.path(), 1 << 30).await;
     assert!(cache.get(&pinned("v1", &digest)).await.unwrap().is_none());
@@ -310,7 +318,7 @@ async fn cached_digest_reference_needs_no_network() {
 #[tokio::test]
 async fn index_resolves_to_the_platform_and_is_remembered() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let amd = publish(
         &source,
         "amd",
@@ -357,7 +365,7 @@ async fn index_resolves_to_the_platform_and_is_remembered() {
 async fn bad_blobs_are_refused_and_leave_nothing() {
     for case in ["wrong digest", "too long", "too short", "wrong manifest"] {
         let dir = tempfile::tempdir().unwrap();
-        let source = Source::default();
+        let source = Fake::default();
         let layer = TestLayer::files(&[("f", noise(1, 50_000))]);
         let digest = publish(&source, "v1", std::slice::from_ref(&layer));
         {
@@ -456,7 +464,7 @@ async fn hostile_layers_are_refused_and_leave_nothing() {
     fs::write(outside.path().join("victim"), b"v").unwrap();
     for (name, layer, want) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let source = Source::default();
+        let source = Fake::default();
         let good = TestLayer::files(&[("ok", b"fine".to_vec())]);
         publish(&source, "v1", &[good, layer.clone()]);
         let cache = open(dir.path(), 1 << 30).await;
@@ -483,7 +491,7 @@ async fn hostile_layers_are_refused_and_leave_nothing() {
 #[tokio::test]
 async fn whiteouts_become_overlayfs_whiteouts() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let base = TestLayer::files(&[("etc/gone", b"x".to_vec()), ("opq/old", b"y".to_vec())]);
     let top = Tar::new()
         .raw(EntryType::Directory, "etc/", "", b"")
@@ -513,7 +521,7 @@ async fn whiteouts_become_overlayfs_whiteouts() {
 #[tokio::test]
 async fn diff_id_mismatch_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let layer = TestLayer::files(&[("f", b"data".to_vec())]);
     let wrong = Digest::of(b"not the tar");
     publish_with(
@@ -534,7 +542,7 @@ async fn diff_id_mismatch_is_refused() {
 
 /// Three images of ~123 KiB each (a 62 KiB blob, its 60 KiB unpacked
 /// layer, 1 KiB of manifest and config) for a cache of [`SMALL`].
-async fn three_images(source: &Source) -> Vec<Digest> {
+async fn three_images(source: &Fake) -> Vec<Digest> {
     ["a", "b", "c"]
         .iter()
         .enumerate()
@@ -561,7 +569,7 @@ async fn has(cache: &Cache, tag: &str, digest: &Digest) -> bool {
 #[tokio::test]
 async fn eviction_is_least_recently_used_first() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let d = three_images(&source).await;
     let cache = open(dir.path(), SMALL).await;
     drop(cache.pull(&reference("a"), &source).await.unwrap());
@@ -594,7 +602,7 @@ async fn eviction_is_least_recently_used_first() {
 }
 
 /// The hex digest of the only layer blob of the image tagged `tag`.
-fn d_blob(source: &Source, tag: &str) -> String {
+fn d_blob(source: &Fake, tag: &str) -> String {
     let m = Manifest::from_bytes(lock(&source.manifests)[tag].clone(), None).unwrap();
     m.layers()[0].digest.hex().to_owned()
 }
@@ -602,7 +610,7 @@ fn d_blob(source: &Source, tag: &str) -> String {
 #[tokio::test]
 async fn pinned_images_survive_eviction_and_come_back_when_released() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let d = three_images(&source).await;
     let cache = open(dir.path(), SMALL).await;
     let a = cache.pull(&reference("a"), &source).await.unwrap();
@@ -639,7 +647,7 @@ async fn pinned_images_survive_eviction_and_come_back_when_released() {
 #[tokio::test]
 async fn released_pins_rejoin_the_lru_order() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let d = three_images(&source).await;
     let cache = open(dir.path(), SMALL).await;
     let a = cache.pull(&reference("a"), &source).await.unwrap();
@@ -658,7 +666,7 @@ async fn released_pins_rejoin_the_lru_order() {
 #[tokio::test]
 async fn reopen_rebuilds_the_index_and_drops_partial_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let digest = publish(&source, "v1", &[TestLayer::files(&[("f", b"x".to_vec())])]);
     let cache = open(dir.path(), 1 << 30).await;
     drop(cache.pull(&reference("v1"), &source).await.unwrap());
@@ -732,7 +740,7 @@ async fn unknown_layout_version_is_refused() {
 #[tokio::test]
 async fn verify_finds_damage_and_the_next_pull_repairs_it() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let l1 = TestLayer::files(&[("one", noise(1, 10_000))]);
     let l2 = TestLayer::files(&[("two", noise(2, 10_000))]);
     let digest = publish(&source, "v1", &[l1.clone(), l2.clone()]);
@@ -788,7 +796,7 @@ async fn verify_finds_damage_and_the_next_pull_repairs_it() {
 #[tokio::test]
 async fn prewarm_pulls_in_parallel_and_reports_each() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let d = three_images(&source).await;
     let cache = open(dir.path(), 1 << 30).await;
     let results = cache
@@ -819,7 +827,7 @@ async fn prewarm_pulls_in_parallel_and_reports_each() {
 #[tokio::test]
 async fn images_in_use_by_another_opener_are_never_evicted() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Source::default();
+    let source = Fake::default();
     let d = three_images(&source).await;
     // One opener pulls `a` and closes the cache while it still uses the
     // image (a CLI process running a container does exactly this).
