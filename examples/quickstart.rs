@@ -6,9 +6,10 @@
 //! 2. a function is validated and built on it with `oci-build` (base
 //!    layers reused, one code layer, user 1000, reproducible digest) and
 //!    copied into an OCI layout with `oci-push`;
-//! 3. the layout is pulled into a `layer-cache` and the function runs in a
-//!    `sandbox-run` container (no network, read-only root, uid 1000), with
-//!    its inputs in `/io/inputs.json`; its output is printed.
+//! 3. the layout is pulled into a `layer-cache` and `function-run` invokes
+//!    the handler in a `sandbox-run` container (no network, read-only
+//!    root, uid 1000, a private `/io` holding `inputs.json`); its output is
+//!    printed.
 //!
 //! Run: `scripts/quickstart [DIR]`, or `cargo run --example quickstart
 //! [DIR]` once libseccomp-dev is installed (default `target/quickstart`).
@@ -19,11 +20,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use function_run::Reply;
 use layer_cache::{Cache, CacheConfig};
 use oci_build::{Builder, FunctionSpec};
 use oci_model::Layout;
 use oci_push::{Copier, Endpoint};
-use sandbox_run::{Launcher, Output, RootFs, RunSpec, Sandbox, SandboxConfig};
+use sandbox_run::{Launcher, RootFs, Sandbox, SandboxConfig};
 
 const LAUNCHER_ARG: &str = "__sandbox-launch";
 
@@ -105,48 +107,41 @@ async fn quickstart(root: &Path) -> Result<()> {
     let cache = Cache::open(CacheConfig::new(root.join("layer-cache"))).await?;
     let layout = Layout::open(&image_dir)?;
     let cached = cache.pull(&layout.reference(Some("v1"))?, &layout).await?;
-    let io = root.join("io");
-    std::fs::create_dir_all(&io)?;
-    std::fs::write(
-        io.join("inputs.json"),
-        r#"{"text": "a daemonless OCI toolkit that talks directly to registries"}"#,
-    )?;
-    std::os::unix::fs::chown(&io, Some(1000), Some(1000))?;
-    let mut run = RunSpec::from_image_config(
-        RootFs::Overlay {
-            lower: cached.lower_dirs(),
-        },
-        &cached.config,
-        None,
-    );
-    run.io_dir = Some(io.clone());
-    run.output = Output::Capture {
-        max_bytes: 64 << 10,
+    let rootfs = RootFs::Overlay {
+        lower: cached.lower_dirs(),
     };
+    let inputs =
+        serde_json::json!({"text": "a daemonless OCI toolkit that talks directly to registries"});
     let launcher = Launcher::new(std::env::current_exe()?).with_args([LAUNCHER_ARG]);
-    let config = SandboxConfig {
-        state_root: root.join("sandbox"),
-        cgroup_parent: "hoist-quickstart".into(),
-        ..SandboxConfig::new(launcher)
-    };
-    let result = tokio::task::spawn_blocking(move || -> Result<sandbox_run::RunResult> {
+    let mut config = SandboxConfig::new(launcher);
+    config.state_root = root.join("sandbox");
+    config.cgroup_parent = "hoist-quickstart".into();
+    let image_config = cached.config.clone();
+    let done = tokio::task::spawn_blocking(move || -> Result<function_run::Invocation> {
         let sandbox = Sandbox::new(config)?;
         sandbox.sweep()?;
-        Ok(sandbox.run(&run)?)
+        Ok(function_run::invoke(
+            &sandbox,
+            rootfs,
+            &image_config,
+            &inputs,
+            &function_run::Options::default(),
+        )?)
     })
     .await??;
     println!(
         "ran in {:.1} ms: {:?}",
-        result.duration.as_secs_f64() * 1e3,
-        result.outcome
+        done.duration.as_secs_f64() * 1e3,
+        done.outcome
     );
-    let output = std::fs::read_to_string(io.join("output.json")).with_context(|| {
-        format!(
-            "no output; stderr: {}",
-            String::from_utf8_lossy(&result.stderr)
-        )
-    })?;
-    println!("output: {output}");
+    match done.reply {
+        Reply::Output(output) => println!("output: {}", serde_json::Value::Object(output)),
+        other => bail!(
+            "no output: {}; stderr: {}",
+            other.to_json()["error"],
+            String::from_utf8_lossy(&done.stderr)
+        ),
+    }
     Ok(())
 }
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use function_run::Reply;
+use image_pull::{PullConfig, Puller};
 use layer_cache::{Cache, CacheConfig, CachedImage};
-use oci_model::{Layout, Platform};
-use oci_push::Endpoint;
+use oci_model::{Endpoint, Platform};
 use registry_client::ClientBuilder;
-use registry_failover::{Failover, FailoverConfig};
 use sandbox_run::{Launcher, Network, Outcome, Output, RootFs, RunSpec, Sandbox, SandboxConfig};
 
 use crate::Global;
@@ -86,6 +86,12 @@ pub(crate) struct InvokeArgs {
     /// The handler's inputs: a JSON object.
     #[arg(long, value_name = "FILE")]
     inputs: PathBuf,
+    /// Size of the function's private /io (a tmpfs counted in --memory).
+    #[arg(long, default_value = "64m", value_parser = parse_bytes, value_name = "SIZE")]
+    io_size: u64,
+    /// Largest output.json read back.
+    #[arg(long, default_value = "16m", value_parser = parse_bytes, value_name = "SIZE")]
+    max_output: u64,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
@@ -142,50 +148,53 @@ pub(crate) async fn invoke(
     builder: ClientBuilder,
     args: InvokeArgs,
 ) -> Result<ExitCode> {
-    let inputs =
+    let text =
         std::fs::read(&args.inputs).with_context(|| format!("read {}", args.inputs.display()))?;
-    let parsed: serde_json::Value = serde_json::from_slice(&inputs)
+    let inputs: serde_json::Value = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not JSON", args.inputs.display()))?;
-    if !parsed.is_object() {
+    if !inputs.is_object() {
         bail!(
             "{}: the inputs must be a JSON object",
             args.inputs.display()
         );
     }
     let image = pull(g, builder, &args.image, &args.sandbox).await?;
-
-    // The function runs as uid 1000 and reads and writes /io only.
-    let io = tempfile::Builder::new()
-        .prefix("hoist-io-")
-        .tempdir()
-        .context("create the /io directory")?;
-    std::fs::write(io.path().join("inputs.json"), &inputs).context("write inputs.json")?;
-    let mut spec = spec(&image, &args.sandbox, None);
-    std::os::unix::fs::chown(io.path(), Some(spec.uid), Some(spec.gid))
-        .context("hand /io to the function's user")?;
-    spec.io_dir = Some(io.path().to_owned());
-    let result = sandboxed(spec).await?;
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    if !stderr.is_empty() && (g.verbose || !matches!(result.outcome, Outcome::Exited(0))) {
+    let rootfs = RootFs::Overlay {
+        lower: image.lower_dirs(),
+    };
+    let mut options = function_run::Options::default();
+    options.limits = limits(&args.sandbox);
+    options.network = network(&args.sandbox);
+    options.env = args.sandbox.env.clone();
+    options.io_bytes = args.io_size;
+    options.max_output_bytes = args.max_output;
+    let config = image.config.clone();
+    let sandbox = sandbox()?;
+    let done = tokio::task::spawn_blocking(move || {
+        function_run::invoke(&sandbox, rootfs, &config, &inputs, &options)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the invocation failed: {e}"))??;
+    drop(image);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    if !stderr.is_empty() && (g.verbose || !done.reply.is_output()) {
         eprint!("{stderr}");
     }
-
-    let output = match std::fs::read(io.path().join("output.json")) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "the function wrote no output ({})",
-            describe(&result.outcome, &args.sandbox)
-        ),
-        Err(e) => return Err(e).context("read output.json"),
+    let printed = match &done.reply {
+        Reply::Output(output) => serde_json::Value::Object(output.clone()),
+        failed => {
+            let json = failed.to_json();
+            if let Reply::Failed(why) = failed {
+                eprintln!("hoist: the function failed: {why}");
+            }
+            serde_json::json!({ "error": json["error"] })
+        }
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(&output).context("the function's output.json is not JSON")?;
-    println!("{}", serde_json::to_string_pretty(&value)?);
-    let failed = value.get("error").is_some() || !matches!(result.outcome, Outcome::Exited(0));
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
+    println!("{}", serde_json::to_string_pretty(&printed)?);
+    Ok(if done.reply.is_output() {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 
@@ -251,8 +260,7 @@ pub(crate) async fn cache(g: &Global, args: CacheArgs) -> Result<ExitCode> {
 ///
 /// The cache is closed again before the container starts, so that other
 /// `hoist` processes sharing the directory (which wait for it) are not
-/// held up for a whole run; this process's pin only guards against its
-/// own evictions.
+/// held up for a whole run; the image's pins keep its layers.
 async fn pull(
     g: &Global,
     builder: ClientBuilder,
@@ -264,37 +272,13 @@ async fn pull(
         config.platform = p.clone();
     }
     let cache = Cache::open(config).await.context("open the layer cache")?;
-    let cached = match image {
-        Endpoint::Registry(reference) => {
-            // A digest already in the cache needs no registry at all (and
-            // no HTTP client, whose TLS roots take milliseconds to load).
-            if reference.digest().is_some()
-                && let Some(image) = cache.get(reference).await?
-            {
-                return Ok(image);
-            }
-            let mut registries = vec![reference.registry().to_owned()];
-            registries.extend(args.mirrors.iter().cloned());
-            let timeout = Duration::from_secs(g.registry_timeout);
-            let config = FailoverConfig {
-                connect_timeout: timeout,
-                first_byte_timeout: timeout,
-                blob_timeout: args.blob_timeout,
-                ..FailoverConfig::default()
-            };
-            let failover = Failover::from_client_builder(builder, registries, config)?;
-            cache.pull(reference, &failover).await
-        }
-        Endpoint::Layout { dir, tag } => {
-            if !args.mirrors.is_empty() {
-                bail!("--mirror applies to registry images, not to {image}");
-            }
-            let layout = Layout::open(dir)?;
-            let reference = layout.reference(tag.as_deref())?;
-            cache.pull(&reference, &layout).await
-        }
-    };
-    cached.with_context(|| format!("pull {image}"))
+    let timeout = Duration::from_secs(g.registry_timeout);
+    let mut pull = PullConfig::default();
+    pull.mirrors = args.mirrors.clone();
+    pull.failover.connect_timeout = timeout;
+    pull.failover.first_byte_timeout = timeout;
+    pull.failover.blob_timeout = args.blob_timeout;
+    Ok(Puller::new(cache, builder, pull).pull(image).await?)
 }
 
 fn cache_dir(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -310,41 +294,47 @@ fn spec(image: &CachedImage, args: &SandboxArgs, command: Option<Vec<String>>) -
         lower: image.lower_dirs(),
     };
     let mut spec = RunSpec::from_image_config(rootfs, &image.config, command);
-    spec.limits.memory_bytes = args.memory;
-    spec.limits.cpus = args.cpus;
-    spec.limits.pids = args.pids;
-    spec.limits.tmp_bytes = args.tmp_size;
-    spec.limits.timeout = args.timeout;
-    spec.network = match args.network {
-        NetworkArg::None => Network::None,
-        NetworkArg::Host => Network::Host,
-    };
+    spec.limits = limits(args);
+    spec.network = network(args);
     spec.env.extend(args.env.iter().cloned());
     spec
 }
 
-/// Runs `spec` in a sandbox whose launcher is this very binary, after
-/// sweeping what crashed runs left behind.
-async fn sandboxed(spec: RunSpec) -> Result<sandbox_run::RunResult> {
-    let exe = std::env::current_exe().context("find the hoist binary")?;
-    let config = SandboxConfig::new(Launcher::new(exe).with_args([LAUNCHER_ARG]));
-    tokio::task::spawn_blocking(move || -> Result<sandbox_run::RunResult> {
-        let sandbox = Sandbox::new(config).context("set up the sandbox")?;
-        sandbox.sweep().context("sweep leftovers of earlier runs")?;
-        Ok(sandbox.run(&spec)?)
-    })
-    .await
-    .context("the sandbox thread panicked")?
+fn limits(args: &SandboxArgs) -> sandbox_run::Limits {
+    let mut limits = sandbox_run::Limits::default();
+    limits.memory_bytes = args.memory;
+    limits.cpus = args.cpus;
+    limits.pids = args.pids;
+    limits.tmp_bytes = args.tmp_size;
+    limits.timeout = args.timeout;
+    limits
 }
 
-fn describe(outcome: &Outcome, args: &SandboxArgs) -> String {
-    match outcome {
-        Outcome::Exited(c) => format!("exit code {c}"),
-        Outcome::Signaled(s) => format!("killed by signal {s}"),
-        Outcome::TimedOut => format!("timed out after {}", humantime(args.timeout)),
-        Outcome::OomKilled => format!("out of memory at the {} limit", bytes(args.memory)),
-        Outcome::FailedToStart(why) => format!("did not start: {why}"),
+fn network(args: &SandboxArgs) -> Network {
+    match args.network {
+        NetworkArg::None => Network::None,
+        NetworkArg::Host => Network::Host,
     }
+}
+
+/// The sandbox, whose launcher is this very binary, after sweeping what
+/// crashed runs left behind.
+fn sandbox() -> Result<Sandbox> {
+    let exe = std::env::current_exe().context("find the hoist binary")?;
+    let sandbox = Sandbox::new(SandboxConfig::new(
+        Launcher::new(exe).with_args([LAUNCHER_ARG]),
+    ))
+    .context("set up the sandbox")?;
+    sandbox.sweep().context("sweep leftovers of earlier runs")?;
+    Ok(sandbox)
+}
+
+/// Runs `spec` in the sandbox on the blocking pool.
+async fn sandboxed(spec: RunSpec) -> Result<sandbox_run::RunResult> {
+    let sandbox = sandbox()?;
+    tokio::task::spawn_blocking(move || Ok(sandbox.run(&spec)?))
+        .await
+        .map_err(|e| anyhow::anyhow!("the sandbox thread failed: {e}"))?
 }
 
 fn exit_code(code: i32) -> ExitCode {

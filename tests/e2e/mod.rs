@@ -5,6 +5,7 @@ mod build;
 mod cli;
 mod copy;
 mod faults;
+mod functions;
 mod hostile;
 mod peer;
 mod run;

@@ -59,6 +59,7 @@ pub const REQUIREMENTS: &str = "requirements.txt";
 
 /// What a function may contain.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Policy {
     /// Modules that may not be imported; their submodules are denied too.
     pub denied_modules: Vec<String>,

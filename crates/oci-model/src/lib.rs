@@ -18,6 +18,7 @@
 
 mod atomic;
 mod digest;
+mod endpoint;
 mod image;
 mod layout;
 mod manifest;
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 
 pub use atomic::write_atomic;
 pub use digest::{Digest, Digester, Hashing};
+pub use endpoint::Endpoint;
 pub use image::{
     BlobStream, Image, MAX_CONFIG_BYTES, Resolved, Source, SourceImage, read_blob, resolve,
     resolve_manifest,
@@ -63,6 +65,14 @@ pub enum Error {
         /// The text given.
         reference: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// An image location (`REF` or `oci:DIR[:TAG]`) that does not parse.
+    #[error("invalid image location `{input}`: {reason}")]
+    InvalidEndpoint {
+        /// The text given.
+        input: String,
+        /// Why.
         reason: String,
     },
     /// A platform that is not `os/arch[/variant]`.

@@ -15,11 +15,12 @@ use std::sync::Mutex;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use oci_model::media_type::ManifestKind;
-use oci_model::{Descriptor, Digest, Image, Layout, Manifest, Platform, Reference, Source};
+use oci_model::{
+    Descriptor, Digest, Endpoint, Image, Layout, Manifest, Platform, Reference, Source,
+};
 use registry_client::{Action, BlobSource, ByteStream, Client, PushOutcome};
 use tokio::sync::Semaphore;
 
-use crate::endpoint::Endpoint;
 use crate::source::{Origin, with_progress};
 use crate::{Error, Event, Result, from_model};
 

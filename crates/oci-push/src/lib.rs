@@ -35,15 +35,14 @@
 //! ```
 
 mod copy;
-mod endpoint;
 mod inspect;
 mod source;
 
 use oci_model::Digest;
 
 pub use copy::{BlobHow, Copier, CopyReport, Progress};
-pub use endpoint::Endpoint;
 pub use inspect::{config, manifest};
+pub use oci_model::Endpoint;
 
 /// Progress of a copy.
 #[derive(Clone, Debug)]
@@ -89,13 +88,13 @@ pub enum Error {
     /// A reference, manifest or layout problem.
     #[error(transparent)]
     Model(#[from] oci_model::Error),
-    /// A source or destination that does not parse.
-    #[error("invalid image location `{input}`: {reason}")]
-    InvalidEndpoint {
-        /// The text given.
-        input: String,
-        /// Why.
-        reason: String,
+    /// A child manifest asked of a single image.
+    #[error("{reference} is one image: it has no child manifest {digest}")]
+    NotAnIndex {
+        /// The image.
+        reference: String,
+        /// The child asked for.
+        digest: Digest,
     },
     /// An index entry whose media type is not the manifest's own.
     #[error("index entry {digest} says `{declared}` but the manifest is `{actual}`")]
@@ -119,7 +118,7 @@ impl Error {
         match self {
             Self::Registry(e) => e.action(),
             Self::Model(oci_model::Error::DigestMismatch { .. }) => Action::Retry,
-            Self::Model(_) | Self::InvalidEndpoint { .. } | Self::MediaTypeMismatch { .. } => {
+            Self::Model(_) | Self::NotAnIndex { .. } | Self::MediaTypeMismatch { .. } => {
                 Action::GiveUp
             }
             Self::Io(_) => Action::GiveUp,

@@ -96,9 +96,9 @@ impl<I: Image> Origin for ImageOrigin<'_, I> {
     fn manifest<'a>(&'a self, desc: &'a Descriptor) -> BoxFuture<'a, Result<Manifest>> {
         // An image's children are blobs only; an index never reaches here.
         Box::pin(async move {
-            Err(Error::InvalidEndpoint {
-                input: self.0.reference().to_string(),
-                reason: format!("an image has no child manifest {}", desc.digest),
+            Err(Error::NotAnIndex {
+                reference: self.0.reference().to_string(),
+                digest: desc.digest.clone(),
             })
         })
     }

@@ -41,8 +41,9 @@ pub(crate) struct Inner {
     pub(crate) chunk_size: Option<u64>,
 }
 
-/// Builds a [`Client`].
-#[derive(Debug)]
+/// Builds a [`Client`]. Cloning it lets one configuration make several
+/// clients (each with its own timeouts).
+#[derive(Clone, Debug)]
 pub struct ClientBuilder {
     credentials: CredentialStore,
     plain_http_hosts: Vec<String>,

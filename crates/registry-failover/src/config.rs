@@ -17,6 +17,7 @@ use std::time::Duration;
 /// assert_eq!(config.breaker_failures, 3);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FailoverConfig {
     /// The longest wait for a connection to a registry.
     pub connect_timeout: Duration,

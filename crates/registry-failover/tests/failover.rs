@@ -24,16 +24,22 @@ struct Pair {
 
 /// A config quick enough for tests: short timeouts, one extra round.
 fn quick() -> FailoverConfig {
-    FailoverConfig {
-        connect_timeout: Duration::from_secs(1),
-        first_byte_timeout: Duration::from_millis(500),
-        blob_timeout: Duration::from_secs(20),
-        breaker_failures: 3,
-        breaker_cool_down: Duration::from_secs(30),
-        rounds: 1,
-        round_backoff: Duration::from_millis(10),
-        round_backoff_max: Duration::from_millis(20),
-    }
+    quick_with(|_| {})
+}
+
+/// [`quick`] with changes.
+fn quick_with(change: impl FnOnce(&mut FailoverConfig)) -> FailoverConfig {
+    let mut c = FailoverConfig::default();
+    c.connect_timeout = Duration::from_secs(1);
+    c.first_byte_timeout = Duration::from_millis(500);
+    c.blob_timeout = Duration::from_secs(20);
+    c.breaker_failures = 3;
+    c.breaker_cool_down = Duration::from_secs(30);
+    c.rounds = 1;
+    c.round_backoff = Duration::from_millis(10);
+    c.round_backoff_max = Duration::from_millis(20);
+    change(&mut c);
+    c
 }
 
 impl Pair {
@@ -292,10 +298,9 @@ async fn cut_blob_resumes_where_it_broke() {
 
     // A breaker that opens at the first failure: the resume goes on to B.
     p.pa.reset_log();
-    let f = p.failover(FailoverConfig {
-        breaker_failures: 1,
-        ..quick()
-    });
+    let f = p.failover(quick_with(|c| {
+        c.breaker_failures = 1;
+    }));
     p.pa.add(Rule::new(&path, Fault::DropConnection { after_bytes: cut }).times(1));
     let bytes = read(&f, &p.reference(), &layer).await.unwrap();
     assert_eq!(Digest::of(&bytes), layer.digest);
@@ -372,11 +377,10 @@ async fn corrupt_content_on_the_primary_is_never_kept() {
 async fn breaker_opens_on_server_errors_and_half_opens_after_cool_down() {
     let p = Pair::start().await;
     let cool_down = Duration::from_millis(800);
-    let f = p.failover(FailoverConfig {
-        breaker_failures: 2,
-        breaker_cool_down: cool_down,
-        ..quick()
-    });
+    let f = p.failover(quick_with(|c| {
+        c.breaker_failures = 2;
+        c.breaker_cool_down = cool_down;
+    }));
     p.pa.add(Rule::new("/v2/", Fault::Status(500)));
     pull_all(&f, &p.reference()).await.unwrap();
     let m = f.metrics();
@@ -420,10 +424,9 @@ async fn breaker_opens_on_server_errors_and_half_opens_after_cool_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secondary_with_other_content_under_the_tag_is_never_substituted() {
     let p = Pair::start_with_b(false).await;
-    let f = p.failover(FailoverConfig {
-        breaker_failures: 1,
-        ..quick()
-    });
+    let f = p.failover(quick_with(|c| {
+        c.breaker_failures = 1;
+    }));
     let (pinned, _) = f.resolve(&p.reference()).await.unwrap();
     assert_eq!(pinned.digest(), Some(&p.image.manifest_digest));
 

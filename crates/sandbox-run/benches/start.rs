@@ -128,11 +128,11 @@ fn main() {
     let bundle = rootfs.parent().unwrap().to_owned();
     let mut config = bundle_config(&rootfs);
 
-    let sandbox = Sandbox::new(SandboxConfig {
-        state_root: work.path().join("state"),
-        cgroup_parent: PARENT.into(),
-        launcher: Launcher::new(env!("CARGO_BIN_EXE_sandbox-launcher")),
-    })
+    let sandbox = Sandbox::new(
+        SandboxConfig::new(Launcher::new(env!("CARGO_BIN_EXE_sandbox-launcher")))
+            .with_state_root(work.path().join("state"))
+            .with_cgroup_parent(PARENT),
+    )
     .unwrap();
     let spec = RunSpec::new(RootFs::Dir(rootfs.clone()), vec!["true".into()]);
     let hybrid = Path::new("/sys/fs/cgroup/unified").exists();

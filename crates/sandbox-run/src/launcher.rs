@@ -22,7 +22,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup;
-use crate::spec::{Outcome, RootFs};
+use crate::spec::{Collected, Io, Outcome, RootFs};
 
 /// How to start the launcher process.
 ///
@@ -87,6 +87,11 @@ pub(crate) struct Request {
     pub isolate_network: bool,
     /// Size of the in-memory upper layer of an overlay root.
     pub scratch_bytes: u64,
+    /// The private `/io`, mounted at `bundle/io`.
+    pub io: Option<Io>,
+    /// The container's user and group, who own `/io`.
+    pub uid: u32,
+    pub gid: u32,
     /// The runtime spec; its `root.path` is already final.
     pub config: serde_json::Value,
 }
@@ -94,8 +99,9 @@ pub(crate) struct Request {
 /// What the launcher answers.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Report {
-    /// The container ran (or could not start) and was removed.
-    Done(Outcome),
+    /// The container ran (or could not start) and was removed; its `/io`
+    /// outputs were collected.
+    Done(Outcome, Vec<Collected>),
     /// The sandbox machinery failed.
     Failed(String),
 }
@@ -173,12 +179,18 @@ fn run(request: &Request) -> Report {
         return Report::Failed(e);
     }
     let report = match prepare_bundle(request) {
-        Ok(()) => Report::Done(run_container(request)),
+        Ok(()) => {
+            let outcome = run_container(request);
+            match collect_io(request) {
+                Ok(outputs) => Report::Done(outcome, outputs),
+                Err(e) => Report::Failed(e),
+            }
+        }
         Err(e) => Report::Failed(e),
     };
     let cleanup = clean_up(request);
     match (report, cleanup) {
-        (Report::Done(_), Err(e)) => Report::Failed(e),
+        (Report::Done(..), Err(e)) => Report::Failed(e),
         (report, _) => report,
     }
 }
@@ -251,6 +263,9 @@ fn prepare_bundle(request: &Request) -> Result<(), String> {
         )
         .map_err(|e| format!("mount overlay root ({options}): {e}"))?;
     }
+    if let Some(io) = &request.io {
+        crate::io::prepare(io, &request.bundle.join("io"), request.uid, request.gid)?;
+    }
     let config = request.bundle.join("config.json");
     let bytes = serde_json::to_vec(&request.config).map_err(|e| e.to_string())?;
     std::fs::write(&config, bytes).map_err(|e| io("write", &config, e))
@@ -301,6 +316,19 @@ fn run_container(request: &Request) -> Outcome {
     }
 }
 
+/// Collects the `/io` outputs once no process of the container is left
+/// (the init is reaped; its pid namespace's other processes are killed
+/// with it, and the cgroup is killed again here for good measure).
+fn collect_io(request: &Request) -> Result<Vec<Collected>, String> {
+    let Some(io) = &request.io else {
+        return Ok(Vec::new());
+    };
+    let dirs =
+        cgroup::container_dirs(&request.cgroup_parent, &request.id).map_err(|e| e.to_string())?;
+    cgroup::kill_all(&dirs).map_err(|e| e.to_string())?;
+    crate::io::collect(io, &request.bundle.join("io"))
+}
+
 /// Removes the cgroups, state and bundle of the container, whatever
 /// libcontainer left.
 fn clean_up(request: &Request) -> Result<(), String> {
@@ -311,6 +339,9 @@ fn clean_up(request: &Request) -> Result<(), String> {
         for dir in ["rootfs", "scratch"] {
             let _ = umount2(&request.bundle.join(dir), MntFlags::MNT_DETACH);
         }
+    }
+    if request.io.is_some() {
+        let _ = umount2(&request.bundle.join("io"), MntFlags::MNT_DETACH);
     }
     for dir in [request.state.join(&request.id), request.bundle.clone()] {
         match std::fs::remove_dir_all(&dir) {

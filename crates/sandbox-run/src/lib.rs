@@ -50,6 +50,7 @@
 
 mod cgroup;
 mod error;
+mod io;
 mod launcher;
 mod oci;
 mod sandbox;
@@ -59,4 +60,6 @@ mod spec;
 pub use error::{Error, Result};
 pub use launcher::{Launcher, launcher_main};
 pub use sandbox::{Sandbox, SandboxConfig, SweepReport};
-pub use spec::{Limits, Network, Outcome, Output, RootFs, RunResult, RunSpec};
+pub use spec::{
+    Collected, Io, Limits, Network, Outcome, Output, Refusal, RootFs, RunResult, RunSpec,
+};

@@ -78,17 +78,39 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<()> {
         },
         RootFs::Dir(_) => Ok(()),
     }?;
-    if let Some(io) = &spec.io_dir
-        && !io.is_absolute()
-    {
-        return invalid(format!("io directory {} is not absolute", io.display()));
+    if let Some(io) = &spec.io {
+        if !io.dir.is_absolute() {
+            return invalid(format!("io directory {} is not absolute", io.dir.display()));
+        }
+        if io.size_bytes == 0 || io.max_output_bytes == 0 {
+            return invalid("io size and output limits must be positive".into());
+        }
+        if let Some(bad) = io
+            .inputs
+            .iter()
+            .chain(&io.outputs)
+            .find(|n| !is_plain_name(n))
+        {
+            return invalid(format!("io file name {bad:?} is not a plain file name"));
+        }
     }
     Ok(())
 }
 
-/// The `config.json` of a container whose root is at `root_path` and whose
-/// cgroup is `cgroups_path`.
-pub(crate) fn config(spec: &RunSpec, root_path: &Path, cgroups_path: &str) -> Value {
+/// A single path component: no `/`, not `.` or `..`, no NUL.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+/// The `config.json` of a container whose root is at `root_path`, whose
+/// cgroup is `cgroups_path` and whose `/io` (when the spec has one) is the
+/// launcher's tmpfs at `io_path`.
+pub(crate) fn config(
+    spec: &RunSpec,
+    root_path: &Path,
+    cgroups_path: &str,
+    io_path: &Path,
+) -> Value {
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_owned());
@@ -111,9 +133,11 @@ pub(crate) fn config(spec: &RunSpec, root_path: &Path, cgroups_path: &str) -> Va
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "nodev", "mode=1777", format!("size={}", spec.limits.tmp_bytes)]}),
     ];
-    if let Some(io) = &spec.io_dir {
-        mounts.push(json!({"destination": "/io", "type": "bind", "source": io,
-                           "options": ["rbind", "rw", "nosuid", "nodev"]}));
+    if spec.io.is_some() {
+        mounts.push(
+            json!({"destination": "/io", "type": "bind", "source": io_path,
+                           "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]}),
+        );
     }
     json!({
         "ociVersion": "1.0.2",
@@ -164,10 +188,15 @@ mod tests {
     #[test]
     fn config_parses_as_runtime_spec_with_the_defaults() {
         let mut run = spec();
-        run.io_dir = Some("/data/io".into());
+        run.io = Some(crate::Io::new("/data/io"));
         run.env = vec!["A=b".into()];
-        let spec: Spec =
-            serde_json::from_value(config(&run, Path::new("/b/rootfs"), "/hoist/x")).unwrap();
+        let spec: Spec = serde_json::from_value(config(
+            &run,
+            Path::new("/b/rootfs"),
+            "/hoist/x",
+            Path::new("/b/io"),
+        ))
+        .unwrap();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.user().uid(), 1000);
         assert_eq!(process.no_new_privileges(), Some(true));
@@ -207,7 +236,11 @@ mod tests {
                 .unwrap()
                 .contains(&format!("size={}", 512 << 20))
         );
-        assert!(mounts.iter().any(|m| m.destination() == Path::new("/io")));
+        let io = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/io"))
+            .unwrap();
+        assert_eq!(io.source().as_deref(), Some(Path::new("/b/io")));
     }
 
     #[test]
@@ -240,6 +273,18 @@ mod tests {
                 "overlay layer",
             ),
             (Box::new(|s| s.rootfs = RootFs::Dir("rel".into())), "root"),
+            (
+                Box::new(|s| {
+                    let mut io = crate::Io::new("/io-dir");
+                    io.outputs = vec!["../etc/passwd".into()];
+                    s.io = Some(io);
+                }),
+                "plain file name",
+            ),
+            (
+                Box::new(|s| s.io = Some(crate::Io::new("relative"))),
+                "not absolute",
+            ),
         ];
         for (change, expected) in cases {
             let mut run = spec();

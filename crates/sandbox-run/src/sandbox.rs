@@ -24,6 +24,7 @@ const KILL_TICK: Duration = Duration::from_millis(100);
 /// Where a [`Sandbox`] keeps its state and cgroups, and how it starts its
 /// launcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SandboxConfig {
     /// Directory for bundles and container state (default
     /// `/run/hoist/sandbox`). Owned by the sandbox: a sweep empties it.
@@ -43,6 +44,18 @@ impl SandboxConfig {
             cgroup_parent: "hoist".to_owned(),
             launcher,
         }
+    }
+
+    /// The same with another state root.
+    pub fn with_state_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_root = dir.into();
+        self
+    }
+
+    /// The same with another cgroup parent.
+    pub fn with_cgroup_parent(mut self, name: impl Into<String>) -> Self {
+        self.cgroup_parent = name.into();
+        self
     }
 }
 
@@ -152,13 +165,16 @@ impl Sandbox {
         let cgroups_path = format!("/{}/{id}", self.config.cgroup_parent);
         let request = Request {
             id: id.clone(),
-            bundle,
             state: self.states(),
             cgroup_parent: self.config.cgroup_parent.clone(),
             rootfs: spec.rootfs.clone(),
             isolate_network: spec.network == crate::Network::None,
             scratch_bytes: spec.limits.tmp_bytes,
-            config: oci::config(spec, &root_path, &cgroups_path),
+            io: spec.io.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            config: oci::config(spec, &root_path, &cgroups_path, &bundle.join("io")),
+            bundle,
         };
         let request = serde_json::to_vec(&request).expect("requests serialize");
 
@@ -206,9 +222,10 @@ impl Sandbox {
             };
             let (report, timed_out) = exchanged?;
             finished?;
-            let outcome = match report {
-                _ if timed_out => Outcome::TimedOut,
-                Report::Done(outcome) => outcome,
+            let (outcome, outputs) = match report {
+                Report::Done(_, outputs) if timed_out => (Outcome::TimedOut, outputs),
+                Report::Failed(_) if timed_out => (Outcome::TimedOut, Vec::new()),
+                Report::Done(outcome, outputs) => (outcome, outputs),
                 Report::Failed(detail) => return Err(Error::Launcher { id, detail }),
             };
             Ok(RunResult {
@@ -217,6 +234,7 @@ impl Sandbox {
                 stderr: stderr.0,
                 stdout_truncated: stdout.1,
                 stderr_truncated: stderr.1,
+                outputs,
                 duration: started.elapsed(),
             })
         })

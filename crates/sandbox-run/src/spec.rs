@@ -28,6 +28,7 @@ pub enum RootFs {
 
 /// Resource limits of one run.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Memory limit, swap included (default 2 GiB).
     pub memory_bytes: u64,
@@ -82,8 +83,111 @@ impl Default for Output {
     }
 }
 
+/// A private `/io` for one run: a tmpfs of its own (size-limited, its
+/// pages counted in the container's memory), filled before the start with
+/// input files from a host directory the caller owns, and emptied after
+/// the end into that directory, which the container never sees.
+///
+/// Outputs are collected by the launcher after every process of the
+/// container is gone, each opened without following links, relative to
+/// the `/io` directory handle, without blocking (a FIFO cannot hang the
+/// reader), and kept only when it is a regular file with a single link
+/// and at most [`Io::max_output_bytes`] long; anything else is a
+/// [`Refusal`] naming the cause, and no byte of it reaches the host.
+///
+/// ```
+/// let mut io = sandbox_run::Io::new("/var/lib/hoist/tasks/42");
+/// io.inputs = vec!["inputs.json".into()];
+/// io.outputs = vec!["output.json".into()];
+/// assert_eq!(io.size_bytes, 64 << 20);
+/// assert_eq!(io.max_output_bytes, 16 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Io {
+    /// The host directory inputs are read from and outputs written to.
+    /// It must exist; outputs must not exist in it yet.
+    pub dir: PathBuf,
+    /// Size of the tmpfs on `/io` (default 64 MiB).
+    pub size_bytes: u64,
+    /// Files of `dir` copied into `/io` before the start (plain names).
+    pub inputs: Vec<String>,
+    /// Files of `/io` collected into `dir` after the end (plain names).
+    pub outputs: Vec<String>,
+    /// The largest output kept (default 16 MiB).
+    pub max_output_bytes: u64,
+}
+
+impl Io {
+    /// An `/io` of the default size exchanging files with `dir`, with no
+    /// inputs or outputs named yet.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            size_bytes: 64 << 20,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            max_output_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Why an output of `/io` was not collected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The container left no file of that name.
+    #[error("missing")]
+    Missing,
+    /// A symbolic link (never followed).
+    #[error("a symbolic link, not a regular file")]
+    Symlink,
+    /// A directory.
+    #[error("a directory, not a regular file")]
+    Directory,
+    /// A named pipe (never read).
+    #[error("a FIFO, not a regular file")]
+    Fifo,
+    /// A socket.
+    #[error("a socket, not a regular file")]
+    Socket,
+    /// A character or block device node.
+    #[error("a device node, not a regular file")]
+    Device,
+    /// A regular file with other names too.
+    #[error("a hard link ({links} names for one file)")]
+    HardLink {
+        /// Its link count.
+        links: u64,
+    },
+    /// Over [`Io::max_output_bytes`].
+    #[error("{size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// It could not be read or written out.
+    #[error("unreadable: {reason}")]
+    Unreadable {
+        /// The system's message.
+        reason: String,
+    },
+}
+
+/// What became of one output of [`Io::outputs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collected {
+    /// Its name.
+    pub name: String,
+    /// Its size once copied to `Io::dir`, or why it was not.
+    pub result: std::result::Result<u64, Refusal>,
+}
+
 /// Everything needed to run one command in a sandbox.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RunSpec {
     /// The root filesystem.
     pub rootfs: RootFs,
@@ -97,9 +201,8 @@ pub struct RunSpec {
     pub uid: u32,
     /// Group id (default 1000).
     pub gid: u32,
-    /// A host directory bind-mounted read-write at `/io`; it must be
-    /// writable by `uid`.
-    pub io_dir: Option<PathBuf>,
+    /// A private `/io` and the files it exchanges.
+    pub io: Option<Io>,
     /// Resource limits.
     pub limits: Limits,
     /// Network isolation.
@@ -122,7 +225,7 @@ impl RunSpec {
             cwd: "/".to_owned(),
             uid: 1000,
             gid: 1000,
-            io_dir: None,
+            io: None,
             limits: Limits::default(),
             network: Network::None,
             readonly_root: true,
@@ -207,6 +310,8 @@ pub struct RunResult {
     pub stdout_truncated: bool,
     /// Whether standard error was longer than the capture limit.
     pub stderr_truncated: bool,
+    /// The outputs of [`RunSpec::io`], in the order named.
+    pub outputs: Vec<Collected>,
     /// Wall-clock time of the whole run, setup and clean-up included.
     pub duration: Duration,
 }

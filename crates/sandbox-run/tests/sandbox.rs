@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sandbox_run::{
-    Launcher, Limits, Network, Outcome, Output, RootFs, RunResult, RunSpec, Sandbox, SandboxConfig,
+    Io, Launcher, Network, Outcome, Output, Refusal, RootFs, RunResult, RunSpec, Sandbox,
+    SandboxConfig,
 };
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_sandbox-launcher");
@@ -31,11 +32,9 @@ impl Fixture {
         );
         let state = tempfile::tempdir().unwrap();
         let parent = format!("hoist-test-{name}-{}", std::process::id());
-        let config = SandboxConfig {
-            state_root: state.path().to_owned(),
-            cgroup_parent: parent.clone(),
-            launcher: Launcher::new(LAUNCHER),
-        };
+        let config = SandboxConfig::new(Launcher::new(LAUNCHER))
+            .with_state_root(state.path().to_owned())
+            .with_cgroup_parent(parent.clone());
         let sandbox = Sandbox::new(config).unwrap();
         let rootfs = tempfile::tempdir().unwrap();
         busybox_rootfs(rootfs.path());
@@ -256,11 +255,9 @@ fn inherited_output_is_not_captured() {
 #[test]
 fn a_missing_launcher_is_an_error() {
     let f = Fixture::new("nolauncher");
-    let config = SandboxConfig {
-        state_root: f.state.path().to_owned(),
-        cgroup_parent: f.parent.clone(),
-        launcher: Launcher::new("/nonexistent/sandbox-launcher"),
-    };
+    let config = SandboxConfig::new(Launcher::new("/nonexistent/sandbox-launcher"))
+        .with_state_root(f.state.path().to_owned())
+        .with_cgroup_parent(f.parent.clone());
     let err = Sandbox::new(config)
         .unwrap()
         .run(&f.spec("true"))
@@ -300,14 +297,28 @@ fn a_missing_command_fails_to_start() {
     assert_eq!(result.outcome.exit_code(), 125);
 }
 
-#[test]
-fn io_dir_is_read_write() {
-    let f = Fixture::new("io");
+/// A host directory for `/io` with `inputs.json` in it.
+fn io_dir(inputs: &str) -> tempfile::TempDir {
     let io = tempfile::tempdir().unwrap();
-    std::fs::write(io.path().join("inputs.json"), "{\"x\":1}").unwrap();
-    nix::unistd::chown(io.path(), Some(1000.into()), Some(1000.into())).unwrap();
-    let mut spec = f.spec("cat /io/inputs.json > /io/output.json");
-    spec.io_dir = Some(io.path().to_owned());
+    std::fs::write(io.path().join("inputs.json"), inputs).unwrap();
+    io
+}
+
+fn io_spec(dir: &std::path::Path, outputs: &[&str]) -> Io {
+    let mut io = Io::new(dir);
+    io.inputs = vec!["inputs.json".into()];
+    io.outputs = outputs.iter().map(|o| (*o).to_owned()).collect();
+    io
+}
+
+#[test]
+fn io_is_a_private_tmpfs_whose_outputs_come_back() {
+    let f = Fixture::new("io");
+    let io = io_dir("{\"x\":1}");
+    let mut spec = f.spec(
+        "cat /io/inputs.json > /io/output.json && grep ' /io ' /proc/mounts && id -u > /io/who",
+    );
+    spec.io = Some(io_spec(io.path(), &["output.json", "who", "never-written"]));
     let result = f.run(&spec);
     assert_eq!(
         result.outcome,
@@ -315,10 +326,109 @@ fn io_dir_is_read_write() {
         "{}",
         text(&result.stderr)
     );
+    // Its own tmpfs, 64 MiB by default, no devices, no executables.
+    let mounts = text(&result.stdout);
+    assert!(mounts.contains("tmpfs"), "{mounts}");
+    assert!(mounts.contains("size=65536k"), "{mounts}");
+    assert!(
+        mounts.contains("nodev") && mounts.contains("noexec"),
+        "{mounts}"
+    );
+    assert_eq!(result.outputs.len(), 3);
+    assert_eq!(result.outputs[0].result, Ok(7));
+    assert_eq!(result.outputs[2].result, Err(Refusal::Missing));
     assert_eq!(
         std::fs::read_to_string(io.path().join("output.json")).unwrap(),
         "{\"x\":1}"
     );
+    assert_eq!(
+        std::fs::read_to_string(io.path().join("who")).unwrap(),
+        "1000\n"
+    );
+}
+
+#[test]
+fn hostile_outputs_are_refused_and_no_host_byte_leaks() {
+    let f = Fixture::new("io-hostile");
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "HOST-SECRET").unwrap();
+    let io = io_dir("{}");
+    let script = format!(
+        "ln -s {secret} /io/link; ln -s /io/inputs.json /io/inner-link; mkdir /io/dir; \
+         mkfifo /io/fifo; echo x > /io/a; ln /io/a /io/hard; \
+         head -c 2000 /dev/zero > /io/big; echo ok > /io/fine",
+        secret = secret.path().display()
+    );
+    let mut spec = f.spec(&script);
+    let mut io_spec = io_spec(
+        io.path(),
+        &["link", "inner-link", "dir", "fifo", "hard", "big", "fine"],
+    );
+    io_spec.max_output_bytes = 1000;
+    spec.io = Some(io_spec);
+    let result = f.run(&spec);
+    assert_eq!(
+        result.outcome,
+        Outcome::Exited(0),
+        "{}",
+        text(&result.stderr)
+    );
+    let got: Vec<_> = result.outputs.iter().map(|c| c.result.clone()).collect();
+    assert_eq!(
+        got,
+        [
+            Err(Refusal::Symlink),
+            Err(Refusal::Symlink),
+            Err(Refusal::Directory),
+            Err(Refusal::Fifo),
+            Err(Refusal::HardLink { links: 2 }),
+            Err(Refusal::TooLarge {
+                size: 2000,
+                limit: 1000
+            }),
+            Ok(3),
+        ]
+    );
+    // Only the regular file and the inputs are in the host directory.
+    let mut names: Vec<_> = std::fs::read_dir(io.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["fine", "inputs.json"]);
+}
+
+#[test]
+fn filling_io_fails_the_function_alone() {
+    let f = Fixture::new("io-full");
+    let io = io_dir("{}");
+    let mut spec =
+        f.spec("dd if=/dev/zero of=/io/out bs=1M count=2048 2>/dev/null; echo status=$?");
+    let mut io_spec = io_spec(io.path(), &["out"]);
+    io_spec.size_bytes = 8 << 20;
+    io_spec.max_output_bytes = 1 << 20;
+    spec.io = Some(io_spec);
+    let result = f.run(&spec);
+    assert_eq!(result.outcome, Outcome::Exited(0));
+    // The write of 2 GiB failed when the 8 MiB tmpfs was full.
+    assert_eq!(
+        text(&result.stdout),
+        "status=1\n",
+        "{}",
+        text(&result.stderr)
+    );
+    // The tmpfs held what fit, 8 MiB; over the output limit, refused, and
+    // the host directory got nothing.
+    assert!(
+        matches!(
+            result.outputs[0].result,
+            Err(Refusal::TooLarge { size, limit: 0x10_0000 })
+                if size > (8 << 20) - (64 << 10) && size <= 8 << 20
+        ),
+        "{:?}",
+        result.outputs[0]
+    );
+    assert!(!io.path().join("out").exists());
 }
 
 #[test]
@@ -356,10 +466,7 @@ fn a_timeout_during_setup_still_kills_and_cleans_up() {
 fn a_memory_hog_is_oom_killed() {
     let f = Fixture::new("oom");
     let mut spec = f.spec("head -c 200m /dev/zero | tail");
-    spec.limits = Limits {
-        memory_bytes: 32 << 20,
-        ..Limits::default()
-    };
+    spec.limits.memory_bytes = 32 << 20;
     let result = f.run(&spec);
     assert_eq!(
         result.outcome,
@@ -563,11 +670,9 @@ fn sweep_removes_what_a_crashed_worker_left() {
 #[ignore = "started by sweep_removes_what_a_crashed_worker_left"]
 fn crashed_worker() {
     let var = |name: &str| std::env::var_os(name).expect("started by the sweep test");
-    let config = SandboxConfig {
-        state_root: var("SANDBOX_TEST_STATE").into(),
-        cgroup_parent: var("SANDBOX_TEST_PARENT").into_string().unwrap(),
-        launcher: Launcher::new(LAUNCHER),
-    };
+    let config = SandboxConfig::new(Launcher::new(LAUNCHER))
+        .with_state_root(var("SANDBOX_TEST_STATE"))
+        .with_cgroup_parent(var("SANDBOX_TEST_PARENT").into_string().unwrap());
     let mut spec = RunSpec::new(
         RootFs::Dir(var("SANDBOX_TEST_ROOTFS").into()),
         vec!["sleep".into(), "600".into()],

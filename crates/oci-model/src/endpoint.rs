@@ -5,19 +5,17 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use oci_model::Reference;
-
-use crate::{Error, Result};
+use crate::{Error, Reference, Result};
 
 /// A copy's source or destination.
 ///
 /// ```
-/// use oci_push::Endpoint;
+/// use oci_model::Endpoint;
 /// let e: Endpoint = "oci:/tmp/layout:v1".parse()?;
 /// assert!(matches!(e, Endpoint::Layout { ref tag, .. } if tag.as_deref() == Some("v1")));
 /// let e: Endpoint = "127.0.0.1:5000/app:v1".parse()?;
 /// assert!(matches!(e, Endpoint::Registry(_)));
-/// # Ok::<(), oci_push::Error>(())
+/// # Ok::<(), oci_model::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
