@@ -76,12 +76,20 @@ const MAX_MTIME: u64 = 253_402_300_799;
 ///
 /// Entries go into a temporary sibling directory that is renamed to `dest`
 /// only when the whole layer is in; on any error it is removed and nothing
-/// is left behind. Entry names with `..` or a leading `/`, writes through a
-/// symlink, relative symlinks climbing out of the root and hard links to
-/// anything but a regular file unpacked earlier are refused. Device nodes
-/// and FIFOs are dropped; setuid, setgid and sticky bits are cleared;
-/// ownership is not restored, so an unprivileged user can unpack any
-/// layer. Whiteouts are reported in [`UnpackStats`], not applied.
+/// is left behind.
+///
+/// Entry names and hard-link targets are read as containerd reads them
+/// (see [`entry_path`](crate::entry_path)): `/etc/x`, `./etc/x` and
+/// `etc/x` are one path, and `..` is resolved lexically. Names that still
+/// climb out of the root, writes through a symlink, relative symlinks
+/// climbing out of the root and hard links to anything but a regular file
+/// unpacked earlier are refused. An entry for the root itself (`/`, `.`,
+/// `./`) is a directory entry whose mode and mtime are ignored, as
+/// containerd ignores them: the root stays 0755.
+///
+/// Device nodes and FIFOs are dropped; setuid, setgid and sticky bits are
+/// cleared; ownership is not restored, so an unprivileged user can unpack
+/// any layer. Whiteouts are reported in [`UnpackStats`], not applied.
 ///
 /// ```
 /// use oci_layer::{Compression, LayerWriter, UnpackOptions, WriteOptions};
@@ -260,8 +268,7 @@ fn bad_name(err: BadName, entry: &Path, path: &[u8]) -> Error {
     let path = names::lossless(path);
     let entry = entry.to_owned();
     match err {
-        BadName::Absolute => Error::AbsolutePath { entry, path },
-        BadName::ParentDir => Error::ParentTraversal { entry, path },
+        BadName::Escapes => Error::ParentTraversal { entry, path },
         BadName::Nul => Error::InvalidEntry {
             entry,
             reason: "name contains a NUL byte",
@@ -421,8 +428,11 @@ impl<'o> Unpacker<'o> {
         }
         let is_dir = kind == b'5' || (matches!(kind, b'0' | b'\0' | b'7') && name.ends_with(b"/"));
         if rel.as_os_str().is_empty() {
+            // The root entry that umoci and `tar -C dir .` write carries
+            // the mode of whatever directory the layer was made from (0700
+            // for a temporary one), which says nothing about the image:
+            // ignored, as containerd ignores it, and the root stays 0755.
             if is_dir {
-                self.dirs.insert(rel, (mode, mtime));
                 return Ok(());
             }
             return Err(Error::InvalidEntry {
