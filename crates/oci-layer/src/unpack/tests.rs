@@ -65,6 +65,23 @@ impl Tar {
         )
     }
 
+    /// A PAX extended header whose records apply to the next entry.
+    fn pax(self, records: &[(&str, &[u8])]) -> Self {
+        let mut data = Vec::new();
+        for (key, value) in records {
+            // `LEN KEY=VALUE\n`, where LEN counts its own digits too.
+            let body = key.len() + value.len() + 3;
+            let mut len = body + 1;
+            while len != body + len.to_string().len() {
+                len = body + len.to_string().len();
+            }
+            data.extend_from_slice(format!("{len} {key}=").as_bytes());
+            data.extend_from_slice(value);
+            data.push(b'\n');
+        }
+        self.raw(EntryType::XHeader, b"PaxHeader", b"", 0o644, &data)
+    }
+
     fn bytes(mut self) -> Vec<u8> {
         self.builder.take().unwrap().into_inner().unwrap()
     }
@@ -322,6 +339,26 @@ fn hostile_layers_are_refused_and_leave_nothing() {
                     .bytes()
             },
             |e| matches!(e, Error::InvalidEntry { .. }),
+        ),
+        case(
+            "pax record longer than its header",
+            |_| {
+                Tar::new()
+                    .raw(EntryType::XHeader, b"PaxHeader", b"", 0o644, b"99 path=x\n")
+                    .file("f", b"x")
+                    .bytes()
+            },
+            |e| matches!(e, Error::InvalidEntry { reason, .. } if reason.contains("pax")),
+        ),
+        case(
+            "pax record without `=`",
+            |_| {
+                Tar::new()
+                    .raw(EntryType::XHeader, b"PaxHeader", b"", 0o644, b"9 pathxx\n")
+                    .file("f", b"x")
+                    .bytes()
+            },
+            |e| matches!(e, Error::InvalidEntry { reason, .. } if reason.contains("pax")),
         ),
         case(
             "long name with no entry after it",
@@ -620,19 +657,13 @@ fn long_names_from_gnu_and_pax_headers() {
     builder.append_data(&mut h, &long, &b"gnu"[..]).unwrap();
     // A PAX `path` record, as Go's archive/tar writes for long names.
     let pax_name = format!("{}/pax", "p".repeat(120));
-    let record = format!(" path={pax_name}\n");
-    let record = format!(
-        "{}{record}",
-        record.len() + (record.len() + 3).to_string().len()
-    );
-    let mut x = Tar::new().raw(
-        EntryType::XHeader,
-        b"PaxHeader",
+    let x = Tar::new().pax(&[("path", pax_name.as_bytes())]).raw(
+        EntryType::Regular,
+        b"truncated-name",
         b"",
         0o644,
-        record.as_bytes(),
+        b"pax",
     );
-    x = x.raw(EntryType::Regular, b"truncated-name", b"", 0o644, b"pax");
     let mut tar = builder.into_inner().unwrap();
     tar.truncate(tar.len() - 1024);
     tar.extend(x.bytes());
@@ -825,4 +856,51 @@ fn whiteouts_under_every_spelling() {
             .collect();
         assert!(left.is_empty(), "{name}: {left:?}");
     }
+}
+
+#[test]
+fn user_xattrs_are_restored_and_others_dropped() {
+    let scratch = Scratch::new();
+    let tar = Tar::new()
+        .pax(&[
+            ("SCHILY.xattr.user.color", b"blue"),
+            ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+            ("SCHILY.xattr.security.capability", b"\x01\x00\x00\x02"),
+        ])
+        .dir("/d/", 0o555)
+        .pax(&[("SCHILY.xattr.user.raw", b"\x00\xff=\n")])
+        .raw(EntryType::Regular, b"./d/f", b"", 0o444, b"data")
+        .pax(&[("SCHILY.xattr.user.on-link", b"x")])
+        .symlink("d/l", "f")
+        .bytes();
+    unpack(
+        &tar[..],
+        Compression::None,
+        &scratch.dest(),
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    let names = |p: &str| {
+        let mut v: Vec<_> = xattr::list(scratch.dest().join(p))
+            .unwrap()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("d"), ["user.color"]);
+    assert_eq!(names("d/f"), ["user.raw"]);
+    assert_eq!(names("d/l"), Vec::<String>::new());
+    let get = |p: &str, n: &str| xattr::get(scratch.dest().join(p), n).unwrap();
+    assert_eq!(get("d", "user.color").as_deref(), Some(&b"blue"[..]));
+    assert_eq!(get("d/f", "user.raw").as_deref(), Some(&b"\x00\xff=\n"[..]));
+    let mode = |p: &str| {
+        fs::metadata(scratch.dest().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!((mode("d"), mode("d/f")), (0o555, 0o444));
+    fs::set_permissions(scratch.dest().join("d"), Permissions::from_mode(0o755)).unwrap();
 }
