@@ -6,6 +6,7 @@ mod cli;
 mod copy;
 mod faults;
 mod hostile;
+mod interop;
 mod peer;
 mod run;
 
