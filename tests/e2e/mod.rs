@@ -7,6 +7,7 @@ mod copy;
 mod faults;
 mod functions;
 mod hostile;
+mod interop;
 mod peer;
 mod run;
 

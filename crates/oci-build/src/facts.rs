@@ -7,7 +7,9 @@
 //! link), `var/lib/dpkg/status` (the `libc6` version gives glibc X.Y),
 //! `lib/ld-musl-*.so.1` with `lib/apk/db/installed` (musl) and, when no
 //! package database names glibc, the version string inside `libc.so.6`.
-//! Later layers win and whiteouts remove what earlier layers had.
+//! Later layers win and whiteouts remove what earlier layers had. Entry
+//! names are read as unpacking reads them ([`oci_layer::entry_path`]):
+//! `/usr/bin/x`, `./usr/bin/x` and `usr/lib/../bin/x` are one path.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -107,11 +109,13 @@ impl Scanner {
         let mut archive = tar::Archive::new(tar);
         for entry in archive.entries()? {
             let mut entry = entry?;
-            let raw = entry.path_bytes().into_owned();
-            let Ok(text) = String::from_utf8(raw) else {
+            // A name outside the root makes the unpack of the layer fail;
+            // one that is not UTF-8 is no path this scan looks for.
+            let Some(path) = oci_layer::entry_path(&entry.path_bytes())
+                .and_then(|p| p.into_os_string().into_string().ok())
+            else {
                 continue;
             };
-            let path = normalise(&text);
             if path.is_empty() {
                 continue;
             }
@@ -120,8 +124,10 @@ impl Scanner {
                 None => ("", path.as_str()),
             };
             if name == ".wh..wh..opq" {
+                // An opaque root (`/.wh..wh..opq`) hides every lower path.
                 let prefix = format!("{dir}/");
-                self.found.retain(|p, _| !p.starts_with(&prefix));
+                self.found
+                    .retain(|p, _| !dir.is_empty() && !p.starts_with(&prefix));
                 continue;
             }
             if let Some(hidden) = name.strip_prefix(".wh.") {
@@ -229,21 +235,6 @@ impl Scanner {
     }
 }
 
-/// `./usr/bin/x` and `/usr/bin/x` → `usr/bin/x`; trailing slashes dropped.
-fn normalise(path: &str) -> String {
-    let mut p = path;
-    loop {
-        if let Some(rest) = p.strip_prefix("./") {
-            p = rest;
-        } else if let Some(rest) = p.strip_prefix('/') {
-            p = rest;
-        } else {
-            break;
-        }
-    }
-    p.trim_end_matches('/').to_owned()
-}
-
 /// `python3.11` → 11; `python3.11-config`, `python3` → none.
 fn python_minor(name: &str) -> Option<u32> {
     let minor = name.strip_prefix("python3.")?;
@@ -318,24 +309,26 @@ fn glibc_in_binary(bytes: &[u8]) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
 
-    /// A tar of (path, kind, contents) entries; kind 'f' file, 'l' symlink.
+    /// A tar of (path, kind, contents) entries; kind 'f' file, 'l' symlink
+    /// (contents: its target). Names go into the header as written, so
+    /// `/x` and `a/../x` get through as other tools write them.
     fn tar(entries: &[(&str, char, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, kind, data) in entries {
             let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
             h.set_mode(0o755);
-            match kind {
+            let body: &[u8] = match kind {
                 'l' => {
                     h.set_entry_type(tar::EntryType::Symlink);
-                    h.set_size(0);
-                    b.append_link(&mut h, path, std::str::from_utf8(data).unwrap())
-                        .unwrap();
+                    h.as_old_mut().linkname[..data.len()].copy_from_slice(data);
+                    b""
                 }
-                _ => {
-                    h.set_size(data.len() as u64);
-                    b.append_data(&mut h, path, *data).unwrap();
-                }
-            }
+                _ => data,
+            };
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            b.append(&h, body).unwrap();
         }
         b.into_inner().unwrap()
     }
@@ -398,6 +391,38 @@ mod tests {
         let (python, libc) = s.finish(None);
         assert_eq!(python.unwrap().0, "3.13");
         assert_eq!(libc, None);
+    }
+
+    #[test]
+    fn names_are_read_as_unpacking_reads_them() {
+        let mut s = Scanner::default();
+        s.scan_tar(
+            &tar(&[
+                ("/usr/bin/python3.9", 'f', b"ELF"),
+                ("./var/lib/dpkg/status", 'f', DPKG),
+                ("/usr/lib/../local/bin/python3.10", 'f', b"ELF"),
+                // Refused by unpacking, so not a finding either.
+                ("../usr/bin/python3.13", 'f', b"ELF"),
+            ])[..],
+        )
+        .unwrap();
+        let (python, libc) = s.finish(None);
+        assert_eq!(python.unwrap().1, "/usr/local/bin/python3.10");
+        assert!(libc.is_some());
+        s.scan_tar(
+            &tar(&[
+                ("/usr/local/bin/.wh.python3.10", 'f', b""),
+                ("./var/lib/.wh..wh..opq", 'f', b""),
+                ("usr/./bin//python3.12", 'l', b"/usr/bin/python3.9"),
+            ])[..],
+        )
+        .unwrap();
+        let (python, libc) = s.finish(None);
+        assert_eq!(python.unwrap().1, "/usr/bin/python3.12");
+        assert_eq!(libc, None);
+        s.scan_tar(&tar(&[("/.wh..wh..opq", 'f', b"")])[..])
+            .unwrap();
+        assert_eq!(s.finish(None), (None, None));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! OCI image layers: safe reading and reproducible writing.
 //!
 //! [`unpack`] streams a (compressed) layer tar into a fresh directory and
-//! refuses every entry that would land outside it: `..` and absolute names,
-//! writes through symlinks, symlinks climbing out of the root, hard links
-//! to anything but a regular file already unpacked. Whiteouts are reported,
-//! not applied, and the diff-id is computed on the way.
+//! refuses every entry that would land outside it: names whose `..` climb
+//! above the root, writes through symlinks, symlinks climbing out of the
+//! root, hard links to anything but a regular file already unpacked.
+//! Entry names are read as containerd reads them ([`entry_path`]): `/x`,
+//! `./x` and `x` are the same path. Whiteouts are reported, not applied,
+//! and the diff-id is computed on the way.
 //!
 //! [`LayerWriter`] writes a layer reproducibly: sorted entries, fixed
 //! mtimes and owners, normalised modes, deterministic gzip or zstd, and the
@@ -34,6 +36,7 @@ mod write;
 use std::path::PathBuf;
 
 pub use compression::Compression;
+pub use names::entry_path;
 pub use unpack::{UnpackOptions, UnpackStats, remove_tree, unpack};
 pub use write::{LayerInfo, LayerWriter, WriteOptions};
 
@@ -48,17 +51,10 @@ pub enum Error {
         /// The destination.
         path: PathBuf,
     },
-    /// An entry name or link target with a `..` component.
-    #[error("entry `{}`: path `{}` has a `..` component", .entry.display(), .path.display())]
+    /// An entry name or hard-link target whose `..` components climb above
+    /// the layer root, once resolved lexically (`a/../b` is fine).
+    #[error("entry `{}`: path `{}` climbs out of the layer root", .entry.display(), .path.display())]
     ParentTraversal {
-        /// The entry.
-        entry: PathBuf,
-        /// The offending path (the entry name or its hard-link target).
-        path: PathBuf,
-    },
-    /// An entry name or hard-link target that is absolute.
-    #[error("entry `{}`: path `{}` is absolute", .entry.display(), .path.display())]
-    AbsolutePath {
         /// The entry.
         entry: PathBuf,
         /// The offending path (the entry name or its hard-link target).

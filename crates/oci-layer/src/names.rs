@@ -7,29 +7,53 @@ use std::path::{Path, PathBuf};
 /// Why a name cannot be a path inside a layer root.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum BadName {
-    Absolute,
-    ParentDir,
+    /// A `..` climbs above the root.
+    Escapes,
     Nul,
 }
 
-/// Splits `name` on `/` into its normal components, dropping empty and `.`
-/// components. The result is relative and may be empty (the root itself).
+/// The path below the layer root that a tar entry name (or hard-link
+/// target) denotes, read as containerd reads it: relative to the root
+/// whether it starts with `/`, `./` or neither, empty and `.` components
+/// dropped, `..` resolved lexically (`a/../b` is `b`). Lexical is what
+/// every runtime does, and enough: entries are then created only below
+/// directories checked to be real. The root itself is the empty path.
 pub(crate) fn normalize(name: &[u8]) -> Result<PathBuf, BadName> {
-    if name.starts_with(b"/") {
-        return Err(BadName::Absolute);
-    }
     if name.contains(&0) {
         return Err(BadName::Nul);
     }
-    let mut out = PathBuf::new();
+    let mut parts: Vec<&[u8]> = Vec::new();
     for part in name.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => return Err(BadName::ParentDir),
-            _ => out.push(OsStr::from_bytes(part)),
+            b".." => {
+                parts.pop().ok_or(BadName::Escapes)?;
+            }
+            _ => parts.push(part),
         }
     }
-    Ok(out)
+    Ok(parts.into_iter().map(OsStr::from_bytes).collect())
+}
+
+/// The path, relative to the layer root, that a tar entry name or
+/// hard-link target denotes, as [`unpack`](crate::unpack) and containerd
+/// read it: a leading `/` or `./` changes nothing, empty and `.`
+/// components are dropped and `..` is resolved lexically. `None` when the
+/// name still climbs out of the root after that (such an entry makes
+/// `unpack` fail) or holds a NUL byte. The root itself is the empty path.
+///
+/// For readers of layer tars other than `unpack` (scanners, converters),
+/// so that every reader agrees on what an entry names.
+///
+/// ```
+/// use std::path::Path;
+/// assert_eq!(oci_layer::entry_path(b"/usr/bin/python3").as_deref(), Some(Path::new("usr/bin/python3")));
+/// assert_eq!(oci_layer::entry_path(b"./etc/../lib//x/").as_deref(), Some(Path::new("lib/x")));
+/// assert_eq!(oci_layer::entry_path(b"./").as_deref(), Some(Path::new("")));
+/// assert_eq!(oci_layer::entry_path(b"/../etc/passwd"), None);
+/// ```
+pub fn entry_path(name: &[u8]) -> Option<PathBuf> {
+    normalize(name).ok()
 }
 
 /// Whether a relative symlink `target`, placed at `link` (relative to the
@@ -61,12 +85,64 @@ mod tests {
 
     #[test]
     fn normalizes_names() {
-        assert_eq!(normalize(b"./usr//bin/").unwrap(), Path::new("usr/bin"));
-        assert_eq!(normalize(b"./").unwrap(), Path::new(""));
-        assert_eq!(normalize(b"/etc/passwd"), Err(BadName::Absolute));
-        assert_eq!(normalize(b"a/../../x"), Err(BadName::ParentDir));
+        let ok = |name: &[u8], want: &str| {
+            assert_eq!(
+                normalize(name).as_deref(),
+                Ok(Path::new(want)),
+                "{:?}",
+                lossless(name)
+            );
+        };
+        // As containerd reads them: every form of the root, and names
+        // with `/`, `./` or no prefix, are the same paths.
+        for root in [
+            &b""[..],
+            b"/",
+            b".",
+            b"./",
+            b"//",
+            b"/.",
+            b"/./",
+            b"a/..",
+            b"/a/../",
+        ] {
+            ok(root, "");
+        }
+        for name in [
+            &b"etc/passwd"[..],
+            b"/etc/passwd",
+            b"./etc/passwd",
+            b"//etc//passwd/",
+        ] {
+            ok(name, "etc/passwd");
+        }
+        ok(b"./usr//bin/", "usr/bin");
+        ok(b"a/../b", "b");
+        ok(b"/usr/lib/../bin/./x", "usr/bin/x");
+        ok(b"a/b/c/../../d", "a/d");
+        ok(b"a/..b", "a/..b");
+        ok(b"...", "...");
+        ok(b"/etc/.wh.x", "etc/.wh.x");
+        ok(b"./a/.wh..wh..opq", "a/.wh..wh..opq");
+
+        // Only names that still point outside the root are refused.
+        for name in [
+            &b".."[..],
+            b"../x",
+            b"/../x",
+            b"./../x",
+            b"a/../../x",
+            b"a/b/../../..",
+        ] {
+            assert_eq!(
+                normalize(name),
+                Err(BadName::Escapes),
+                "{:?}",
+                lossless(name)
+            );
+        }
         assert_eq!(normalize(b"a\0b"), Err(BadName::Nul));
-        assert_eq!(normalize(b"a/..b").unwrap(), Path::new("a/..b"));
+        assert_eq!(entry_path(b"../x"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use oci_model::{Digest, Digester};
+use xattr::FileExt as _;
 
 use crate::names::{self, BadName};
 use crate::{Compression, Error, Result, io_at};
@@ -67,6 +68,10 @@ pub struct UnpackStats {
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// PAX records of extended attributes (GNU tar, Go, libarchive).
+const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
+/// The only attribute namespace restored (see [`unpack`]).
+const RESTORED_XATTRS: &[u8] = b"user.";
 /// Largest GNU long name or PAX header read into memory.
 const MAX_EXTENSION_BYTES: u64 = 1 << 20;
 /// Latest mtime set (9999-12-31): later ones overflow some file systems.
@@ -76,12 +81,25 @@ const MAX_MTIME: u64 = 253_402_300_799;
 ///
 /// Entries go into a temporary sibling directory that is renamed to `dest`
 /// only when the whole layer is in; on any error it is removed and nothing
-/// is left behind. Entry names with `..` or a leading `/`, writes through a
-/// symlink, relative symlinks climbing out of the root and hard links to
-/// anything but a regular file unpacked earlier are refused. Device nodes
-/// and FIFOs are dropped; setuid, setgid and sticky bits are cleared;
-/// ownership is not restored, so an unprivileged user can unpack any
-/// layer. Whiteouts are reported in [`UnpackStats`], not applied.
+/// is left behind.
+///
+/// Entry names and hard-link targets are read as containerd reads them
+/// (see [`entry_path`](crate::entry_path)): `/etc/x`, `./etc/x` and
+/// `etc/x` are one path, and `..` is resolved lexically. Names that still
+/// climb out of the root, writes through a symlink, relative symlinks
+/// climbing out of the root and hard links to anything but a regular file
+/// unpacked earlier are refused. An entry for the root itself (`/`, `.`,
+/// `./`) is a directory entry whose mode and mtime are ignored, as
+/// containerd ignores them: the root stays 0755.
+///
+/// Device nodes and FIFOs are dropped; setuid, setgid and sticky bits are
+/// cleared; ownership is not restored, so an unprivileged user can unpack
+/// any layer. Extended attributes (PAX `SCHILY.xattr.*`) are restored in
+/// the `user.` namespace only, on files and directories, and skipped where
+/// the file system has none; `security.`, `trusted.` and other namespaces
+/// are dropped (a `trusted.overlay.*` attribute would steer overlayfs, and
+/// file capabilities mean nothing in a container without privileges).
+/// Whiteouts are reported in [`UnpackStats`], not applied.
 ///
 /// ```
 /// use oci_layer::{Compression, LayerWriter, UnpackOptions, WriteOptions};
@@ -232,6 +250,8 @@ struct Pending {
     pax_path: Option<Vec<u8>>,
     pax_link: Option<Vec<u8>>,
     pax_size: Option<u64>,
+    /// `user.` extended attributes, name and value.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     pax: bool,
     any: bool,
 }
@@ -260,8 +280,7 @@ fn bad_name(err: BadName, entry: &Path, path: &[u8]) -> Error {
     let path = names::lossless(path);
     let entry = entry.to_owned();
     match err {
-        BadName::Absolute => Error::AbsolutePath { entry, path },
-        BadName::ParentDir => Error::ParentTraversal { entry, path },
+        BadName::Escapes => Error::ParentTraversal { entry, path },
         BadName::Nul => Error::InvalidEntry {
             entry,
             reason: "name contains a NUL byte",
@@ -421,8 +440,11 @@ impl<'o> Unpacker<'o> {
         }
         let is_dir = kind == b'5' || (matches!(kind, b'0' | b'\0' | b'7') && name.ends_with(b"/"));
         if rel.as_os_str().is_empty() {
+            // The root entry that umoci and `tar -C dir .` write carries
+            // the mode of whatever directory the layer was made from (0700
+            // for a temporary one), which says nothing about the image:
+            // ignored, as containerd ignores it, and the root stays 0755.
             if is_dir {
-                self.dirs.insert(rel, (mode, mtime));
                 return Ok(());
             }
             return Err(Error::InvalidEntry {
@@ -431,8 +453,11 @@ impl<'o> Unpacker<'o> {
             });
         }
         match kind {
-            _ if is_dir => self.directory(&entry_name, rel, mode, mtime),
-            b'0' | b'\0' | b'7' => self.file(entry, &entry_name, &rel, size, mode, mtime),
+            _ if is_dir => self.directory(&entry_name, rel, mode, mtime, &pending.xattrs),
+            b'0' | b'\0' | b'7' => {
+                let meta = (size, mode, mtime);
+                self.file(entry, &entry_name, &rel, meta, &pending.xattrs)
+            }
             b'2' => self.symlink(&entry_name, &rel, link.unwrap_or_default()),
             b'1' => self.hard_link(&entry_name, &rel, link.unwrap_or_default()),
             b'3' | b'4' | b'6' => {
@@ -463,20 +488,26 @@ impl<'o> Unpacker<'o> {
             b'K' if pending.long_link.is_none() => pending.long_link = Some(strip_nuls(data)),
             b'x' if !pending.pax => {
                 pending.pax = true;
-                for ext in tar::PaxExtensions::new(&data) {
-                    let ext = ext.map_err(|_| Error::InvalidEntry {
-                        entry: entry_name.clone(),
-                        reason: "malformed pax header",
-                    })?;
-                    match ext.key_bytes() {
-                        b"path" => pending.pax_path = Some(ext.value_bytes().to_vec()),
-                        b"linkpath" => pending.pax_link = Some(ext.value_bytes().to_vec()),
+                let records = pax_records(&data).ok_or(Error::InvalidEntry {
+                    entry: entry_name.clone(),
+                    reason: "malformed pax header",
+                })?;
+                for (key, value) in records {
+                    match key {
+                        b"path" => pending.pax_path = Some(value.to_vec()),
+                        b"linkpath" => pending.pax_link = Some(value.to_vec()),
                         b"size" => {
-                            let size = ext.value().ok().and_then(|v| v.parse().ok());
+                            let size = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
                             pending.pax_size = Some(size.ok_or(Error::InvalidEntry {
                                 entry: entry_name.clone(),
                                 reason: "malformed pax size",
                             })?);
+                        }
+                        key if key.starts_with(PAX_XATTR_PREFIX) => {
+                            let name = &key[PAX_XATTR_PREFIX.len()..];
+                            if name.starts_with(RESTORED_XATTRS) {
+                                pending.xattrs.push((name.to_vec(), value.to_vec()));
+                            }
                         }
                         key if key.starts_with(b"GNU.sparse.") => {
                             return Err(Error::UnsupportedEntry {
@@ -515,7 +546,14 @@ impl<'o> Unpacker<'o> {
         Ok(())
     }
 
-    fn directory(&mut self, entry_name: &Path, rel: PathBuf, mode: u32, mtime: u64) -> Result<()> {
+    fn directory(
+        &mut self,
+        entry_name: &Path,
+        rel: PathBuf,
+        mode: u32,
+        mtime: u64,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<()> {
         self.make_parents(entry_name, &rel)?;
         let path = self.root.join(&rel);
         match fs::symlink_metadata(&path) {
@@ -535,6 +573,14 @@ impl<'o> Unpacker<'o> {
             }
             Err(e) => return Err(io_at(path)(e)),
         }
+        // Set now, while the directory is still writable (its mode comes
+        // at the end); `xattr::set` does not follow symlinks.
+        for (name, value) in xattrs {
+            match xattr::set(&path, OsStr::from_bytes(name), value) {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => break,
+                other => other.map_err(io_at(&path))?,
+            }
+        }
         self.dirs.insert(rel, (mode, mtime));
         Ok(())
     }
@@ -544,9 +590,8 @@ impl<'o> Unpacker<'o> {
         entry: &mut tar::Entry<'_, R>,
         entry_name: &Path,
         rel: &Path,
-        size: u64,
-        mode: u32,
-        mtime: u64,
+        (size, mode, mtime): (u64, u32, u64),
+        xattrs: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<()> {
         let path = self.prepare(entry_name, rel)?;
         // create_new fails on anything already there, a dangling symlink
@@ -567,6 +612,13 @@ impl<'o> Unpacker<'o> {
         }
         if copied != size {
             return Err(corrupt(io::ErrorKind::UnexpectedEof.into()));
+        }
+        // Before the mode, which may make the file read-only.
+        for (name, value) in xattrs {
+            match file.set_xattr(OsStr::from_bytes(name), value) {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => break,
+                other => other.map_err(io_at(&path))?,
+            }
         }
         file.set_permissions(Permissions::from_mode(mode))
             .map_err(io_at(&path))?;
@@ -720,6 +772,31 @@ impl<'o> Unpacker<'o> {
         }
         Ok(())
     }
+}
+
+/// The `LEN KEY=VALUE\n` records of a PAX extended header, split by their
+/// lengths, or `None` if one is malformed. Values may hold any byte, a
+/// newline included (binary xattrs such as file capabilities), which
+/// splitting on newlines, as the tar crate's parser does, would misread.
+fn pax_records(mut data: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut records = Vec::new();
+    while !data.is_empty() {
+        let space = data.iter().position(|&b| b == b' ')?;
+        let digits = &data[..space];
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let len: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        if len <= space + 1 || len > data.len() {
+            return None;
+        }
+        let (record, rest) = data.split_at(len);
+        let body = record[space + 1..].strip_suffix(b"\n")?;
+        let equals = body.iter().position(|&b| b == b'=')?;
+        records.push((&body[..equals], &body[equals + 1..]));
+        data = rest;
+    }
+    Some(records)
 }
 
 fn mtime_of(secs: u64) -> SystemTime {

@@ -127,17 +127,16 @@ impl std::fmt::Debug for LayerWriter<'_> {
     }
 }
 
-/// A path inside the layer, relative, without `.` or `..`.
+/// A path inside the layer, read as [`unpack`](crate::unpack) reads entry
+/// names: relative, without `.` or `..`.
 fn layer_path(path: &Path, allow_root: bool) -> Result<PathBuf> {
-    let bytes = path.as_os_str().as_bytes();
-    let trimmed = &bytes[bytes.iter().take_while(|&&b| b == b'/').count()..];
     let invalid = |reason| Error::InvalidLayerPath {
         path: path.to_owned(),
         reason,
     };
-    let rel = names::normalize(trimmed).map_err(|e| match e {
-        BadName::ParentDir => invalid("has a `..` component"),
-        BadName::Nul | BadName::Absolute => invalid("contains a NUL byte"),
+    let rel = names::normalize(path.as_os_str().as_bytes()).map_err(|e| match e {
+        BadName::Escapes => invalid("climbs out of the layer root"),
+        BadName::Nul => invalid("contains a NUL byte"),
     })?;
     if rel.as_os_str().is_empty() && !allow_root {
         return Err(invalid("names the layer root"));

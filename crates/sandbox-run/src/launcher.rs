@@ -243,25 +243,7 @@ fn prepare_bundle(request: &Request) -> Result<(), String> {
             Some(size.as_str()),
         )
         .map_err(|e| format!("mount scratch tmpfs: {e}"))?;
-        let (upper, work) = (scratch.join("upper"), scratch.join("work"));
-        for dir in [&upper, &work] {
-            std::fs::create_dir(dir).map_err(|e| io("create", dir, e))?;
-        }
-        let lowerdir: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lowerdir.join(":"),
-            upper.display(),
-            work.display()
-        );
-        mount(
-            Some("overlay"),
-            &rootfs,
-            Some("overlay"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(options.as_str()),
-        )
-        .map_err(|e| format!("mount overlay root ({options}): {e}"))?;
+        mount_overlay(&request.bundle, lower, &rootfs)?;
     }
     if let Some(io) = &request.io {
         crate::io::prepare(io, &request.bundle.join("io"), request.uid, request.gid)?;
@@ -269,6 +251,51 @@ fn prepare_bundle(request: &Request) -> Result<(), String> {
     let config = request.bundle.join("config.json");
     let bytes = serde_json::to_vec(&request.config).map_err(|e| e.to_string())?;
     std::fs::write(&config, bytes).map_err(|e| io("write", &config, e))
+}
+
+/// Mounts `lower` (top-most first) as an overlay on `rootfs`, with the
+/// upper and work directories in `bundle/scratch`, a tmpfs already there.
+///
+/// The options name each layer by a short symlink, `bundle/lower/0`, `1`,
+/// ..., relative to that directory as the working directory (containerd
+/// shortens its options with a chdir too): full cache paths would pass the
+/// kernel's one-page limit on mount options near fifty layers, and a path
+/// holding `:` or `,` would be split there. 500 layers, the most overlayfs
+/// stacks, take under 2 KiB. Changing the working directory is safe in
+/// this single-threaded process, which changes it back at once.
+fn mount_overlay(bundle: &Path, lower: &[PathBuf], rootfs: &Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+
+    let create = |dir: PathBuf| {
+        std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))
+    };
+    create(bundle.join("scratch/upper"))?;
+    create(bundle.join("scratch/work"))?;
+    let links = bundle.join("lower");
+    create(links.clone())?;
+    let mut names = Vec::with_capacity(lower.len());
+    for (i, layer) in lower.iter().enumerate() {
+        let name = i.to_string();
+        std::os::unix::fs::symlink(layer, links.join(&name))
+            .map_err(|e| format!("link layer {}: {e}", layer.display()))?;
+        names.push(name);
+    }
+    let options = format!(
+        "lowerdir={},upperdir=../scratch/upper,workdir=../scratch/work",
+        names.join(":")
+    );
+    let back = File::open(".").map_err(|e| format!("open the working directory: {e}"))?;
+    std::env::set_current_dir(&links).map_err(|e| format!("chdir {}: {e}", links.display()))?;
+    let mounted = mount(
+        Some("overlay"),
+        rootfs,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    );
+    nix::unistd::fchdir(back.as_raw_fd())
+        .map_err(|e| format!("return to the working directory: {e}"))?;
+    mounted.map_err(|e| format!("mount overlay root of {} layers: {e}", lower.len()))
 }
 
 fn run_container(request: &Request) -> Outcome {

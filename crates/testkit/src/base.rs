@@ -180,6 +180,87 @@ pub async fn push_base(
     Ok(target.parse()?)
 }
 
+/// `base` with `layers` stacked on top (bottom first), written as a new
+/// OCI layout at `dir` (created if needed) and tagged `tag`: the base's
+/// blobs are copied, its config gains the layers' diff-ids and one history
+/// line each, and keeps its command and environment. A cheap way to an
+/// image of many layers.
+///
+/// ```no_run
+/// use oci_layer::{LayerWriter, WriteOptions};
+///
+/// let base = testkit::busybox_base()?;
+/// let dir = tempfile::tempdir()?;
+/// let layers = (0..3).map(|i| {
+///     let mut w = LayerWriter::new(WriteOptions::default());
+///     w.add_bytes(format!("layers/{i}"), 0o644, b"x".to_vec()).unwrap();
+///     w
+/// });
+/// let image = testkit::stack_layers(&base, dir.path(), "v1", layers)?;
+/// assert_eq!(image.layers.len(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn stack_layers<'a>(
+    base: &BaseImage,
+    dir: &Path,
+    tag: &str,
+    layers: impl IntoIterator<Item = LayerWriter<'a>>,
+) -> Result<BaseImage> {
+    let from = Layout::open(&base.layout)?;
+    let layout = Layout::create(dir)?;
+    for layer in &base.layers {
+        fs::copy(
+            from.blob_path(&layer.digest),
+            layout.blob_path(&layer.digest),
+        )?;
+    }
+    let config = from.read_blob(&base.config_digest, MAX_MANIFEST_BYTES as u64)?;
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&config).map_err(|e| Error::BaseImage {
+            image: base.tag.clone(),
+            reason: format!("config {}: {e}", base.config_digest),
+        })?;
+    let mut descriptors: Vec<serde_json::Value> = base
+        .layers
+        .iter()
+        .map(|l| json!({ "mediaType": l.media_type, "digest": l.digest.as_str(), "size": l.size }))
+        .collect();
+    let bad = || Error::BaseImage {
+        image: base.tag.clone(),
+        reason: format!(
+            "config {} has no rootfs.diff_ids or history",
+            base.config_digest
+        ),
+    };
+    for (i, w) in layers.into_iter().enumerate() {
+        let info = write_layer(&layout, w)?;
+        descriptors.push(json!({ "mediaType": info.media_type, "digest": info.digest.as_str(), "size": info.size }));
+        let ids = config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .ok_or_else(bad)?;
+        ids.push(info.diff_id.as_str().into());
+        let history = config["history"].as_array_mut().ok_or_else(bad)?;
+        history
+            .push(json!({ "created": EPOCH, "created_by": format!("testkit stacked layer {i}") }));
+    }
+    let config = serde_json::to_vec(&config).expect("JSON serializes");
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": OCI_CONFIG, "digest": layout.write_blob(&config)?.as_str(), "size": config.len() },
+        "layers": descriptors,
+    });
+    let manifest = serde_json::to_vec(&manifest).expect("JSON serializes");
+    let desc = Descriptor {
+        media_type: OCI_MANIFEST.into(),
+        digest: layout.write_blob(&manifest)?,
+        size: manifest.len() as u64,
+        platform: None,
+    };
+    layout.add_manifest(&desc, Some(tag))?;
+    load(dir, tag)
+}
+
 fn cache_root() -> PathBuf {
     std::env::var_os("HOIST_TESTKIT_CACHE")
         .map_or_else(|| std::env::temp_dir().join("hoist-testkit"), PathBuf::from)

@@ -48,7 +48,7 @@ mod token;
 
 use std::path::PathBuf;
 
-pub use base::{BaseImage, FORMAT_VERSION, busybox_base, push_base, python_base};
+pub use base::{BaseImage, FORMAT_VERSION, busybox_base, push_base, python_base, stack_layers};
 pub use fixture::{
     FixtureImage, FixtureIndex, ImageSpec, RandomReader, skopeo, umoci, write_image, write_index,
     write_platform_image,

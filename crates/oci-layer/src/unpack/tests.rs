@@ -65,6 +65,23 @@ impl Tar {
         )
     }
 
+    /// A PAX extended header whose records apply to the next entry.
+    fn pax(self, records: &[(&str, &[u8])]) -> Self {
+        let mut data = Vec::new();
+        for (key, value) in records {
+            // `LEN KEY=VALUE\n`, where LEN counts its own digits too.
+            let body = key.len() + value.len() + 3;
+            let mut len = body + 1;
+            while len != body + len.to_string().len() {
+                len = body + len.to_string().len();
+            }
+            data.extend_from_slice(format!("{len} {key}=").as_bytes());
+            data.extend_from_slice(value);
+            data.push(b'\n');
+        }
+        self.raw(EntryType::XHeader, b"PaxHeader", b"", 0o644, &data)
+    }
+
     fn bytes(mut self) -> Vec<u8> {
         self.builder.take().unwrap().into_inner().unwrap()
     }
@@ -149,18 +166,42 @@ fn hostile_layers_are_refused_and_leave_nothing() {
             |e| matches!(e, Error::ParentTraversal { entry, .. } if entry == Path::new("../escape")),
         ),
         case(
-            "absolute name",
+            "absolute name climbing out",
             |_| {
                 Tar::new()
-                    .file("/etc/passwd", b"root::0:0::/:/bin/sh\n")
+                    .file("/../etc/passwd", b"root::0:0::/:/bin/sh\n")
                     .bytes()
             },
-            |e| matches!(e, Error::AbsolutePath { entry, .. } if entry == Path::new("/etc/passwd")),
+            |e| matches!(e, Error::ParentTraversal { entry, .. } if entry == Path::new("/../etc/passwd")),
         ),
         case(
             "dot-dot in the middle",
             |_| Tar::new().file("a/../../x", b"x").bytes(),
             |e| matches!(e, Error::ParentTraversal { .. }),
+        ),
+        case(
+            "dot-dot climbing out after a dot-slash",
+            |_| {
+                Tar::new()
+                    .dir("./", 0o755)
+                    .file("./a/b/../../../x", b"x")
+                    .bytes()
+            },
+            |e| matches!(e, Error::ParentTraversal { .. }),
+        ),
+        case(
+            "a file naming the root",
+            |_| {
+                Tar::new()
+                    .raw(EntryType::Regular, b"/.", b"", 0o644, b"x")
+                    .bytes()
+            },
+            |e| matches!(e, Error::InvalidEntry { .. }),
+        ),
+        case(
+            "a symlink naming the root",
+            |_| Tar::new().symlink("/", "/etc").bytes(),
+            |e| matches!(e, Error::InvalidEntry { .. }),
         ),
         case(
             "symlink climbing out, then a write through it",
@@ -220,9 +261,23 @@ fn hostile_layers_are_refused_and_leave_nothing() {
             },
         ),
         case(
-            "hard link to an absolute path",
+            "hard link to an absolute path climbing out",
+            |_| Tar::new().hard_link("h", "/../etc/passwd").bytes(),
+            |e| {
+                matches!(e, Error::ParentTraversal { entry, path }
+                if entry == Path::new("h") && path == Path::new("/../etc/passwd"))
+            },
+        ),
+        case(
+            "hard link to the root",
+            |_| Tar::new().hard_link("h", "/").bytes(),
+            |e| matches!(e, Error::InvalidHardLink { .. }),
+        ),
+        case(
+            "hard link to a host file by its absolute name",
+            // Read as root-relative: `etc/passwd` of the layer, not the host's.
             |_| Tar::new().hard_link("h", "/etc/passwd").bytes(),
-            |e| matches!(e, Error::AbsolutePath { .. }),
+            |e| matches!(e, Error::InvalidHardLink { entry, .. } if entry == Path::new("h")),
         ),
         case(
             "hard link through a symlinked directory",
@@ -284,6 +339,26 @@ fn hostile_layers_are_refused_and_leave_nothing() {
                     .bytes()
             },
             |e| matches!(e, Error::InvalidEntry { .. }),
+        ),
+        case(
+            "pax record longer than its header",
+            |_| {
+                Tar::new()
+                    .raw(EntryType::XHeader, b"PaxHeader", b"", 0o644, b"99 path=x\n")
+                    .file("f", b"x")
+                    .bytes()
+            },
+            |e| matches!(e, Error::InvalidEntry { reason, .. } if reason.contains("pax")),
+        ),
+        case(
+            "pax record without `=`",
+            |_| {
+                Tar::new()
+                    .raw(EntryType::XHeader, b"PaxHeader", b"", 0o644, b"9 pathxx\n")
+                    .file("f", b"x")
+                    .bytes()
+            },
+            |e| matches!(e, Error::InvalidEntry { reason, .. } if reason.contains("pax")),
         ),
         case(
             "long name with no entry after it",
@@ -582,19 +657,13 @@ fn long_names_from_gnu_and_pax_headers() {
     builder.append_data(&mut h, &long, &b"gnu"[..]).unwrap();
     // A PAX `path` record, as Go's archive/tar writes for long names.
     let pax_name = format!("{}/pax", "p".repeat(120));
-    let record = format!(" path={pax_name}\n");
-    let record = format!(
-        "{}{record}",
-        record.len() + (record.len() + 3).to_string().len()
-    );
-    let mut x = Tar::new().raw(
-        EntryType::XHeader,
-        b"PaxHeader",
+    let x = Tar::new().pax(&[("path", pax_name.as_bytes())]).raw(
+        EntryType::Regular,
+        b"truncated-name",
         b"",
         0o644,
-        record.as_bytes(),
+        b"pax",
     );
-    x = x.raw(EntryType::Regular, b"truncated-name", b"", 0o644, b"pax");
     let mut tar = builder.into_inner().unwrap();
     tar.truncate(tar.len() - 1024);
     tar.extend(x.bytes());
@@ -608,4 +677,230 @@ fn long_names_from_gnu_and_pax_headers() {
     assert_eq!(stats.entries, 2);
     assert_eq!(fs::read(scratch.dest().join(&long)).unwrap(), b"gnu");
     assert_eq!(fs::read(scratch.dest().join(&pax_name)).unwrap(), b"pax");
+}
+
+/// What `root` holds, one line per path in order: `dir/`, `file = text`
+/// (with `[N links]` when hard-linked) and `link -> target`.
+fn tree(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                out.push(format!("{rel}/"));
+                walk(root, &path, out);
+            } else if meta.file_type().is_symlink() {
+                out.push(format!(
+                    "{rel} -> {}",
+                    fs::read_link(&path).unwrap().display()
+                ));
+            } else {
+                let text = String::from_utf8_lossy(&fs::read(&path).unwrap()).into_owned();
+                let links = match meta.nlink() {
+                    1 => String::new(),
+                    n => format!(" [{n} links]"),
+                };
+                out.push(format!("{rel} = {text}{links}"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[test]
+fn names_are_read_as_containerd_reads_them() {
+    // (what the case shows, the entries, the tree they make)
+    type Build = fn(Tar) -> Tar;
+    let cases: &[(&str, Build, &[&str])] = &[
+        (
+            "plain name",
+            |t| t.file("etc/motd", b"x"),
+            &["etc/", "etc/motd = x"],
+        ),
+        (
+            "leading slash",
+            |t| t.file("/etc/motd", b"x"),
+            &["etc/", "etc/motd = x"],
+        ),
+        (
+            "dot-slash",
+            |t| t.file("./etc/motd", b"x"),
+            &["etc/", "etc/motd = x"],
+        ),
+        (
+            "doubled slashes and dots",
+            |t| t.file("//etc/./motd", b"x"),
+            &["etc/", "etc/motd = x"],
+        ),
+        (
+            "dot-dot resolved lexically",
+            |t| t.file("etc/../motd", b"x"),
+            &["motd = x"],
+        ),
+        (
+            "dot-dot after a leading slash",
+            |t| t.file("/usr/lib/../bin/x", b"x"),
+            &["usr/", "usr/bin/", "usr/bin/x = x"],
+        ),
+        (
+            "directories under each spelling",
+            |t| t.dir("/a/", 0o755).dir("./a/b/", 0o755).dir("a/b/c", 0o755),
+            &["a/", "a/b/", "a/b/c/"],
+        ),
+        (
+            "one path under two spellings: the later entry wins",
+            |t| t.file("/etc/x", b"first").file("./etc/x", b"second"),
+            &["etc/", "etc/x = second"],
+        ),
+        (
+            "hard link with a root-relative target",
+            |t| {
+                t.file("/bin/busybox", b"bb")
+                    .hard_link("/bin/sh", "/bin/busybox")
+            },
+            &[
+                "bin/",
+                "bin/busybox = bb [2 links]",
+                "bin/sh = bb [2 links]",
+            ],
+        ),
+        (
+            "hard link target with dot-slash and dot-dot",
+            |t| t.file("./bin/a", b"x").hard_link("bin/b", "./usr/../bin/a"),
+            &["bin/", "bin/a = x [2 links]", "bin/b = x [2 links]"],
+        ),
+        (
+            "symlink targets are kept as written",
+            |t| {
+                t.symlink("/usr/bin/python", "/usr/bin/python3")
+                    .symlink("./lib", "usr/lib")
+            },
+            &[
+                "lib -> usr/lib",
+                "usr/",
+                "usr/bin/",
+                "usr/bin/python -> /usr/bin/python3",
+            ],
+        ),
+        (
+            "the root as /",
+            |t| t.dir("/", 0o700).file("/f", b"x"),
+            &["f = x"],
+        ),
+        ("the root as .", |t| t.dir(".", 0o700), &[]),
+        ("the root as ./", |t| t.dir("./", 0o700), &[]),
+        ("the root as //", |t| t.dir("//", 0o700), &[]),
+        ("the root as a/..", |t| t.dir("a/..", 0o700), &[]),
+    ];
+    for (what, build, want) in cases {
+        let scratch = Scratch::new();
+        let tar = build(Tar::new()).bytes();
+        let stats = unpack(
+            &tar[..],
+            Compression::None,
+            &scratch.dest(),
+            &UnpackOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(tree(&scratch.dest()), *want, "{what}");
+        // A root entry changes neither the root's mode nor its mtime.
+        let root = fs::metadata(scratch.dest()).unwrap();
+        assert_eq!(root.permissions().mode() & 0o7777, 0o755, "{what}");
+        assert_eq!(root.mtime(), 0, "{what}");
+        assert!(
+            stats.whiteouts.is_empty() && stats.opaque_dirs.is_empty(),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn whiteouts_under_every_spelling() {
+    // (whiteout entry, files it deletes, directories it makes opaque)
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("/etc/.wh.x", &["etc/x"], &[]),
+        ("./etc/.wh.x", &["etc/x"], &[]),
+        ("./.wh.top", &["top"], &[]),
+        ("/.wh.top", &["top"], &[]),
+        ("a/../.wh.b", &["b"], &[]),
+        ("./a/.wh..wh..opq", &[], &["a"]),
+        ("/a/b/.wh..wh..opq", &[], &["a/b"]),
+        ("/.wh..wh..opq", &[], &[""]),
+        ("./.wh..wh..opq", &[], &[""]),
+    ];
+    for (name, whiteouts, opaque) in cases {
+        let scratch = Scratch::new();
+        let tar = Tar::new().file(name, b"").bytes();
+        let stats = unpack(
+            &tar[..],
+            Compression::None,
+            &scratch.dest(),
+            &UnpackOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let paths = |v: &[PathBuf]| {
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(paths(&stats.whiteouts), *whiteouts, "{name}");
+        assert_eq!(paths(&stats.opaque_dirs), *opaque, "{name}");
+        let left: Vec<_> = tree(&scratch.dest())
+            .into_iter()
+            .filter(|p| p.contains(".wh."))
+            .collect();
+        assert!(left.is_empty(), "{name}: {left:?}");
+    }
+}
+
+#[test]
+fn user_xattrs_are_restored_and_others_dropped() {
+    let scratch = Scratch::new();
+    let tar = Tar::new()
+        .pax(&[
+            ("SCHILY.xattr.user.color", b"blue"),
+            ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+            ("SCHILY.xattr.security.capability", b"\x01\x00\x00\x02"),
+        ])
+        .dir("/d/", 0o555)
+        .pax(&[("SCHILY.xattr.user.raw", b"\x00\xff=\n")])
+        .raw(EntryType::Regular, b"./d/f", b"", 0o444, b"data")
+        .pax(&[("SCHILY.xattr.user.on-link", b"x")])
+        .symlink("d/l", "f")
+        .bytes();
+    unpack(
+        &tar[..],
+        Compression::None,
+        &scratch.dest(),
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    let names = |p: &str| {
+        let mut v: Vec<_> = xattr::list(scratch.dest().join(p))
+            .unwrap()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("d"), ["user.color"]);
+    assert_eq!(names("d/f"), ["user.raw"]);
+    assert_eq!(names("d/l"), Vec::<String>::new());
+    let get = |p: &str, n: &str| xattr::get(scratch.dest().join(p), n).unwrap();
+    assert_eq!(get("d", "user.color").as_deref(), Some(&b"blue"[..]));
+    assert_eq!(get("d/f", "user.raw").as_deref(), Some(&b"\x00\xff=\n"[..]));
+    let mode = |p: &str| {
+        fs::metadata(scratch.dest().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!((mode("d"), mode("d/f")), (0o555, 0o444));
+    fs::set_permissions(scratch.dest().join("d"), Permissions::from_mode(0o755)).unwrap();
 }
