@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use oci_model::{Digest, Digester};
+use oci_model::{Digest, Hashing};
 use xattr::FileExt as _;
 
 use crate::names::{self, BadName};
@@ -228,20 +228,6 @@ pub fn remove_tree(path: &Path) {
     let _ = fs::remove_dir_all(path);
 }
 
-/// Feeds everything read through a [`Digester`]: the diff-id.
-struct Hashing<R> {
-    inner: R,
-    digester: Digester,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digester.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 /// Extension headers that apply to the next member entry.
 #[derive(Default)]
 struct Pending {
@@ -320,10 +306,8 @@ impl<'o> Unpacker<'o> {
 
     fn run(mut self, reader: impl Read, compression: Compression) -> Result<UnpackStats> {
         let decoder = compression.decoder(reader).map_err(corrupt)?;
-        let mut archive = tar::Archive::new(Hashing {
-            inner: decoder,
-            digester: Digester::new(),
-        });
+        // Everything read is hashed: the diff-id.
+        let mut archive = tar::Archive::new(Hashing::new(decoder));
         // Raw mode: extension headers come to us, so their size is bounded
         // before they are read into memory (the tar crate reads them whole).
         let entries = archive.entries().map_err(corrupt)?.raw(true);
@@ -353,7 +337,7 @@ impl<'o> Unpacker<'o> {
             });
         }
         self.apply_dirs()?;
-        self.stats.diff_id = inner.digester.finish();
+        self.stats.diff_id = inner.into_parts().1.finish();
         Ok(self.stats)
     }
 

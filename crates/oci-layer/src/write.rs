@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use oci_model::{Descriptor, Digest, Digester};
+use oci_model::{Descriptor, Digest, Hashing};
 
 use crate::compression::Encoder;
 use crate::names::{self, BadName};
@@ -343,8 +343,8 @@ impl<'a> LayerWriter<'a> {
     pub fn finish<W: Write>(self, out: W) -> Result<LayerInfo> {
         let output = |source| Error::Output { source };
         let compression = self.opts.compression;
-        let encoder = Encoder::new(compression, HashWriter::new(out)).map_err(output)?;
-        let mut builder = tar::Builder::new(HashWriter::new(encoder));
+        let encoder = Encoder::new(compression, Hashing::new(out)).map_err(output)?;
+        let mut builder = tar::Builder::new(Hashing::new(encoder));
         for (rel, node) in self.entries {
             let mut header = tar::Header::new_gnu();
             header.set_mtime(self.opts.mtime);
@@ -397,43 +397,16 @@ impl<'a> LayerWriter<'a> {
                 }
             }
         }
-        let tar = builder.into_inner().map_err(output)?;
-        let diff_id = tar.digester.finish();
-        let mut blob = tar.inner.finish().map_err(output)?;
-        blob.inner.flush().map_err(output)?;
+        let (encoder, tar) = builder.into_inner().map_err(output)?.into_parts();
+        let diff_id = tar.finish();
+        let (mut out, blob) = encoder.finish().map_err(output)?.into_parts();
+        out.flush().map_err(output)?;
         Ok(LayerInfo {
-            size: blob.digester.bytes(),
-            digest: blob.digester.finish(),
+            size: blob.bytes(),
+            digest: blob.finish(),
             diff_id,
             media_type: compression.media_type(),
         })
-    }
-}
-
-/// Passes writes through while hashing them.
-struct HashWriter<W> {
-    inner: W,
-    digester: Digester,
-}
-
-impl<W> HashWriter<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            digester: Digester::new(),
-        }
-    }
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.digester.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
