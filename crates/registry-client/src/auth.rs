@@ -1,6 +1,18 @@
 //! The registry auth dance: `WWW-Authenticate` challenges, basic auth, and
 //! bearer tokens per registry and scope, reused until shortly before they
 //! expire.
+//!
+//! A token service's `expires_in` is a hint, read leniently: docker
+//! (distribution's client) and containers/image decode it into a Go `int`,
+//! so a float or an out-of-range number fails the whole login there, and
+//! raise anything under 60 s to 60 s. hoist accepts any JSON number up to
+//! a float's range (`300`, `300.0`, `1e18`, `18446744073709551615`; past
+//! 1.8e308 serde_json refuses the reply): whole seconds are kept, capped at
+//! [`MAX_TOKEN_LIFETIME`]; zero, negative, sub-second and non-numeric
+//! values count as unsaid, [`DEFAULT_TOKEN_LIFETIME`]; short positive
+//! lifetimes are honoured as given. A lifetime that turns out too long
+//! costs one refused request: the registry's 401 makes the client fetch a
+//! new token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,20 +29,30 @@ use crate::{Error, Result};
 /// that a request never leaves with a token about to lapse.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(20);
 /// Docker's default when a token service does not say.
-const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// The longest a token is kept, whatever its service says: a day.
+/// Registries issue tokens for minutes to an hour; a service claiming more
+/// is broken or hostile.
+pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What a registry asked for in its `WWW-Authenticate` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Challenge {
+    /// HTTP basic authentication.
     Basic,
+    /// A bearer token from the token service at `realm`.
     Bearer {
+        /// The token service's URL, as sent.
         realm: String,
+        /// The `service` to ask the token for.
         service: Option<String>,
+        /// The scope the registry named, if any.
         scope: Option<String>,
     },
 }
 
-/// Parses `Basic realm="x"` or `Bearer realm="…",service="…",scope="…"`.
+/// Parses `Basic realm="x"` or `Bearer realm="…",service="…",scope="…"`;
+/// `None` for other schemes and for a bearer challenge without a realm.
 pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
@@ -111,7 +133,39 @@ pub(crate) struct Authenticator {
 struct TokenReply {
     token: Option<String>,
     access_token: Option<String>,
-    expires_in: Option<u64>,
+    // Any JSON value: see the module docs for how it is read.
+    #[serde(default)]
+    expires_in: serde_json::Value,
+}
+
+/// Reads a token service's JSON reply: the token (`token`, else
+/// `access_token`) and how long it may be used (see the module docs). The
+/// error is the reason, without the body.
+pub(crate) fn parse_token_reply(body: &[u8]) -> std::result::Result<(String, Duration), String> {
+    let reply: TokenReply =
+        serde_json::from_slice(body).map_err(|e| format!("token reply is not JSON: {e}"))?;
+    let value = reply
+        .token
+        .filter(|t| !t.is_empty())
+        .or(reply.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| "token reply has no token".to_owned())?;
+    // It goes into an `Authorization` header.
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token in the reply is not printable ASCII".into());
+    }
+    Ok((value, token_lifetime(&reply.expires_in)))
+}
+
+/// `expires_in` as a lifetime, see the module docs.
+fn token_lifetime(expires_in: &serde_json::Value) -> Duration {
+    match expires_in.as_f64() {
+        // `as` saturates, and truncates to whole seconds.
+        Some(secs) if secs >= 1.0 => {
+            Duration::from_secs(secs.min(MAX_TOKEN_LIFETIME.as_secs() as f64) as u64)
+        }
+        _ => DEFAULT_TOKEN_LIFETIME,
+    }
 }
 
 impl Authenticator {
@@ -279,21 +333,16 @@ impl Authenticator {
             .bytes()
             .await
             .map_err(|e| fail(format!("reading token: {}", e.without_url()), true))?;
-        let reply: TokenReply = serde_json::from_slice(&body)
-            .map_err(|e| fail(format!("token reply is not JSON: {e}"), false))?;
-        let value = reply
-            .token
-            .or(reply.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| fail("token reply has no token".into(), false))?;
-        let lifetime = reply
-            .expires_in
-            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        let (value, lifetime) = parse_token_reply(&body).map_err(|reason| fail(reason, false))?;
+        // Short-lived tokens keep half their life, long ones lose the
+        // margin. The lifetime is capped, so the sum cannot overflow; if it
+        // somehow did, the token is refreshed at its next use.
+        let now = Instant::now();
         Ok(Token {
             value,
-            // Short-lived tokens keep half their life, long ones lose the
-            // margin.
-            refresh_at: Instant::now() + lifetime - EXPIRY_MARGIN.min(lifetime / 2),
+            refresh_at: now
+                .checked_add(lifetime - EXPIRY_MARGIN.min(lifetime / 2))
+                .unwrap_or(now),
         })
     }
 }
@@ -347,5 +396,64 @@ mod tests {
                 scope: None
             })
         );
+    }
+
+    #[test]
+    fn reads_token_replies() {
+        let day = MAX_TOKEN_LIFETIME;
+        let lifetimes = [
+            ("300", Duration::from_secs(300)),
+            ("2", Duration::from_secs(2)),
+            ("2.9", Duration::from_secs(2)),
+            ("300.0", Duration::from_secs(300)),
+            ("86400", day),
+            ("86401", day),
+            ("18446744073709551615", day),
+            ("18446744073709551616", day),
+            ("1e18", day),
+            ("1.7e308", day),
+            ("0", DEFAULT_TOKEN_LIFETIME),
+            ("0.5", DEFAULT_TOKEN_LIFETIME),
+            ("-1", DEFAULT_TOKEN_LIFETIME),
+            ("-1e300", DEFAULT_TOKEN_LIFETIME),
+            ("\"300\"", DEFAULT_TOKEN_LIFETIME),
+            ("null", DEFAULT_TOKEN_LIFETIME),
+            ("[1]", DEFAULT_TOKEN_LIFETIME),
+        ];
+        for (expires_in, want) in lifetimes {
+            let body = format!(r#"{{"token":"t","expires_in":{expires_in}}}"#);
+            assert_eq!(
+                parse_token_reply(body.as_bytes()),
+                Ok(("t".to_owned(), want)),
+                "{expires_in}"
+            );
+        }
+        assert_eq!(
+            parse_token_reply(br#"{"access_token":"a"}"#),
+            Ok(("a".to_owned(), DEFAULT_TOKEN_LIFETIME))
+        );
+        assert_eq!(
+            parse_token_reply(br#"{"token":"","access_token":"a"}"#),
+            Ok(("a".to_owned(), DEFAULT_TOKEN_LIFETIME))
+        );
+        let errors = [
+            (&br#"{"token":"t","expires_in":1e400}"#[..], "not JSON"),
+            (b"<html>", "not JSON"),
+            (b"", "not JSON"),
+            (br#"{"token":5}"#, "not JSON"),
+            (br#"{"expires_in":300}"#, "no token"),
+            (br#"{"token":null,"access_token":""}"#, "no token"),
+            (br#"{"token":"a b"}"#, "not printable ASCII"),
+            (br#"{"token":"a\nb"}"#, "not printable ASCII"),
+            ("{\"token\":\"\u{e9}\"}".as_bytes(), "not printable ASCII"),
+        ];
+        for (body, want) in errors {
+            let err = parse_token_reply(body).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{}: {err}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }
