@@ -12,7 +12,7 @@
 //! values count as unsaid, [`DEFAULT_TOKEN_LIFETIME`]; short positive
 //! lifetimes are honoured as given. A lifetime that turns out too long
 //! costs one refused request: the registry's 401 makes the client fetch a
-//! new token.
+//! new token. The reply itself is read up to [`MAX_TOKEN_REPLY_BYTES`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
+use crate::client::{ReadError, read_body};
 use crate::credentials::{CredentialStore, Credentials};
 use crate::{Error, Result};
 
@@ -29,11 +30,14 @@ use crate::{Error, Result};
 /// that a request never leaves with a token about to lapse.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(20);
 /// Docker's default when a token service does not say.
-pub(crate) const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// The longest a token is kept, whatever its service says: a day.
 /// Registries issue tokens for minutes to an hour; a service claiming more
 /// is broken or hostile.
 pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// The largest token reply read, the manifests' limit: a JWT with many
+/// scopes is a few KiB.
+const MAX_TOKEN_REPLY_BYTES: usize = oci_model::MAX_MANIFEST_BYTES;
 
 /// What a registry asked for in its `WWW-Authenticate` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -329,10 +333,19 @@ impl Authenticator {
             };
             return Err(fail(why, temporary));
         }
-        let body = response
-            .bytes()
+        let body = read_body(response, MAX_TOKEN_REPLY_BYTES)
             .await
-            .map_err(|e| fail(format!("reading token: {}", e.without_url()), true))?;
+            .map_err(|e| match e {
+                ReadError::Transport(e) => {
+                    fail(format!("reading token: {}", e.without_url()), true)
+                }
+                ReadError::TooLarge { .. } => Error::TooLarge {
+                    registry: registry.to_owned(),
+                    what: "fetching a token".into(),
+                    content: "token reply",
+                    limit: MAX_TOKEN_REPLY_BYTES as u64,
+                },
+            })?;
         let (value, lifetime) = parse_token_reply(&body).map_err(|reason| fail(reason, false))?;
         // Short-lived tokens keep half their life, long ones lose the
         // margin. The lifetime is capped, so the sum cannot overflow; if it

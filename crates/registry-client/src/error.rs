@@ -164,6 +164,19 @@ pub enum Error {
         /// What arrived (at least).
         actual: u64,
     },
+    /// A response body larger than this client reads for its kind (a
+    /// token reply, a page of tags): refused, never truncated.
+    #[error("registry {registry}: {what}: the {content} is larger than the {limit}-byte limit")]
+    TooLarge {
+        /// The registry host.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// What the body holds, e.g. `token reply`.
+        content: &'static str,
+        /// The most bytes read for it.
+        limit: u64,
+    },
     /// A response that breaks the protocol (missing header, bad JSON…).
     #[error("registry {registry}: {what}: {reason}")]
     Protocol {
@@ -223,7 +236,7 @@ impl Error {
             // Corruption on the wire or a broken mirror: fetch again, from
             // here or elsewhere, but never keep the bytes.
             Self::DigestMismatch { .. } => Action::Retry,
-            Self::Protocol { .. } => Action::TryNextRegistry,
+            Self::Protocol { .. } | Self::TooLarge { .. } => Action::TryNextRegistry,
             Self::Auth { temporary, .. } => {
                 if *temporary {
                     Action::Retry
