@@ -188,8 +188,9 @@ impl Client {
         Ok(digest)
     }
 
-    /// Lists a repository's tags, following `Link` pagination. Each page is
-    /// read up to 4 MiB, the whole list up to a million tags.
+    /// Lists a repository's tags, following `Link` pagination within the
+    /// registry. Each page is read up to 4 MiB, the whole list up to a
+    /// million tags.
     pub async fn list_tags(&self, r: &Reference) -> Result<Vec<String>> {
         #[derive(Deserialize)]
         struct TagList {
@@ -206,8 +207,9 @@ impl Client {
             what: what.clone(),
             reason,
         };
-        let base = format!("{}://{host}", self.scheme(host));
-        let mut next = Some(format!("{}/tags/list?n=1000", self.repo_url(r)));
+        let first = format!("{}/tags/list?n=1000", self.repo_url(r));
+        let mut next =
+            Some(url::Url::parse(&first).map_err(|e| protocol(format!("bad URL: {e}")))?);
         let mut tags = Vec::new();
         let mut pages = 0;
         while let Some(url) = next.take() {
@@ -219,22 +221,15 @@ impl Client {
                 .inner
                 .retry
                 .run(|_| async {
-                    let response = self.send(r, &scope, &what, |h| h.get(&url)).await?;
+                    let response = self.send(r, &scope, &what, |h| h.get(url.as_str())).await?;
                     if !response.status().is_success() {
                         return Err(Client::fail(r, &what, response).await);
                     }
                     Ok(response)
                 })
                 .await?;
-            next = header_str(response.headers(), "link")
-                .and_then(parse_next_link)
-                .map(|l| {
-                    if l.starts_with('/') {
-                        format!("{base}{l}")
-                    } else {
-                        l
-                    }
-                });
+            next =
+                next_tags_page(&url, header_str(response.headers(), "link")).map_err(protocol)?;
             let body = read_body(response, MAX_TAG_PAGE_BYTES)
                 .await
                 .map_err(|e| match e {
@@ -265,6 +260,30 @@ const MAX_TAG_PAGE_BYTES: usize = MAX_MANIFEST_BYTES;
 /// hundred MiB at worst.
 const MAX_TAGS: usize = 1_000_000;
 
+/// The page after `current` of a tag list: the target of the `Link`
+/// header's `rel="next"`, resolved against `current`. `Ok(None)` on the
+/// last page (no such link, or one that is not a URL); an error for a link
+/// that leaves the registry (another scheme, host or port), since requests
+/// carry the registry's credentials.
+pub(crate) fn next_tags_page(
+    current: &url::Url,
+    link: Option<&str>,
+) -> std::result::Result<Option<url::Url>, String> {
+    let Some(target) = link.and_then(parse_next_link) else {
+        return Ok(None);
+    };
+    let Ok(next) = current.join(&target) else {
+        return Ok(None);
+    };
+    if next.origin() != current.origin() {
+        return Err(format!(
+            "the next page of tags is on another server ({}), not following it",
+            next.origin().ascii_serialization()
+        ));
+    }
+    Ok(Some(next))
+}
+
 /// `<url>; rel="next"` → url.
 fn parse_next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
@@ -290,5 +309,44 @@ mod tests {
         );
         assert_eq!(parse_next_link(r#"</x>; rel="prev""#), None);
         assert_eq!(parse_next_link("garbage"), None);
+    }
+
+    #[test]
+    fn follows_tag_pages_within_the_registry() {
+        let current = url::Url::parse("https://r.example/v2/a/tags/list?n=2").unwrap();
+        let next = |link| next_tags_page(&current, link).map(|u| u.map(String::from));
+        let same = [
+            (
+                r#"</v2/a/tags/list?last=x&n=2>; rel="next""#,
+                "https://r.example/v2/a/tags/list?last=x&n=2",
+            ),
+            (
+                r#"<list?last=x>; rel="next""#,
+                "https://r.example/v2/a/tags/list?last=x",
+            ),
+            (
+                r#"<https://r.example:443/v2/a/tags/list?last=y>; rel="next""#,
+                "https://r.example/v2/a/tags/list?last=y",
+            ),
+            (
+                r#"<//r.example/v2/b>; rel="next""#,
+                "https://r.example/v2/b",
+            ),
+        ];
+        for (link, want) in same {
+            assert_eq!(next(Some(link)), Ok(Some(want.to_owned())), "{link}");
+        }
+        assert_eq!(next(None), Ok(None));
+        assert_eq!(next(Some(r#"</x>; rel="prev""#)), Ok(None));
+        for elsewhere in [
+            r#"<https://evil.example/v2/a/tags/list>; rel="next""#,
+            r#"<//evil.example/v2/a>; rel="next""#,
+            r#"<http://r.example/v2/a/tags/list>; rel="next""#,
+            r#"<https://r.example:5000/v2/a/tags/list>; rel="next""#,
+            r#"<file:///etc/passwd>; rel="next""#,
+        ] {
+            let err = next(Some(elsewhere)).unwrap_err();
+            assert!(err.contains("another server"), "{elsewhere}: {err}");
+        }
     }
 }
