@@ -34,14 +34,14 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// The longest a token is kept, whatever its service says: a day.
 /// Registries issue tokens for minutes to an hour; a service claiming more
 /// is broken or hostile.
-pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 /// The largest token reply read, the manifests' limit: a JWT with many
 /// scopes is a few KiB.
 const MAX_TOKEN_REPLY_BYTES: usize = oci_model::MAX_MANIFEST_BYTES;
 
 /// What a registry asked for in its `WWW-Authenticate` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Challenge {
+pub enum Challenge {
     /// HTTP basic authentication.
     Basic,
     /// A bearer token from the token service at `realm`.
@@ -57,7 +57,7 @@ pub(crate) enum Challenge {
 
 /// Parses `Basic realm="x"` or `Bearer realm="…",service="…",scope="…"`;
 /// `None` for other schemes and for a bearer challenge without a realm.
-pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("basic") {
@@ -145,7 +145,7 @@ struct TokenReply {
 /// Reads a token service's JSON reply: the token (`token`, else
 /// `access_token`) and how long it may be used (see the module docs). The
 /// error is the reason, without the body.
-pub(crate) fn parse_token_reply(body: &[u8]) -> std::result::Result<(String, Duration), String> {
+pub fn parse_token_reply(body: &[u8]) -> std::result::Result<(String, Duration), String> {
     let reply: TokenReply =
         serde_json::from_slice(body).map_err(|e| format!("token reply is not JSON: {e}"))?;
     let value = reply

@@ -310,7 +310,7 @@ const MAX_CODE: usize = 64;
 /// Parses a distribution error body: the first code and a short message.
 /// Both end up on one line of a terminal, so control characters are
 /// dropped (whitespace ones become spaces) and both are shortened.
-pub(crate) fn parse_error_body(body: &[u8]) -> (Option<ErrorCode>, String) {
+pub fn parse_error_body(body: &[u8]) -> (Option<ErrorCode>, String) {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(b) if !b.errors.is_empty() => {
             let first = &b.errors[0];

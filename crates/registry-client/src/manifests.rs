@@ -265,7 +265,7 @@ const MAX_TAGS: usize = 1_000_000;
 /// last page (no such link, or one that is not a URL); an error for a link
 /// that leaves the registry (another scheme, host or port), since requests
 /// carry the registry's credentials.
-pub(crate) fn next_tags_page(
+pub fn next_tags_page(
     current: &url::Url,
     link: Option<&str>,
 ) -> std::result::Result<Option<url::Url>, String> {
