@@ -56,7 +56,7 @@ pub use fixture::{
 pub use proxy::{Fault, FaultProxy, LoggedRequest, Rule};
 pub use push::push_layout;
 pub use registry::{Registry, RegistryAuth};
-pub use token::TokenServer;
+pub use token::{TokenReply, TokenServer};
 
 /// Everything that can go wrong while setting up a fixture.
 #[derive(Debug, thiserror::Error)]
