@@ -370,3 +370,43 @@ async fn recover_forever(q: RedisQueue, db: Db, every: Duration) {
         tokio::time::sleep(every.max(Duration::from_secs(1))).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_passwords() {
+        let config = JobsConfig::new(
+            "postgres://hoist:s3cret-db@db.internal:5432/hoist",
+            "redis://:s3cret-queue@queue.internal:6379/0",
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("db.internal") && shown.contains("queue.internal"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn refuses_what_it_cannot_use() {
+        for (database, queue) in [
+            ("mysql://u:s3cret@h/db", "database"),
+            ("sqlite::memory:", "database"),
+            ("sqlite://", "database"),
+        ] {
+            let err = Jobs::open(JobsConfig::new(database, queue)).await.unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{database}: {err}");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = format!("sqlite://{}", dir.path().join("j.db").display());
+        let err = Jobs::open(JobsConfig::new(&sqlite, "amqp://u:s3cret@h"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let err = Jobs::open(JobsConfig::new(&sqlite, "database").max_attempts(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+    }
+}
