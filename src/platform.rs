@@ -34,6 +34,11 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The lease workers hold work under.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease.max(1))
+    }
+
     /// Opens the records and the queue, and the object store; defaults
     /// under `data_dir` when given.
     pub async fn open(&self, data_dir: Option<&std::path::Path>) -> Result<(jobs::Jobs, Objects)> {
@@ -47,11 +52,8 @@ impl StoreArgs {
             (None, Some(dir)) => format!("file://{}", dir.join("objects").display()),
             (None, None) => bail!("--objects (or HOIST_OBJECTS) is needed"),
         };
-        let mut config = jobs::JobsConfig::new(&database);
-        if let Some(q) = &self.queue {
-            config.queue = q.clone();
-        }
-        config.lease = Duration::from_secs(self.lease.max(1));
+        let queue = self.queue.clone().unwrap_or_else(|| "database".into());
+        let config = jobs::JobsConfig::new(&database, queue).lease(self.lease());
         let jobs = jobs::Jobs::open(config)
             .await
             .with_context(|| format!("open the records at {}", redact(&database)))?;
@@ -138,8 +140,8 @@ pub struct WorkerArgs {
 
 impl WorkerArgs {
     /// The worker's configuration; `data_dir` gives the defaults of
-    /// `hoist serve`.
-    pub fn config(&self, data_dir: Option<&std::path::Path>) -> Result<WorkerConfig> {
+    /// `hoist serve`; `lease` is the queue's.
+    pub fn config(&self, data_dir: Option<&std::path::Path>, lease: Duration) -> Result<WorkerConfig> {
         let images = match (&self.registry, data_dir) {
             (Some(t), _) => t.clone(),
             (None, Some(dir)) => ImageTarget::Layout(dir.join("images")),
@@ -158,6 +160,7 @@ impl WorkerArgs {
         config.base = self.base.clone();
         config.prewarm = self.prewarm;
         config.drain_grace = Duration::from_secs(self.drain);
+        config.lease = lease;
         Ok(config)
     }
 
@@ -170,6 +173,7 @@ impl WorkerArgs {
         registries: registry_client::ClientBuilder,
         launcher_arg: &str,
         data_dir: Option<&std::path::Path>,
+        lease: Duration,
     ) -> Result<Worker> {
         let exe = std::env::current_exe().context("find this binary")?;
         let sandbox = sandbox_run::SandboxConfig::new(
@@ -181,7 +185,7 @@ impl WorkerArgs {
             metrics,
             registries,
             sandbox,
-            self.config(data_dir)?,
+            self.config(data_dir, lease)?,
         )
         .await
         .context("start the worker")

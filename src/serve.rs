@@ -51,6 +51,7 @@ pub(crate) async fn serve(builder: registry_client::ClientBuilder, args: ServeAr
             builder,
             LAUNCHER_ARG,
             Some(&data),
+            args.store.lease(),
         )
         .await?;
     let extra: Arc<dyn Fn() -> String + Send + Sync> = {

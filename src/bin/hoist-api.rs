@@ -100,11 +100,12 @@ async fn keys(jobs: &jobs::Jobs, action: Keys) -> Result<()> {
         Keys::List => {
             for key in jobs.keys().await? {
                 println!(
-                    "{}  {:<20}  {}{}",
+                    "{}  {:<20}  {}  {}{}",
                     key.id,
                     key.name,
-                    key.created_at,
-                    if key.revoked { "  (revoked)" } else { "" }
+                    key.prefix,
+                    key.created_at.to_rfc3339(),
+                    if key.revoked_at.is_some() { "  (revoked)" } else { "" }
                 );
             }
         }

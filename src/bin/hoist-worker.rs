@@ -75,6 +75,7 @@ async fn run(cli: Cli) -> Result<()> {
             cli.registries.builder()?,
             LAUNCHER_ARG,
             None,
+            cli.store.lease(),
         )
         .await?;
     let listener = tokio::net::TcpListener::bind(cli.listen)

@@ -68,7 +68,7 @@ pub struct BuildList {
     /// The page size.
     pub limit: u32,
     /// Items skipped.
-    pub offset: u32,
+    pub offset: u64,
 }
 
 /// Filters of the build list (the caller's own builds only).
@@ -109,10 +109,10 @@ pub(crate) fn view(b: jobs::Build) -> BuildView {
         size_bytes: b.size_bytes,
         error_message: b.error_message,
         cancel_requested: b.cancel_requested,
-        created_by: b.created_by,
-        created_at: b.created_at,
-        started_at: b.started_at,
-        completed_at: b.completed_at,
+        created_by: b.created_by.unwrap_or_default(),
+        created_at: b.created_at.to_rfc3339(),
+        started_at: b.started_at.map(|t| t.to_rfc3339()),
+        completed_at: b.completed_at.map(|t| t.to_rfc3339()),
     }
 }
 
@@ -122,7 +122,7 @@ async fn owned(api: &Api, caller: &Caller, id: Uuid) -> Result<jobs::Build, ApiE
         .build(id)
         .await?
         .ok_or_else(|| ApiError::not_found("build"))?;
-    caller.may_see(&b.created_by)?;
+    caller.may_see(b.created_by.as_deref().unwrap_or_default())?;
     Ok(b)
 }
 
@@ -165,7 +165,7 @@ pub(crate) async fn list(
     filter.status = status;
     filter.function_id = q.function_id;
     filter.created_by = Some(caller.0.owner.clone());
-    let listed = api.jobs().builds(filter, page.clone()).await?;
+    let listed = api.jobs().builds(filter, page).await?;
     Ok(Json(BuildList {
         builds: listed.items.into_iter().map(view).collect(),
         total: listed.total,
@@ -313,26 +313,7 @@ async fn send(socket: &mut WebSocket, value: Value) -> bool {
         .is_ok()
 }
 
-/// An event as the seed's message.
+/// An event as the seed's message (`jobs` serializes them so).
 fn message(event: &BuildEvent) -> Value {
-    match event {
-        BuildEvent::Progress {
-            status,
-            progress,
-            step,
-        } => json!({"type": "progress", "status": status, "progress": progress, "message": step}),
-        BuildEvent::Log { at, line, .. } => json!({"type": "log", "timestamp": at, "line": line}),
-        BuildEvent::Complete {
-            image_url,
-            image_digest,
-            size_bytes,
-        } => json!({"type": "complete", "status": "completed", "image_url": image_url,
-                    "image_digest": image_digest, "size_bytes": size_bytes}),
-        BuildEvent::Error { error, step } => {
-            json!({"type": "error", "status": "failed", "error": error, "step": step})
-        }
-        BuildEvent::Cancelled => {
-            json!({"type": "error", "status": "cancelled", "error": "the build was cancelled"})
-        }
-    }
+    serde_json::to_value(event).unwrap_or_else(|e| json!({"type": "error", "error": e.to_string()}))
 }

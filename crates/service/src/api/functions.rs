@@ -83,7 +83,7 @@ pub struct FunctionList {
     /// The page size.
     pub limit: u32,
     /// Items skipped.
-    pub offset: u32,
+    pub offset: u64,
 }
 
 /// An invocation.
@@ -109,12 +109,12 @@ pub(crate) fn view(f: jobs::Function) -> FunctionView {
         version: f.version,
         owner: f.owner,
         code_hash: f.code_hash,
-        requirements: f.requirements,
+        requirements: (!f.requirements.is_empty()).then_some(f.requirements),
         base: f.base,
         image: f.image,
         image_digest: f.image_digest,
         build_id: f.build_id,
-        created_at: f.created_at,
+        created_at: f.created_at.to_rfc3339(),
     }
 }
 
@@ -182,7 +182,7 @@ pub(crate) async fn create(
             name: new.name.clone(),
             version: new.version.clone(),
             code_hash: Digest::of(new.code.as_bytes()).to_string(),
-            requirements: new.requirements.clone(),
+            requirements: new.requirements.clone().unwrap_or_default(),
             base: new.base.clone(),
         })
         .await?;
@@ -202,10 +202,11 @@ pub(crate) async fn create(
     let build = api
         .jobs()
         .create_build(NewBuild {
+            id: None,
             kind: BuildKind::Function,
             function_id: Some(function.id),
             spec: serde_json::to_value(&spec).map_err(ApiError::internal)?,
-            created_by: owner,
+            created_by: Some(owner),
         })
         .await?;
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
@@ -282,7 +283,7 @@ pub(crate) async fn list(
     let page = q.page();
     let listed = api
         .jobs()
-        .functions(Some(&caller.0.owner), page.clone())
+        .functions(Some(&caller.0.owner), page)
         .await?;
     Ok(Json(FunctionList {
         functions: listed.items.into_iter().map(view).collect(),
@@ -389,11 +390,11 @@ pub(crate) async fn invoke(
     let task = api
         .jobs()
         .create_task(NewTask {
-            id: task_id,
+            id: Some(task_id),
             function_id: id,
             image: image.clone(),
             inputs_key: keys::inputs(task_id),
-            created_by: caller.0.owner.clone(),
+            created_by: Some(caller.0.owner.clone()),
         })
         .await?;
     let wait = q

@@ -373,7 +373,10 @@ pub(crate) struct PageQuery {
 
 impl PageQuery {
     pub(crate) fn page(&self) -> jobs::Page {
-        jobs::Page::new(self.limit.unwrap_or(20).clamp(1, 100), self.offset.unwrap_or(0))
+        jobs::Page::new(
+            self.limit.unwrap_or(20).clamp(1, 100),
+            u64::from(self.offset.unwrap_or(0)),
+        )
     }
 }
 

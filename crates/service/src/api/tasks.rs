@@ -119,9 +119,9 @@ pub(crate) async fn task_view(api: &Api, task: jobs::Task, logs: bool) -> Result
         cached: false,
         attempts: task.attempts,
         worker: task.worker,
-        created_at: Some(task.created_at),
-        started_at: task.started_at,
-        completed_at: task.completed_at,
+        created_at: Some(task.created_at.to_rfc3339()),
+        started_at: task.started_at.map(|t| t.to_rfc3339()),
+        completed_at: task.completed_at.map(|t| t.to_rfc3339()),
         duration_ms: task.duration_ms,
         logs,
     })
@@ -141,6 +141,6 @@ pub(crate) async fn show(
         .task(id)
         .await?
         .ok_or_else(|| ApiError::not_found("task"))?;
-    caller.may_see(&task.created_by)?;
+    caller.may_see(task.created_by.as_deref().unwrap_or_default())?;
     Ok(Json(task_view(&api, task, true).await?))
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use jobs::{BuildStatus, BuildUpdate, Jobs};
+use jobs::BuildStatus;
 use oci_build::{BuildOutput, FunctionSpec, naming};
 use oci_model::{Endpoint, Reference};
 use oci_push::{Copier, Event};
@@ -66,8 +66,8 @@ pub(crate) async fn run(
     spec: &FunctionBuildSpec,
 ) -> Result<Built, Failed> {
     let jobs = &ctx.jobs;
-    let step = |status, progress, step: &'static str| {
-        let update = BuildUpdate::new(status, progress, step);
+    let step = |status, percent, step: &'static str| {
+        let update = super::progress(status, percent, step);
         async move {
             // Progress is advice: a record that cannot be updated does not
             // fail the build.
@@ -163,7 +163,7 @@ pub(crate) async fn run(
             if reported.fetch_max(percent, Ordering::Relaxed) < percent {
                 let jobs = jobs.clone();
                 handle.spawn(async move {
-                    let update = BuildUpdate::new(BuildStatus::Pushing, percent as u8, "pushing");
+                    let update = super::progress(BuildStatus::Pushing, percent as u8, "pushing");
                     let _ = jobs.update_build(id, update).await;
                 });
             }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use function_run::Options;
 use image_pull::{PullConfig, Puller};
-use jobs::{Build, BuildResult, BuildStatus, BuildUpdate, Jobs, Lease, TaskResult, Work};
+use jobs::{Build, BuildResult, BuildStatus, BuildUpdate, Jobs, Lease, Work};
 use layer_cache::{Cache, CacheConfig};
 use oci_model::Endpoint;
 use registry_client::ClientBuilder;
@@ -70,6 +70,9 @@ pub struct WorkerConfig {
     pub prewarm: u32,
     /// How long work may finish after a shutdown begins (default 30 s).
     pub drain_grace: Duration,
+    /// The queue's lease (as `jobs` was opened with): leases are renewed
+    /// at a third of it.
+    pub lease: Duration,
 }
 
 impl WorkerConfig {
@@ -89,6 +92,7 @@ impl WorkerConfig {
             pull: PullConfig::default(),
             prewarm: 10,
             drain_grace: Duration::from_secs(30),
+            lease: Duration::from_secs(60),
         }
     }
 
@@ -245,10 +249,13 @@ impl Worker {
 /// Runs one lease's work: renews the lease meanwhile, records the result,
 /// acknowledges (or gives back).
 async fn handle(ctx: &Arc<Context>, lease: Lease) {
+    let work = lease.work;
+    let attempt = lease.attempt;
+    let lease = Arc::new(lease);
     let renew = {
         let jobs = ctx.jobs.clone();
         let lease = lease.clone();
-        let every = jobs.lease_duration() / 3;
+        let every = ctx.config.lease / 3;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -258,21 +265,28 @@ async fn handle(ctx: &Arc<Context>, lease: Lease) {
             }
         })
     };
-    // Aborted with the handler (drain) too: then the lease is given back.
-    let _renewing = AbortOnDrop(renew);
-    let guard = ReleaseOnDrop {
+    // A handler dropped by a drain that ran out of time gives its lease
+    // back rather than let it run out.
+    let mut guard = ReleaseOnDrop {
         jobs: ctx.jobs.clone(),
-        lease: Some(lease.clone()),
+        renew: Some(renew),
+        lease: Some(lease),
     };
-    let done = match lease.work {
+    let done = match work {
         Work::Task(id) => run_task(ctx, id).await,
         Work::Build(id) => run_build(ctx, id).await,
     };
-    let mut guard = guard;
-    let lease = guard.lease.take().expect("taken once");
+    let Some(lease) = guard.take().await else {
+        return;
+    };
     let acked = match done {
         Done::Ack => ctx.jobs.ack(lease).await,
-        Done::GiveBack => ctx.jobs.release(lease).await,
+        Done::GiveBack => {
+            // Not at once: whatever failed (a registry, the sandbox) gets
+            // a moment before the next attempt.
+            tokio::time::sleep(Duration::from_secs(u64::from(attempt.min(15)) * 2)).await;
+            ctx.jobs.release(lease).await
+        }
     };
     if let Err(e) = acked {
         tracing::warn!(error = %e, "acknowledging work");
@@ -297,15 +311,11 @@ async fn run_task(ctx: &Context, id: uuid::Uuid) -> Done {
     let started = Instant::now();
     let result = match task::run(ctx, &task).await {
         Ok(result) => result,
-        Err(task::Retry(reason)) if task.attempts < ctx.jobs.max_attempts() => {
+        // Given back; the queue fails it after its last attempt.
+        Err(task::Retry(reason)) => {
             tracing::warn!(task = %id, attempt = task.attempts, %reason, "task given back");
             return Done::GiveBack;
         }
-        Err(task::Retry(reason)) => TaskResult::Failed {
-            error: serde_json::json!({"type": "WorkerError", "message": reason, "traceback": null}),
-            output_key: None,
-            duration_ms: started.elapsed().as_millis() as u64,
-        },
     };
     let outcome = match &result {
         TaskResult::Completed { .. } => "completed",
@@ -373,7 +383,7 @@ async fn build_function(ctx: &Context, record: &Build) -> BuildResult {
     };
     let _ = ctx
         .jobs
-        .update_build(record.id, BuildUpdate::new(BuildStatus::Building, 1, "starting"))
+        .update_build(record.id, progress(BuildStatus::Building, 1, "starting"))
         .await;
     match build::run(ctx, record.id, &spec).await {
         Ok(built) => {
@@ -447,28 +457,53 @@ async fn prewarm(ctx: Arc<Context>) {
     futures_util::future::join_all(pulls).await;
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// A build's progress report.
+pub(crate) fn progress(status: BuildStatus, percent: u8, step: &str) -> BuildUpdate {
+    let mut update = BuildUpdate::default();
+    update.status = Some(status);
+    update.progress = Some(percent);
+    update.current_step = Some(step.to_owned());
+    update
 }
 
-/// Gives a lease back if its handler is dropped before it answered (a
-/// drain that ran out of time).
+/// A lease and the task renewing it; gives the lease back if dropped
+/// before its handler answered (a drain that ran out of time).
 struct ReleaseOnDrop {
     jobs: Jobs,
-    lease: Option<Lease>,
+    renew: Option<tokio::task::JoinHandle<()>>,
+    lease: Option<Arc<Lease>>,
+}
+
+impl ReleaseOnDrop {
+    /// Stops renewing and hands the lease back to the handler.
+    async fn take(&mut self) -> Option<Lease> {
+        if let Some(renew) = self.renew.take() {
+            renew.abort();
+            let _ = renew.await;
+        }
+        Arc::into_inner(self.lease.take()?)
+    }
 }
 
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
+        if let Some(renew) = self.renew.take() {
+            renew.abort();
+        }
         if let Some(lease) = self.lease.take() {
             let jobs = self.jobs.clone();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let _ = jobs.release(lease).await;
+                    // The renewing task lets go of its clone once aborted.
+                    for _ in 0..50 {
+                        if Arc::strong_count(&lease) == 1 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if let Some(lease) = Arc::into_inner(lease) {
+                        let _ = jobs.release(lease).await;
+                    }
                 });
             }
         }

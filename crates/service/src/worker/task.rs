@@ -95,7 +95,7 @@ pub(crate) async fn run(ctx: &Context, task: &Task) -> Result<TaskResult, Retry>
         _ => TaskResult::Failed {
             error: json["error"].clone(),
             output_key: Some(output_key),
-            duration_ms,
+            duration_ms: Some(duration_ms),
         },
     })
 }
@@ -106,6 +106,6 @@ fn failed(task: &Task, kind: &str, message: &str, started: Instant) -> TaskResul
     TaskResult::Failed {
         error: serde_json::json!({"type": kind, "message": message, "traceback": null}),
         output_key: None,
-        duration_ms: started.elapsed().as_millis() as u64,
+        duration_ms: Some(started.elapsed().as_millis() as u64),
     }
 }
