@@ -7,8 +7,10 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod build;
+mod platform;
 mod progress;
 mod run;
+mod serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -86,6 +88,9 @@ enum Command {
     Invoke(run::InvokeArgs),
     /// Inspect and maintain the layer cache.
     Cache(run::CacheArgs),
+    /// Run the function platform in one process: the HTTP API and a
+    /// worker, on SQLite, a local object directory and an OCI layout.
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// The registry verbs.
@@ -146,8 +151,15 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_env_filter(
                 "hoist=debug,registry_client=debug,oci_push=debug,oci_build=debug,\
-                 registry_failover=debug,layer_cache=debug,sandbox_run=debug",
+                 registry_failover=debug,layer_cache=debug,sandbox_run=debug,\
+                 service=debug,jobs=debug",
             )
+            .with_writer(std::io::stderr)
+            .init();
+    } else if matches!(cli.command, Command::Serve(_)) {
+        // A server logs what it does.
+        tracing_subscriber::fmt()
+            .with_env_filter("info")
             .with_writer(std::io::stderr)
             .init();
     }
@@ -224,6 +236,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => return run::run(g, builder, args).await,
         Command::Invoke(args) => return run::invoke(g, builder, args).await,
         Command::Cache(args) => return run::cache(g, args).await,
+        Command::Serve(args) => serve::serve(builder, *args).await?,
         Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }
     Ok(ExitCode::SUCCESS)

@@ -150,6 +150,13 @@ impl Puller {
         }
     }
 
+    /// Every failover made so far (one per primary registry), for their
+    /// metrics.
+    pub fn failovers(&self) -> Vec<Failover> {
+        let failovers = self.failovers.lock().unwrap_or_else(|e| e.into_inner());
+        failovers.values().cloned().collect()
+    }
+
     /// The failover whose primary is `registry`, made on first use.
     pub fn failover(&self, registry: &str) -> Result<Failover> {
         let mut failovers = self.failovers.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,0 +1,176 @@
+//! The service's Prometheus metrics: builds by status and duration, tasks
+//! by outcome and duration, result-cache hits, HTTP requests, written in
+//! the text exposition format with what other parts report at scrape time
+//! (queue depth, layer cache, registry failovers).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the duration histograms' buckets: tasks run
+/// from milliseconds to the 300 s limit, builds to minutes.
+pub const BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if s <= *bound {
+                self.buckets[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += s;
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
+                self.buckets[i]
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+#[derive(Default)]
+struct State {
+    builds: BTreeMap<String, u64>,
+    build_duration: Histogram,
+    tasks: BTreeMap<String, u64>,
+    task_duration: Histogram,
+    result_cache: BTreeMap<&'static str, u64>,
+    requests: BTreeMap<(String, u16), u64>,
+}
+
+/// Counters kept by the API and the worker of one process.
+#[derive(Default)]
+pub struct Metrics {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A build ended with `status` after `took`.
+    pub fn build_finished(&self, status: &str, took: Duration) {
+        let mut s = self.state();
+        *s.builds.entry(status.to_owned()).or_default() += 1;
+        s.build_duration.observe(took);
+    }
+
+    /// A task ended with `outcome` after `took`.
+    pub fn task_finished(&self, outcome: &str, took: Duration) {
+        let mut s = self.state();
+        *s.tasks.entry(outcome.to_owned()).or_default() += 1;
+        s.task_duration.observe(took);
+    }
+
+    /// An invocation was answered from the result cache (`hit`) or not.
+    pub fn result_cache(&self, hit: bool) {
+        *self
+            .state()
+            .result_cache
+            .entry(if hit { "hit" } else { "miss" })
+            .or_default() += 1;
+    }
+
+    /// An HTTP request to `route` was answered with `status`.
+    pub fn request(&self, route: &str, status: u16) {
+        *self
+            .state()
+            .requests
+            .entry((route.to_owned(), status))
+            .or_default() += 1;
+    }
+
+    /// The text exposition of these counters, followed by `extra` (gauges
+    /// and counters other parts report).
+    pub fn to_prometheus(&self, extra: &str) -> String {
+        let s = self.state();
+        let mut out = String::new();
+        out.push_str("# HELP hoist_builds_total Builds finished, by final status.\n# TYPE hoist_builds_total counter\n");
+        for (status, n) in &s.builds {
+            let _ = writeln!(out, "hoist_builds_total{{status=\"{status}\"}} {n}");
+        }
+        out.push_str("# HELP hoist_build_duration_seconds Time from a build's start to its end.\n# TYPE hoist_build_duration_seconds histogram\n");
+        s.build_duration
+            .write(&mut out, "hoist_build_duration_seconds", "");
+        out.push_str("# HELP hoist_tasks_total Tasks finished, by outcome.\n# TYPE hoist_tasks_total counter\n");
+        for (outcome, n) in &s.tasks {
+            let _ = writeln!(out, "hoist_tasks_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        out.push_str("# HELP hoist_task_duration_seconds Time a worker spent on a task, pull and run included.\n# TYPE hoist_task_duration_seconds histogram\n");
+        s.task_duration
+            .write(&mut out, "hoist_task_duration_seconds", "");
+        out.push_str("# HELP hoist_result_cache_total Invocations looked up in the result cache.\n# TYPE hoist_result_cache_total counter\n");
+        for (result, n) in &s.result_cache {
+            let _ = writeln!(out, "hoist_result_cache_total{{result=\"{result}\"}} {n}");
+        }
+        out.push_str("# HELP hoist_http_requests_total HTTP requests, by route and status.\n# TYPE hoist_http_requests_total counter\n");
+        for ((route, status), n) in &s.requests {
+            let _ = writeln!(
+                out,
+                "hoist_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str(extra);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_counters_and_histograms() {
+        let m = Metrics::default();
+        m.build_finished("completed", Duration::from_millis(40));
+        m.task_finished("completed", Duration::from_millis(30));
+        m.task_finished("failed", Duration::from_secs(2));
+        m.result_cache(true);
+        m.request("/v1/functions", 202);
+        let text = m.to_prometheus("hoist_queue_depth 3\n");
+        for line in [
+            "hoist_builds_total{status=\"completed\"} 1",
+            "hoist_tasks_total{outcome=\"failed\"} 1",
+            "hoist_task_duration_seconds_bucket{le=\"0.05\"} 1",
+            "hoist_task_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "hoist_task_duration_seconds_count 2",
+            "hoist_result_cache_total{result=\"hit\"} 1",
+            "hoist_http_requests_total{route=\"/v1/functions\",status=\"202\"} 1",
+            "hoist_queue_depth 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+    }
+}

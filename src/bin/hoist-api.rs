@@ -1,0 +1,119 @@
+//! `hoist-api`: the HTTP API of the function platform, for deployments
+//! with workers on other machines (`hoist-worker`), over PostgreSQL, Redis
+//! and S3 or the embedded defaults. `hoist-api keys create NAME` prints a
+//! new API key once.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "../platform.rs"]
+mod platform;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// The function platform's HTTP API.
+#[derive(Parser)]
+#[command(name = "hoist-api", version, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    store: platform::StoreArgs,
+    #[command(flatten)]
+    api: platform::ApiArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        action: Keys,
+    },
+}
+
+#[derive(Subcommand)]
+enum Keys {
+    /// Create a key for NAME (its owner) and print it once.
+    Create {
+        /// The key's name and owner: lowercase letters and digits.
+        name: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke {
+        /// The key's id.
+        id: uuid::Uuid,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hoist-api: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hoist-api: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let (jobs, objects) = cli.store.open(None).await?;
+    match cli.command {
+        Some(Command::Keys { action }) => keys(&jobs, action).await,
+        None => {
+            let metrics = Arc::new(service::Metrics::default());
+            let api = cli.api.api(jobs, objects, metrics, None).await?;
+            eprintln!("hoist-api: listening on http://{}", cli.api.listen);
+            platform::serve(&api, cli.api.listen, platform::shutdown_signal()).await
+        }
+    }
+}
+
+async fn keys(jobs: &jobs::Jobs, action: Keys) -> Result<()> {
+    match action {
+        Keys::Create { name } => {
+            platform::check_owner(&name)?;
+            let (key, secret) = jobs.create_key(&name, &name).await?;
+            eprintln!("created key {} for {}; it is shown only now:", key.id, key.owner);
+            println!("{secret}");
+        }
+        Keys::List => {
+            for key in jobs.keys().await? {
+                println!(
+                    "{}  {:<20}  {}  {}{}",
+                    key.id,
+                    key.name,
+                    key.prefix,
+                    key.created_at.to_rfc3339(),
+                    if key.revoked_at.is_some() { "  (revoked)" } else { "" }
+                );
+            }
+        }
+        Keys::Revoke { id } => {
+            if !jobs.revoke_key(id).await? {
+                anyhow::bail!("no key {id}");
+            }
+        }
+    }
+    Ok(())
+}

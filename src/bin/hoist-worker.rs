@@ -1,0 +1,108 @@
+//! `hoist-worker`: takes build jobs and tasks from the platform's queue,
+//! builds and pushes images, pulls them through its layer cache with
+//! failover and runs functions in the sandbox. It re-executes itself as
+//! the sandbox launcher (`__sandbox-launch`).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "../platform.rs"]
+mod platform;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// The first argument that turns this binary into the sandbox launcher.
+const LAUNCHER_ARG: &str = "__sandbox-launch";
+
+/// A worker of the function platform.
+#[derive(Parser)]
+#[command(name = "hoist-worker", version, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    store: platform::StoreArgs,
+    #[command(flatten)]
+    worker: platform::WorkerArgs,
+    #[command(flatten)]
+    registries: platform::RegistryArgs,
+    /// Where /metrics and /health are served.
+    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
+    listen: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    // The launcher forks the container: it must start before any thread.
+    if std::env::args_os().nth(1).is_some_and(|a| a == LAUNCHER_ARG) {
+        sandbox_run::launcher_main();
+    }
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hoist-worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hoist-worker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let (jobs, objects) = cli.store.open(None).await?;
+    let metrics = Arc::new(service::Metrics::default());
+    let worker = cli
+        .worker
+        .worker(
+            jobs,
+            objects,
+            metrics.clone(),
+            cli.registries.builder()?,
+            LAUNCHER_ARG,
+            None,
+            cli.store.lease(),
+        )
+        .await?;
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("listen on {}", cli.listen))?;
+    let stop = CancellationToken::new();
+    let serving = {
+        let stop = stop.clone();
+        let router = service::worker::router(worker.clone(), metrics);
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    eprintln!("hoist-worker: working; /metrics on http://{}", cli.listen);
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            platform::shutdown_signal().await;
+            eprintln!("hoist-worker: draining");
+            stop.cancel();
+        }
+    };
+    tokio::spawn(signal);
+    worker.run(stop.clone().cancelled_owned()).await?;
+    stop.cancel();
+    serving.await?.context("serve metrics")?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! `hoist serve`: the API and a worker in one process on the embedded
+//! defaults — SQLite, the database's queue, a local object directory,
+//! images in an OCI layout — all under one data directory.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::platform::{self, ApiArgs, StoreArgs, WorkerArgs};
+use crate::run::LAUNCHER_ARG;
+
+/// `hoist serve [--listen ADDR] [--data-dir DIR] [--base REF] [--registry HOST/NAMESPACE | oci:DIR]`.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Where everything is kept (default ~/.local/share/hoist).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    api: ApiArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+pub(crate) async fn serve(builder: registry_client::ClientBuilder, args: ServeArgs) -> Result<()> {
+    let data = match args.data_dir {
+        Some(d) => d,
+        None => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".local/share/hoist"))
+            .context("no data directory: set HOME or pass --data-dir")?,
+    };
+    std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
+    let data = std::path::absolute(&data)?;
+    let (jobs, objects) = args.store.open(Some(&data)).await?;
+    let key = first_key(&jobs, &data).await?;
+
+    let metrics = Arc::new(service::Metrics::default());
+    let worker = args
+        .worker
+        .worker(
+            jobs.clone(),
+            objects.clone(),
+            metrics.clone(),
+            builder,
+            LAUNCHER_ARG,
+            Some(&data),
+            args.store.lease(),
+        )
+        .await?;
+    let extra: Arc<dyn Fn() -> String + Send + Sync> = {
+        let worker = worker.clone();
+        Arc::new(move || worker.prometheus())
+    };
+    let api = args.api.api(jobs, objects, metrics, Some(extra)).await?;
+
+    let stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(args.api.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.api.listen))?;
+    println!("hoist serve: http://{} (data in {})", listener.local_addr()?, data.display());
+    if let Some(key) = key {
+        println!("API key (also in {}): {key}", data.join("api-key").display());
+    }
+    std::io::stdout().flush()?;
+    let working = {
+        let stop = stop.clone();
+        tokio::spawn(async move { worker.run(stop.cancelled_owned()).await })
+    };
+    let serving = {
+        let stop = stop.clone();
+        let router = api.router();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    platform::shutdown_signal().await;
+    eprintln!("hoist serve: stopping (finishing running work)");
+    stop.cancel();
+    serving.await?.context("serve the API")?;
+    working.await?.context("run the worker")?;
+    Ok(())
+}
+
+/// On first start, a key named `admin`, written to `DATA/api-key` (mode
+/// 0600) and returned to be printed once; `None` later.
+async fn first_key(jobs: &jobs::Jobs, data: &std::path::Path) -> Result<Option<String>> {
+    let path = data.join("api-key");
+    if path.exists() {
+        return Ok(None);
+    }
+    let (_, secret) = jobs.create_key("admin", "admin").await?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("write {}", path.display()))?;
+    writeln!(file, "{secret}")?;
+    Ok(Some(secret))
+}
