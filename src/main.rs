@@ -7,6 +7,10 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod build;
+#[allow(
+    dead_code,
+    reason = "shared with hoist-api and hoist-worker; each uses its part"
+)]
 mod platform;
 mod progress;
 mod run;

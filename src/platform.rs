@@ -141,7 +141,11 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     /// The worker's configuration; `data_dir` gives the defaults of
     /// `hoist serve`; `lease` is the queue's.
-    pub fn config(&self, data_dir: Option<&std::path::Path>, lease: Duration) -> Result<WorkerConfig> {
+    pub fn config(
+        &self,
+        data_dir: Option<&std::path::Path>,
+        lease: Duration,
+    ) -> Result<WorkerConfig> {
         let images = match (&self.registry, data_dir) {
             (Some(t), _) => t.clone(),
             (None, Some(dir)) => ImageTarget::Layout(dir.join("images")),
@@ -164,31 +168,23 @@ impl WorkerArgs {
         Ok(config)
     }
 
-    /// Starts a worker whose sandbox launcher is this binary.
+    /// Starts a worker with `config` (see [`WorkerArgs::config`]) whose
+    /// sandbox launcher is this binary.
     pub async fn worker(
-        &self,
         jobs: jobs::Jobs,
         objects: Objects,
         metrics: Arc<Metrics>,
         registries: registry_client::ClientBuilder,
         launcher_arg: &str,
-        data_dir: Option<&std::path::Path>,
-        lease: Duration,
+        config: WorkerConfig,
     ) -> Result<Worker> {
         let exe = std::env::current_exe().context("find this binary")?;
         let sandbox = sandbox_run::SandboxConfig::new(
             sandbox_run::Launcher::new(exe).with_args([launcher_arg]),
         );
-        Worker::new(
-            jobs,
-            objects,
-            metrics,
-            registries,
-            sandbox,
-            self.config(data_dir, lease)?,
-        )
-        .await
-        .context("start the worker")
+        Worker::new(jobs, objects, metrics, registries, sandbox, config)
+            .await
+            .context("start the worker")
     }
 }
 
@@ -247,7 +243,9 @@ pub fn check_owner(name: &str) -> Result<()> {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         });
     if !ok {
-        bail!("`{name}` is not a valid key name: lowercase letters and digits, joined by single '.', '_' or '-'");
+        bail!(
+            "`{name}` is not a valid key name: lowercase letters and digits, joined by single '.', '_' or '-'"
+        );
     }
     Ok(())
 }

@@ -42,18 +42,15 @@ pub(crate) async fn serve(builder: registry_client::ClientBuilder, args: ServeAr
     let key = first_key(&jobs, &data).await?;
 
     let metrics = Arc::new(service::Metrics::default());
-    let worker = args
-        .worker
-        .worker(
-            jobs.clone(),
-            objects.clone(),
-            metrics.clone(),
-            builder,
-            LAUNCHER_ARG,
-            Some(&data),
-            args.store.lease(),
-        )
-        .await?;
+    let worker = platform::WorkerArgs::worker(
+        jobs.clone(),
+        objects.clone(),
+        metrics.clone(),
+        builder,
+        LAUNCHER_ARG,
+        args.worker.config(Some(&data), args.store.lease())?,
+    )
+    .await?;
     let extra: Arc<dyn Fn() -> String + Send + Sync> = {
         let worker = worker.clone();
         Arc::new(move || worker.prometheus())
@@ -64,9 +61,16 @@ pub(crate) async fn serve(builder: registry_client::ClientBuilder, args: ServeAr
     let listener = tokio::net::TcpListener::bind(args.api.listen)
         .await
         .with_context(|| format!("listen on {}", args.api.listen))?;
-    println!("hoist serve: http://{} (data in {})", listener.local_addr()?, data.display());
+    println!(
+        "hoist serve: http://{} (data in {})",
+        listener.local_addr()?,
+        data.display()
+    );
     if let Some(key) = key {
-        println!("API key (also in {}): {key}", data.join("api-key").display());
+        println!(
+            "API key (also in {}): {key}",
+            data.join("api-key").display()
+        );
     }
     std::io::stdout().flush()?;
     let working = {

@@ -6,6 +6,10 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 #[path = "../platform.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with hoist and the other binary; each uses its part"
+)]
 mod platform;
 
 use std::process::ExitCode;
@@ -55,8 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -94,7 +97,10 @@ async fn keys(jobs: &jobs::Jobs, action: Keys) -> Result<()> {
         Keys::Create { name } => {
             platform::check_owner(&name)?;
             let (key, secret) = jobs.create_key(&name, &name).await?;
-            eprintln!("created key {} for {}; it is shown only now:", key.id, key.owner);
+            eprintln!(
+                "created key {} for {}; it is shown only now:",
+                key.id, key.owner
+            );
             println!("{secret}");
         }
         Keys::List => {
@@ -105,7 +111,11 @@ async fn keys(jobs: &jobs::Jobs, action: Keys) -> Result<()> {
                     key.name,
                     key.prefix,
                     key.created_at.to_rfc3339(),
-                    if key.revoked_at.is_some() { "  (revoked)" } else { "" }
+                    if key.revoked_at.is_some() {
+                        "  (revoked)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }

@@ -6,6 +6,10 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 #[path = "../platform.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with hoist and the other binary; each uses its part"
+)]
 mod platform;
 
 use std::net::SocketAddr;
@@ -36,14 +40,16 @@ struct Cli {
 
 fn main() -> ExitCode {
     // The launcher forks the container: it must start before any thread.
-    if std::env::args_os().nth(1).is_some_and(|a| a == LAUNCHER_ARG) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == LAUNCHER_ARG)
+    {
         sandbox_run::launcher_main();
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -66,18 +72,15 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let (jobs, objects) = cli.store.open(None).await?;
     let metrics = Arc::new(service::Metrics::default());
-    let worker = cli
-        .worker
-        .worker(
-            jobs,
-            objects,
-            metrics.clone(),
-            cli.registries.builder()?,
-            LAUNCHER_ARG,
-            None,
-            cli.store.lease(),
-        )
-        .await?;
+    let worker = platform::WorkerArgs::worker(
+        jobs,
+        objects,
+        metrics.clone(),
+        cli.registries.builder()?,
+        LAUNCHER_ARG,
+        cli.worker.config(None, cli.store.lease())?,
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("listen on {}", cli.listen))?;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use layer_cache::{Cache, CacheConfig};
-use oci_model::{Reference, Source};
+use oci_model::Reference;
 use registry_client::Client;
 use testkit::{FaultProxy, ImageSpec, Registry, push_layout, write_image};
 

@@ -23,7 +23,11 @@ pub(crate) async fn fetch_all(
     wheels: &[LockedWheel],
 ) -> Result<Vec<PathBuf>> {
     use futures_util::{StreamExt, TryStreamExt};
-    futures_util::stream::iter(wheels.iter().map(|w| fetch(http, cache, w)))
+    // The futures are made before they are streamed: a stream over a
+    // borrowing closure is not `Send` for every lifetime, which would keep
+    // a build off a multi-threaded runtime's spawned tasks.
+    let fetches: Vec<_> = wheels.iter().map(|w| fetch(http, cache, w)).collect();
+    futures_util::stream::iter(fetches)
         .buffered(PARALLEL)
         .try_collect()
         .await

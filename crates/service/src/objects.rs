@@ -159,7 +159,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            objects.get("tasks/a/output.json", 100).await.unwrap().unwrap(),
+            objects
+                .get("tasks/a/output.json", 100)
+                .await
+                .unwrap()
+                .unwrap(),
             &b"{\"x\":1}"[..]
         );
         assert!(objects.get("tasks/a/missing", 100).await.unwrap().is_none());

@@ -52,9 +52,7 @@ impl ResultCache {
             moka::future::Cache::builder()
                 .time_to_live(ttl)
                 .max_capacity(max_bytes)
-                .weigher(|_: &String, v: &Arc<Vec<u8>>| {
-                    u32::try_from(v.len()).unwrap_or(u32::MAX)
-                })
+                .weigher(|_: &String, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
                 .build(),
         )
     }

@@ -9,7 +9,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use jobs::{BuildEvent, BuildFilter, BuildStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -151,9 +151,10 @@ pub(crate) async fn list(
         caller.may_see(by)?;
     }
     let status = match &q.status {
-        Some(s) => Some(s.parse::<BuildStatus>().map_err(|_| {
-            ApiError::bad_request(format!("`{s}` is not a build status"))
-        })?),
+        Some(s) => Some(
+            s.parse::<BuildStatus>()
+                .map_err(|_| ApiError::bad_request(format!("`{s}` is not a build status")))?,
+        ),
         None => None,
     };
     let page = PageQuery {
@@ -161,10 +162,11 @@ pub(crate) async fn list(
         offset: q.offset,
     }
     .page();
-    let mut filter = BuildFilter::default();
-    filter.status = status;
-    filter.function_id = q.function_id;
-    filter.created_by = Some(caller.0.owner.clone());
+    let filter = BuildFilter {
+        status,
+        function_id: q.function_id,
+        created_by: Some(caller.0.owner.clone()),
+    };
     let listed = api.jobs().builds(filter, page).await?;
     Ok(Json(BuildList {
         builds: listed.items.into_iter().map(view).collect(),
@@ -247,9 +249,17 @@ async fn serve_stream(
         None => None,
     };
     let Some(caller) = caller else {
-        send(&mut socket, json!({"type": "error", "status": "unauthorized", "error": "an API key is needed"})).await;
+        send(
+            &mut socket,
+            json!({"type": "error", "status": "unauthorized", "error": "an API key is needed"}),
+        )
+        .await;
         let _ = socket.close().await;
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no key"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "no key",
+        ));
     };
     let build = match owned(&api, &caller, id).await {
         Ok(b) => b,
@@ -296,7 +306,10 @@ async fn serve_stream(
 
 /// The key of a first message `{"type": "auth", "key": "..."}`.
 async fn first_message_key(socket: &mut WebSocket) -> Option<String> {
-    let first = tokio::time::timeout(AUTH_WAIT, socket.recv()).await.ok()??.ok()?;
+    let first = tokio::time::timeout(AUTH_WAIT, socket.recv())
+        .await
+        .ok()??
+        .ok()?;
     let Message::Text(text) = first else {
         return None;
     };

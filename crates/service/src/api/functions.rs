@@ -123,8 +123,12 @@ pub(crate) fn view(f: jobs::Function) -> FunctionView {
 fn is_component(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.split(['.', '_', '-'])
-            .all(|run| !run.is_empty() && run.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && s.split(['.', '_', '-']).all(|run| {
+            !run.is_empty()
+                && run
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 fn is_version(s: &str) -> bool {
@@ -148,7 +152,11 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, Json<FunctionCreated>), ApiError> {
     api.submit(&caller.0)?;
     let invalid = |message: String| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_function", message)
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_function",
+            message,
+        )
     };
     if !is_component(&new.name) {
         return Err(invalid(format!(
@@ -281,10 +289,7 @@ pub(crate) async fn list(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<FunctionList>, ApiError> {
     let page = q.page();
-    let listed = api
-        .jobs()
-        .functions(Some(&caller.0.owner), page)
-        .await?;
+    let listed = api.jobs().functions(Some(&caller.0.owner), page).await?;
     Ok(Json(FunctionList {
         functions: listed.items.into_iter().map(view).collect(),
         total: listed.total,
@@ -402,7 +407,10 @@ pub(crate) async fn invoke(
         .filter(|w| w.is_finite() && *w > 0.0)
         .map(|w| Duration::from_secs_f64(w).min(api.inner.config.max_wait));
     let Some(wait) = wait else {
-        return Ok((StatusCode::ACCEPTED, Json(task_view(&api, task, false).await?)));
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(task_view(&api, task, false).await?),
+        ));
     };
     let finished = api.jobs().wait_task(task.id, wait).await?;
     match finished {
@@ -417,8 +425,15 @@ pub(crate) async fn invoke(
             Ok((StatusCode::OK, Json(view)))
         }
         None => {
-            let now = api.jobs().task(task.id).await?.ok_or_else(|| ApiError::not_found("task"))?;
-            Ok((StatusCode::ACCEPTED, Json(task_view(&api, now, false).await?)))
+            let now = api
+                .jobs()
+                .task(task.id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("task"))?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(task_view(&api, now, false).await?),
+            ))
         }
     }
 }

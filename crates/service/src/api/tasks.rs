@@ -87,7 +87,11 @@ impl TaskView {
 
 /// The view of `task`, its output read from the object store once final,
 /// and its logs with `logs`.
-pub(crate) async fn task_view(api: &Api, task: jobs::Task, logs: bool) -> Result<TaskView, ApiError> {
+pub(crate) async fn task_view(
+    api: &Api,
+    task: jobs::Task,
+    logs: bool,
+) -> Result<TaskView, ApiError> {
     let objects = &api.inner.objects;
     let output = match (&task.status, &task.output_key) {
         (jobs::TaskStatus::Completed, Some(key)) => objects

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use jobs::BuildStatus;
+use jobs::{BuildStatus, Jobs};
 use oci_build::{BuildOutput, FunctionSpec, naming};
 use oci_model::{Endpoint, Reference};
 use oci_push::{Copier, Event};
@@ -59,6 +59,22 @@ impl Failed {
     }
 }
 
+/// Records progress. Progress is advice: a record that cannot be updated
+/// does not fail the build.
+async fn record_step(jobs: &Jobs, id: Uuid, status: BuildStatus, percent: u8, step: &'static str) {
+    let update = super::progress(status, percent, step);
+    if let Err(e) = jobs.update_build(id, update).await {
+        tracing::warn!(build = %id, error = %e, "recording progress");
+    }
+}
+
+/// Records one build log line (advice too).
+async fn record_log(jobs: &Jobs, id: Uuid, line: String) {
+    if let Err(e) = jobs.log_build(id, &line).await {
+        tracing::warn!(build = %id, error = %e, "recording a log line");
+    }
+}
+
 /// Runs the build job `id` of `spec`.
 pub(crate) async fn run(
     ctx: &Context,
@@ -66,23 +82,7 @@ pub(crate) async fn run(
     spec: &FunctionBuildSpec,
 ) -> Result<Built, Failed> {
     let jobs = &ctx.jobs;
-    let step = |status, percent, step: &'static str| {
-        let update = super::progress(status, percent, step);
-        async move {
-            // Progress is advice: a record that cannot be updated does not
-            // fail the build.
-            if let Err(e) = jobs.update_build(id, update).await {
-                tracing::warn!(build = %id, error = %e, "recording progress");
-            }
-        }
-    };
-    let log = |line: String| async move {
-        if let Err(e) = jobs.log_build(id, &line).await {
-            tracing::warn!(build = %id, error = %e, "recording a log line");
-        }
-    };
-
-    step(BuildStatus::Building, 5, "fetching the code").await;
+    record_step(jobs, id, BuildStatus::Building, 5, "fetching the code").await;
     let work = tempfile::Builder::new()
         .prefix("build-")
         .tempdir_in(ctx.config.work_dir())
@@ -102,18 +102,20 @@ pub(crate) async fn run(
             .map_err(|e| Failed::at("fetching the code")(e.to_string()))?;
     }
 
-    step(BuildStatus::Building, 15, "building the image").await;
+    record_step(jobs, id, BuildStatus::Building, 15, "building the image").await;
     let name = image_name(&ctx.config.images, spec, &dir)
         .map_err(|e| Failed::at("naming the image")(e))?;
     let base: Endpoint = match &spec.base {
-        Some(b) => b.parse().map_err(|e: oci_model::Error| Failed::at("reading the base")(e.to_string()))?,
-        None => ctx
-            .config
-            .base
-            .clone()
-            .ok_or_else(|| Failed::at("reading the base")("no base image: the request named none and the service has no default".into()))?,
+        Some(b) => b
+            .parse()
+            .map_err(|e: oci_model::Error| Failed::at("reading the base")(e.to_string()))?,
+        None => ctx.config.base.clone().ok_or_else(|| {
+            Failed::at("reading the base")(
+                "no base image: the request named none and the service has no default".into(),
+            )
+        })?,
     };
-    log(format!("building {name} on {base}")).await;
+    record_log(jobs, id, format!("building {name} on {base}")).await;
     let mut function = FunctionSpec::new(dir.clone(), base, name.clone());
     function.user = Some(spec.owner.clone());
     function.function = Some(spec.name.clone());
@@ -124,11 +126,16 @@ pub(crate) async fn run(
         .await
         .map_err(|e| Failed::at("building the image")(e.to_string()))?;
     for (phase, took) in &built.phases {
-        log(format!("{phase}: {:.1} ms", took.as_secs_f64() * 1e3)).await;
+        record_log(
+            jobs,
+            id,
+            format!("{phase}: {:.1} ms", took.as_secs_f64() * 1e3),
+        )
+        .await;
     }
-    log(format!("built {}", built.manifest_digest)).await;
+    record_log(jobs, id, format!("built {}", built.manifest_digest)).await;
 
-    step(BuildStatus::Pushing, 85, "pushing").await;
+    record_step(jobs, id, BuildStatus::Pushing, 85, "pushing").await;
     let (dst, image_url) = match &ctx.config.images {
         ImageTarget::Registry { .. } => (
             Endpoint::Registry(name.clone()),
@@ -174,10 +181,14 @@ pub(crate) async fn run(
         .push(&built.image, &dst)
         .await
         .map_err(|e| Failed::at("pushing")(e.to_string()))?;
-    log(format!(
-        "pushed to {dst}: {} copied, {} mounted, {} there already",
-        report.blobs_copied, report.blobs_mounted, report.blobs_existed
-    ))
+    record_log(
+        jobs,
+        id,
+        format!(
+            "pushed to {dst}: {} copied, {} mounted, {} there already",
+            report.blobs_copied, report.blobs_mounted, report.blobs_existed
+        ),
+    )
     .await;
     Ok(Built {
         image_url,
@@ -199,6 +210,13 @@ fn image_name(
         ImageTarget::Registry { host, namespace } => (host.as_str(), namespace.as_str()),
         ImageTarget::Layout(_) => ("layout.local", "hoist"),
     };
-    naming::default_reference(registry, namespace, &spec.owner, &spec.name, &spec.version, &sha8)
-        .map_err(|e| e.to_string())
+    naming::default_reference(
+        registry,
+        namespace,
+        &spec.owner,
+        &spec.name,
+        &spec.version,
+        &sha8,
+    )
+    .map_err(|e| e.to_string())
 }

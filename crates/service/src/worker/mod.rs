@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use function_run::Options;
 use image_pull::{PullConfig, Puller};
-use jobs::{Build, BuildResult, BuildStatus, BuildUpdate, Jobs, Lease, Work};
+use jobs::{Build, BuildResult, BuildStatus, BuildUpdate, Jobs, Lease, TaskResult, Work};
 use layer_cache::{Cache, CacheConfig};
 use oci_model::Endpoint;
 use registry_client::ClientBuilder;
@@ -152,8 +152,8 @@ impl Worker {
                 what: "registry client",
                 reason: e.to_string(),
             })?;
-        let builder = oci_build::Builder::new(client.clone())?
-            .cache_dir(config.data_dir.join("build"));
+        let builder =
+            oci_build::Builder::new(client.clone())?.cache_dir(config.data_dir.join("build"));
         let puller = Puller::new(cache, registries, config.pull.clone());
         let sandbox = tokio::task::spawn_blocking(move || -> Result<Sandbox> {
             let sandbox = Sandbox::new(sandbox)?;
@@ -238,7 +238,10 @@ impl Worker {
             // What is still running is given back: dropping a handler
             // releases nothing by itself, so leases simply expire; give
             // them back at once instead.
-            tracing::warn!(left = running.len(), "drain grace over; giving the rest back");
+            tracing::warn!(
+                left = running.len(),
+                "drain grace over; giving the rest back"
+            );
             running.abort_all();
             while running.join_next().await.is_some() {}
         }
@@ -459,11 +462,11 @@ async fn prewarm(ctx: Arc<Context>) {
 
 /// A build's progress report.
 pub(crate) fn progress(status: BuildStatus, percent: u8, step: &str) -> BuildUpdate {
-    let mut update = BuildUpdate::default();
-    update.status = Some(status);
-    update.progress = Some(percent);
-    update.current_step = Some(step.to_owned());
-    update
+    BuildUpdate {
+        status: Some(status),
+        progress: Some(percent),
+        current_step: Some(step.to_owned()),
+    }
 }
 
 /// A lease and the task renewing it; gives the lease back if dropped
@@ -522,7 +525,10 @@ pub fn router(worker: Worker, metrics: Arc<Metrics>) -> axum::Router {
                 let text = metrics.to_prometheus(&worker.prometheus());
                 async move {
                     (
-                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
                         text,
                     )
                 }

@@ -29,11 +29,23 @@ pub(crate) async fn run(ctx: &Context, task: &Task) -> Result<TaskResult, Retry>
         .await
         .map_err(|e| Retry(format!("reading the inputs: {e}")))?;
     let Some(inputs) = inputs else {
-        return Ok(failed(task, "BadInputs", "the task's inputs are missing", started));
+        return Ok(failed(
+            task,
+            "BadInputs",
+            "the task's inputs are missing",
+            started,
+        ));
     };
     let inputs: serde_json::Value = match serde_json::from_slice(&inputs) {
         Ok(v) => v,
-        Err(e) => return Ok(failed(task, "BadInputs", &format!("inputs are not JSON: {e}"), started)),
+        Err(e) => {
+            return Ok(failed(
+                task,
+                "BadInputs",
+                &format!("inputs are not JSON: {e}"),
+                started,
+            ));
+        }
     };
     let image: Endpoint = match task.image.parse() {
         Ok(i) => i,
