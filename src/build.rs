@@ -179,6 +179,12 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
     let push_time = started.elapsed();
 
     let pinned = output.reference.with_digest(output.manifest_digest.clone());
+    if !g.quiet && !output.facts.stdlib_bytecode {
+        eprintln!(
+            "hoist: warning: base image {} ships no bytecode for the standard library of {}: every start compiles the standard modules it imports",
+            args.base, output.facts.interpreter
+        );
+    }
     if g.json {
         let mut phases: serde_json::Map<String, serde_json::Value> = output
             .phases
@@ -195,6 +201,7 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
             "config_digest": output.config_digest,
             "base_digest": output.base_digest,
             "image_size": output.image_size,
+            "stdlib_bytecode": output.facts.stdlib_bytecode,
             "layers": output.layers,
             "packages": output.packages,
             "phases_ms": phases,
