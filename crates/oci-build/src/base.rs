@@ -90,6 +90,9 @@ pub(crate) struct Base {
     pub(crate) name: Option<String>,
     /// Each layer and whether the store had it before this build.
     pub(crate) layers: Vec<(Descriptor, bool)>,
+    /// Whether the scan found the interpreter (rather than its path being
+    /// assumed from the Python version given).
+    pub(crate) interpreter_found: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -329,6 +332,7 @@ impl Facts<'_> {
                 e
             }
         };
+        let interpreter_found = entry.python.is_some();
         let (python_version, interpreter) = match (entry.python, python_override) {
             (Some(found), _) => found,
             (None, Some(v)) => {
@@ -366,6 +370,7 @@ impl Facts<'_> {
             reference,
             name,
             layers,
+            interpreter_found,
         })
     }
 }
