@@ -8,13 +8,19 @@
 #   (b) A -> B no-op    (the destination already holds the image)
 #   (c) A -> OCI layout (a fresh directory every run)
 # for a ~20 MiB one-layer and a ~200 MiB five-layer image, plus hoist's peak
-# RSS copying a 1 GiB single-layer image A -> B. Prints a Markdown table.
+# RSS copying a 1 GiB single-layer image A -> B. The cold A -> B rows also
+# time B's own ingest floor: benches/ingest-floor.rs holds the image in memory
+# and uploads every blob at once with plain monolithic POST + PUT requests,
+# then the manifest. Prints a Markdown table.
 #
 # Environment:
 #   HOIST            hoist binary (default ${CARGO_TARGET_DIR:-target}/release/hoist,
 #                    built with `cargo build --release --bin hoist` if missing)
 #   HOIST_ARGS       extra arguments for `hoist copy` (e.g. "-j 8")
 #   SKOPEO_ARGS      extra arguments for `skopeo copy`
+#   INGEST_FLOOR     the ingest-floor binary (default
+#                    ${CARGO_TARGET_DIR:-target}/release/examples/ingest-floor,
+#                    built with `cargo build --release --example ingest-floor`)
 #   BENCH_RUNS       timed runs per tool per row (default 5)
 #   BENCH_WARMUP     untimed runs per tool per row before timing (default 1)
 #   BENCH_SKIP_1G=1  skip the 1 GiB peak-RSS row
@@ -46,6 +52,17 @@ require_count BENCH_WARMUP "$WARMUP"
 
 # ---------------------------------------------------------------- hoist binary
 find_hoist copy "timing skopeo only" "has no working \`copy\` subcommand; hoist not timed"
+
+# ---------------------------------------------------------------- ingest floor
+FLOOR="${INGEST_FLOOR:-}"
+if [[ -z $FLOOR ]]; then
+    # Built every time (a no-op when up to date): an old build would time an
+    # old floor.
+    log "building the ingest floor: cargo build --release --example ingest-floor"
+    (cd "$ROOT" && cargo build --release --example ingest-floor) >&2 || die "cargo build failed"
+    FLOOR="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/ingest-floor"
+fi
+[[ -x $FLOOR ]] || die "INGEST_FLOOR=$FLOOR is not executable"
 
 # ---------------------------------------------------------------- workspace
 setup_workspace hoist-bench
@@ -178,9 +195,9 @@ check_layout_copy() {
 # timed (lib.sh) sets T_SEC and T_RSS; each run is recorded as
 # ROW TOOL SECONDS RSS_KIB.
 
-# Per-row command builders. Each takes: TOOL IMAGE RUN_ID and sets CMD (array),
+# Per-row command builders. Each takes: ROW TOOL IMAGE and sets CMD (array),
 # CHECK (array, run after the first timed run) and PRE (a function name run
-# before every run, untimed).
+# before every run, untimed). Tool "floor" is ingest-floor, cold A -> B only.
 SEQ=0
 pre_none() { :; }
 # skopeo's blob-info cache remembers where it has seen each blob and lets it
@@ -212,7 +229,9 @@ build_cmd() {
             CHECK=(check_layout_copy "$LAYOUT_DIR" v1 "${IMG_DIGEST[$img]}")
             ;;
     esac
-    if [[ $tool == hoist ]]; then
+    if [[ $tool == floor ]]; then
+        CMD=("$FLOOR" "$src" "$dst")
+    elif [[ $tool == hoist ]]; then
         if [[ $row == layout-cold ]]; then dst="oci:$dst:v1"; fi
         CMD=("$HOIST" copy --quiet ${HOIST_EXTRA[@]+"${HOIST_EXTRA[@]}"} "$src" "$dst")
     else
@@ -226,10 +245,12 @@ after_run() {
     if [[ $1 == layout-cold ]]; then rm -rf "$LAYOUT_DIR"; fi
 }
 
-# bench_row ROW IMAGE LABEL
+# bench_row ROW IMAGE LABEL [floor]: with "floor", a reg-cold row also times
+# ingest-floor
 bench_row() {
     local row=$1 img=$2 label=$3 tools=(skopeo) tool i
     [[ -n $HOIST ]] && tools=(hoist skopeo)
+    [[ ${4:-} == floor ]] && tools+=(floor)
     log "row: $label"
     declare -A broken=()
     # No-op rows: put the image in place first, with the tool under test.
@@ -267,6 +288,9 @@ bench_row() {
                 after_run "$row"
                 continue
             fi
+            # The floor's time is the upload alone, which it prints; its
+            # process also read the image from A first.
+            if [[ $tool == floor ]]; then T_SEC=$(tail -n1 "$WORK/cmd.out"); fi
             record "$label" "$tool" "$T_SEC" "$T_RSS"
             after_run "$row"
         done
@@ -286,10 +310,10 @@ log "registry A on $A, registry B on $B, workdir $WORK"
 make_image small $((20 * MiB))
 make_image large $((40 * MiB)) $((40 * MiB)) $((40 * MiB)) $((40 * MiB)) $((40 * MiB))
 
-bench_row reg-cold small "20 MiB, 1 layer: registry A → B, cold"
+bench_row reg-cold small "20 MiB, 1 layer: registry A → B, cold" floor
 bench_row reg-noop small "20 MiB, 1 layer: registry A → B, no-op"
 bench_row layout-cold small "20 MiB, 1 layer: registry A → OCI layout, cold"
-bench_row reg-cold large "200 MiB, 5 layers: registry A → B, cold"
+bench_row reg-cold large "200 MiB, 5 layers: registry A → B, cold" floor
 bench_row reg-noop large "200 MiB, 5 layers: registry A → B, no-op"
 bench_row layout-cold large "200 MiB, 5 layers: registry A → OCI layout, cold"
 
@@ -308,7 +332,7 @@ rows, order = {}, []
 for line in open(path):
     label, tool, sec, rss = line.rstrip("\n").split("\t")
     if label not in rows:
-        rows[label] = {"hoist": [], "skopeo": []}; order.append(label)
+        rows[label] = {"hoist": [], "skopeo": [], "floor": []}; order.append(label)
     rows[label][tool].append((sec, rss))
 
 def summary(samples):
@@ -322,13 +346,15 @@ print()
 print(f"hoist copy vs skopeo copy — median of {runs} run(s) per cell, wall seconds; "
       "peak RSS is the maximum over the runs (GNU time %M).")
 print()
-print("| case | hoist s | skopeo s | hoist/skopeo | hoist peak RSS MiB | skopeo peak RSS MiB |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| case | hoist s | skopeo s | floor s | hoist/skopeo | hoist/floor | hoist peak RSS MiB | skopeo peak RSS MiB |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for label in order:
     hm, _, hs, hr = summary(rows[label]["hoist"])
     sm, _, ss, sr = summary(rows[label]["skopeo"])
+    fm, _, fs, _ = summary(rows[label]["floor"])
     ratio = f"{hm / sm:.2f}" if hm is not None and sm else "-"
-    print(f"| {label} | {hs} | {ss} | {ratio} | {hr} | {sr} |")
+    floor_ratio = f"{hm / fm:.2f}" if hm is not None and fm else "-"
+    print(f"| {label} | {hs} | {ss} | {fs} | {ratio} | {floor_ratio} | {hr} | {sr} |")
 print()
 print("Notes:")
 print("- Registries are local docker-registry (distribution) instances on 127.0.0.1, filesystem storage; "
@@ -338,6 +364,9 @@ print("- Cold rows: a new destination repository (or a fresh OCI layout director
       "so it cannot mount blobs it saw in earlier runs; no-op rows keep it.")
 print("- No-op rows: the destination already holds the image (pre-copied by the same tool); "
       "the tool still checks every blob and the manifest.")
+print("- floor: registry B's own ingest, timed inside benches/ingest-floor.rs — the image already in memory, "
+      "every blob at once on its own connection (monolithic POST + PUT ?digest=), then the manifest PUT, "
+      "into a new repository every run. hoist/floor is how far hoist's whole run is from it.")
 if hoist_note: print(f"- {hoist_note}.")
 print(f"- {skopeo_version}" + (f"; {hoist_version}" if hoist_version else ""))
 PY

@@ -131,3 +131,77 @@ fn malformed_references_are_one_line_errors() {
         assert!(err.contains(want), "{input}: {err}");
     }
 }
+
+/// A layout whose `nested` tag is an index listing, for linux/amd64,
+/// another index: every command that picks a platform refuses it clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_inside_an_index_is_a_clear_error_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ImageSpec {
+        layers: vec![1024],
+        seed: 31,
+        docker_media_types: false,
+    };
+    let inner = testkit::write_index(dir.path(), "inner", &spec).unwrap();
+    let outer = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci_model::media_type::OCI_INDEX,
+        "manifests": [{
+            "mediaType": inner.media_type, "digest": inner.digest, "size": inner.size,
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    });
+    let layout = oci_model::Layout::open(dir.path()).unwrap();
+    let bytes = serde_json::to_vec(&outer).unwrap();
+    let digest = layout.write_blob(&bytes).unwrap();
+    let desc = oci_model::Descriptor {
+        media_type: oci_model::media_type::OCI_INDEX.into(),
+        digest,
+        size: bytes.len() as u64,
+        platform: None,
+    };
+    layout.add_manifest(&desc, Some("nested")).unwrap();
+    let src = format!("oci:{}:nested", dir.path().display());
+    let out = tempfile::tempdir().unwrap();
+    let dst = format!("oci:{}:x", out.path().display());
+    let cache = tempfile::tempdir().unwrap();
+    let function = super::peer::function_dir("def handler(inputs):\n    return {}\n", None);
+    let nested = "nested indexes are not supported";
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["inspect", "--platform", "linux/amd64", &src],
+        vec!["inspect", "--config", &src],
+        vec!["digest", "--platform", "linux/amd64", &src],
+        vec!["copy", "--platform", "linux/amd64", &src, &dst],
+        vec![
+            "build",
+            function.path().to_str().unwrap(),
+            "--base",
+            &src,
+            "--tag",
+            "127.0.0.1:1/fn/x:v1",
+            "--output",
+            &dst,
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        vec![
+            "run",
+            &src,
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    ];
+    for args in &commands {
+        let err = hoist_err(args);
+        assert!(err.contains(nested), "{args:?}: {err}");
+    }
+    // The whole index copies as it is (no platform picked), and the same
+    // refusal comes from a registry.
+    let registry = testkit::Registry::start().await.unwrap();
+    let remote = format!("{}/nested/app:v1", registry.host());
+    hoist_ok(&["copy", &src, &remote]);
+    let err = hoist_err(&["inspect", "--platform", "linux/amd64", &remote]);
+    assert!(err.contains(nested), "{err}");
+}

@@ -169,6 +169,45 @@ async fn invalid_function_fails_before_the_base_is_read() {
     assert!(!tmp.path().join("cache/store").exists());
 }
 
+/// A name is where an image goes, not what it is: two tags, or another
+/// repository, give one digest; the version label is what changes it.
+#[tokio::test]
+async fn tags_point_at_one_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = fake_base(&tmp.path().join("base"), false);
+    let dir = function(&tmp.path().join("f"), HELLO, None);
+    let b = builder(&tmp.path().join("cache"));
+    let named = |name: &str, version: Option<&str>| {
+        let mut s = FunctionSpec::new(dir.clone(), base.clone(), name.parse().unwrap());
+        s.version = version.map(str::to_owned);
+        s
+    };
+    let a = b.build(&named("127.0.0.1:5000/app:a", None)).await.unwrap();
+    let other_tag = b.build(&named("127.0.0.1:5000/app:b", None)).await.unwrap();
+    let other_repo = b
+        .build(&named("127.0.0.1:5001/team/other:v9", None))
+        .await
+        .unwrap();
+    assert_eq!(a.manifest_digest, other_tag.manifest_digest);
+    assert_eq!(a.manifest_digest, other_repo.manifest_digest);
+    let labels = |out: &BuildOutput| read_json(out, &out.config_digest)["config"]["Labels"].clone();
+    assert!(
+        labels(&a).get("dev.hoist.function.version").is_none(),
+        "{}",
+        labels(&a)
+    );
+    let v1 = b
+        .build(&named("127.0.0.1:5000/app:a", Some("1")))
+        .await
+        .unwrap();
+    let v2 = b
+        .build(&named("127.0.0.1:5000/app:a", Some("2")))
+        .await
+        .unwrap();
+    assert_ne!(v1.manifest_digest, v2.manifest_digest);
+    assert_eq!(labels(&v1)["dev.hoist.function.version"], "1");
+}
+
 #[tokio::test]
 async fn code_only_image_is_reproducible_and_minimal() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,6 +1,18 @@
 //! The registry auth dance: `WWW-Authenticate` challenges, basic auth, and
 //! bearer tokens per registry and scope, reused until shortly before they
 //! expire.
+//!
+//! A token service's `expires_in` is a hint, read leniently: docker
+//! (distribution's client) and containers/image decode it into a Go `int`,
+//! so a float or an out-of-range number fails the whole login there, and
+//! raise anything under 60 s to 60 s. hoist accepts any JSON number up to
+//! a float's range (`300`, `300.0`, `1e18`, `18446744073709551615`; past
+//! 1.8e308 serde_json refuses the reply): whole seconds are kept, capped at
+//! [`MAX_TOKEN_LIFETIME`]; zero, negative, sub-second and non-numeric
+//! values count as unsaid, [`DEFAULT_TOKEN_LIFETIME`]; short positive
+//! lifetimes are honoured as given. A lifetime that turns out too long
+//! costs one refused request: the registry's 401 makes the client fetch a
+//! new token. The reply itself is read up to [`MAX_TOKEN_REPLY_BYTES`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
+use crate::client::{ReadError, read_body};
 use crate::credentials::{CredentialStore, Credentials};
 use crate::{Error, Result};
 
@@ -18,20 +31,33 @@ use crate::{Error, Result};
 const EXPIRY_MARGIN: Duration = Duration::from_secs(20);
 /// Docker's default when a token service does not say.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// The longest a token is kept, whatever its service says: a day.
+/// Registries issue tokens for minutes to an hour; a service claiming more
+/// is broken or hostile.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// The largest token reply read, the manifests' limit: a JWT with many
+/// scopes is a few KiB.
+const MAX_TOKEN_REPLY_BYTES: usize = oci_model::MAX_MANIFEST_BYTES;
 
 /// What a registry asked for in its `WWW-Authenticate` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Challenge {
+pub enum Challenge {
+    /// HTTP basic authentication.
     Basic,
+    /// A bearer token from the token service at `realm`.
     Bearer {
+        /// The token service's URL, as sent.
         realm: String,
+        /// The `service` to ask the token for.
         service: Option<String>,
+        /// The scope the registry named, if any.
         scope: Option<String>,
     },
 }
 
-/// Parses `Basic realm="x"` or `Bearer realm="…",service="…",scope="…"`.
-pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
+/// Parses `Basic realm="x"` or `Bearer realm="…",service="…",scope="…"`;
+/// `None` for other schemes and for a bearer challenge without a realm.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("basic") {
@@ -111,7 +137,39 @@ pub(crate) struct Authenticator {
 struct TokenReply {
     token: Option<String>,
     access_token: Option<String>,
-    expires_in: Option<u64>,
+    // Any JSON value: see the module docs for how it is read.
+    #[serde(default)]
+    expires_in: serde_json::Value,
+}
+
+/// Reads a token service's JSON reply: the token (`token`, else
+/// `access_token`) and how long it may be used (see the module docs). The
+/// error is the reason, without the body.
+pub fn parse_token_reply(body: &[u8]) -> std::result::Result<(String, Duration), String> {
+    let reply: TokenReply =
+        serde_json::from_slice(body).map_err(|e| format!("token reply is not JSON: {e}"))?;
+    let value = reply
+        .token
+        .filter(|t| !t.is_empty())
+        .or(reply.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| "token reply has no token".to_owned())?;
+    // It goes into an `Authorization` header.
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token in the reply is not printable ASCII".into());
+    }
+    Ok((value, token_lifetime(&reply.expires_in)))
+}
+
+/// `expires_in` as a lifetime, see the module docs.
+fn token_lifetime(expires_in: &serde_json::Value) -> Duration {
+    match expires_in.as_f64() {
+        // `as` saturates, and truncates to whole seconds.
+        Some(secs) if secs >= 1.0 => {
+            Duration::from_secs(secs.min(MAX_TOKEN_LIFETIME.as_secs() as f64) as u64)
+        }
+        _ => DEFAULT_TOKEN_LIFETIME,
+    }
 }
 
 impl Authenticator {
@@ -275,25 +333,29 @@ impl Authenticator {
             };
             return Err(fail(why, temporary));
         }
-        let body = response
-            .bytes()
+        let body = read_body(response, MAX_TOKEN_REPLY_BYTES)
             .await
-            .map_err(|e| fail(format!("reading token: {}", e.without_url()), true))?;
-        let reply: TokenReply = serde_json::from_slice(&body)
-            .map_err(|e| fail(format!("token reply is not JSON: {e}"), false))?;
-        let value = reply
-            .token
-            .or(reply.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| fail("token reply has no token".into(), false))?;
-        let lifetime = reply
-            .expires_in
-            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+            .map_err(|e| match e {
+                ReadError::Transport(e) => {
+                    fail(format!("reading token: {}", e.without_url()), true)
+                }
+                ReadError::TooLarge { .. } => Error::TooLarge {
+                    registry: registry.to_owned(),
+                    what: "fetching a token".into(),
+                    content: "token reply",
+                    limit: MAX_TOKEN_REPLY_BYTES as u64,
+                },
+            })?;
+        let (value, lifetime) = parse_token_reply(&body).map_err(|reason| fail(reason, false))?;
+        // Short-lived tokens keep half their life, long ones lose the
+        // margin. The lifetime is capped, so the sum cannot overflow; if it
+        // somehow did, the token is refreshed at its next use.
+        let now = Instant::now();
         Ok(Token {
             value,
-            // Short-lived tokens keep half their life, long ones lose the
-            // margin.
-            refresh_at: Instant::now() + lifetime - EXPIRY_MARGIN.min(lifetime / 2),
+            refresh_at: now
+                .checked_add(lifetime - EXPIRY_MARGIN.min(lifetime / 2))
+                .unwrap_or(now),
         })
     }
 }
@@ -347,5 +409,64 @@ mod tests {
                 scope: None
             })
         );
+    }
+
+    #[test]
+    fn reads_token_replies() {
+        let day = MAX_TOKEN_LIFETIME;
+        let lifetimes = [
+            ("300", Duration::from_secs(300)),
+            ("2", Duration::from_secs(2)),
+            ("2.9", Duration::from_secs(2)),
+            ("300.0", Duration::from_secs(300)),
+            ("86400", day),
+            ("86401", day),
+            ("18446744073709551615", day),
+            ("18446744073709551616", day),
+            ("1e18", day),
+            ("1.7e308", day),
+            ("0", DEFAULT_TOKEN_LIFETIME),
+            ("0.5", DEFAULT_TOKEN_LIFETIME),
+            ("-1", DEFAULT_TOKEN_LIFETIME),
+            ("-1e300", DEFAULT_TOKEN_LIFETIME),
+            ("\"300\"", DEFAULT_TOKEN_LIFETIME),
+            ("null", DEFAULT_TOKEN_LIFETIME),
+            ("[1]", DEFAULT_TOKEN_LIFETIME),
+        ];
+        for (expires_in, want) in lifetimes {
+            let body = format!(r#"{{"token":"t","expires_in":{expires_in}}}"#);
+            assert_eq!(
+                parse_token_reply(body.as_bytes()),
+                Ok(("t".to_owned(), want)),
+                "{expires_in}"
+            );
+        }
+        assert_eq!(
+            parse_token_reply(br#"{"access_token":"a"}"#),
+            Ok(("a".to_owned(), DEFAULT_TOKEN_LIFETIME))
+        );
+        assert_eq!(
+            parse_token_reply(br#"{"token":"","access_token":"a"}"#),
+            Ok(("a".to_owned(), DEFAULT_TOKEN_LIFETIME))
+        );
+        let errors = [
+            (&br#"{"token":"t","expires_in":1e400}"#[..], "not JSON"),
+            (b"<html>", "not JSON"),
+            (b"", "not JSON"),
+            (br#"{"token":5}"#, "not JSON"),
+            (br#"{"expires_in":300}"#, "no token"),
+            (br#"{"token":null,"access_token":""}"#, "no token"),
+            (br#"{"token":"a b"}"#, "not printable ASCII"),
+            (br#"{"token":"a\nb"}"#, "not printable ASCII"),
+            ("{\"token\":\"\u{e9}\"}".as_bytes(), "not printable ASCII"),
+        ];
+        for (body, want) in errors {
+            let err = parse_token_reply(body).unwrap_err();
+            assert!(
+                err.contains(want),
+                "{}: {err}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }

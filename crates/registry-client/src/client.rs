@@ -259,7 +259,9 @@ impl Client {
     pub(crate) async fn fail(r: &Reference, what: &str, response: reqwest::Response) -> Error {
         let status = response.status().as_u16();
         let retry_after = parse_retry_after(response.headers().get(header::RETRY_AFTER));
-        let body = read_limited(response, MAX_ERROR_BODY)
+        // Bounded by truncation, not refusal: the status is the error, and
+        // the start of the body is enough to find the registry's code.
+        let body = read_prefix(response, MAX_ERROR_BODY)
             .await
             .unwrap_or_default();
         let (code, mut message) = parse_error_body(&body);
@@ -277,8 +279,9 @@ impl Client {
     }
 }
 
-/// Reads at most `limit` bytes of a body; the rest is dropped unread.
-pub(crate) async fn read_limited(
+/// Reads at most `limit` bytes of a body and drops the rest unread: for
+/// error bodies, where a prefix is enough to find the registry's code.
+pub(crate) async fn read_prefix(
     mut response: reqwest::Response,
     limit: usize,
 ) -> std::result::Result<Vec<u8>, reqwest::Error> {
@@ -289,6 +292,46 @@ pub(crate) async fn read_limited(
         if out.len() >= limit {
             break;
         }
+    }
+    Ok(out)
+}
+
+/// Why [`read_body`] stopped.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The connection failed or stalled.
+    Transport(reqwest::Error),
+    /// The body is longer than the limit.
+    TooLarge {
+        /// The `Content-Length`, when that is how we know; `None` when the
+        /// body ran past the limit while it was read.
+        announced: Option<u64>,
+    },
+}
+
+/// Reads a whole body of at most `limit` bytes. A larger `Content-Length`
+/// is refused before any of the body is read; without one (a chunked
+/// body), reading stops as soon as the body runs past the limit, so an
+/// endless body costs at most `limit` bytes of memory.
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, ReadError> {
+    let announced = response.content_length();
+    if let Some(len) = announced
+        && len > limit as u64
+    {
+        return Err(ReadError::TooLarge {
+            announced: Some(len),
+        });
+    }
+    // The announced length is at most `limit` here, and only a hint.
+    let mut out = Vec::with_capacity(announced.map_or(0, |len| len as usize));
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
+        if chunk.len() > limit - out.len() {
+            return Err(ReadError::TooLarge { announced: None });
+        }
+        out.extend_from_slice(&chunk);
     }
     Ok(out)
 }

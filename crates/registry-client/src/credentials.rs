@@ -11,7 +11,7 @@ use std::process::Stdio;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{Error, Result};
 
@@ -230,6 +230,22 @@ struct HelperReply {
     secret: String,
 }
 
+/// The most a credential helper may write on stdout, and on stderr: its
+/// reply is a few hundred bytes.
+const MAX_HELPER_OUTPUT: u64 = 64 * 1024;
+
+/// Reads a pipe to its end; `None` when it holds more than `limit` bytes.
+async fn read_capped(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin>,
+    limit: u64,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    if let Some(pipe) = pipe {
+        pipe.take(limit + 1).read_to_end(&mut out).await?;
+    }
+    Ok((out.len() as u64 <= limit).then_some(out))
+}
+
 /// Runs `docker-credential-<helper> get` with the registry on stdin.
 async fn run_helper(
     helper: &str,
@@ -259,26 +275,43 @@ async fn run_helper(
             .await
             .map_err(|e| fail(e.to_string()))?;
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
-        let stdout = String::from_utf8_lossy(&out.stdout);
+    // Both pipes are read at once, so that a helper filling one while we
+    // wait on the other cannot stall; each is bounded, and a helper that
+    // writes more is killed.
+    let (stdout, stderr) = tokio::join!(
+        read_capped(child.stdout.take(), MAX_HELPER_OUTPUT),
+        read_capped(child.stderr.take(), MAX_HELPER_OUTPUT),
+    );
+    let (stdout, stderr) = match (stdout, stderr) {
+        (Ok(Some(out)), Ok(Some(err))) => (out, err),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = child.kill().await;
+            return Err(fail(e.to_string()));
+        }
+        _ => {
+            let _ = child.kill().await;
+            return Err(fail(format!(
+                "its output is larger than the {MAX_HELPER_OUTPUT}-byte limit"
+            )));
+        }
+    };
+    let status = child.wait().await.map_err(|e| fail(e.to_string()))?;
+    if !status.success() {
+        let stdout = String::from_utf8_lossy(&stdout);
         // Helpers say "credentials not found in native keychain" for an
         // unknown host: that means anonymous, not failure.
         if stdout.contains("credentials not found") {
             return Ok(None);
         }
-        let first_line = String::from_utf8_lossy(&out.stderr)
+        let first_line = String::from_utf8_lossy(&stderr)
             .lines()
             .next()
             .unwrap_or("")
             .to_owned();
-        return Err(fail(format!("exited with {}: {first_line}", out.status)));
+        return Err(fail(format!("exited with {status}: {first_line}")));
     }
     let reply: HelperReply =
-        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("unexpected reply: {e}")))?;
+        serde_json::from_slice(&stdout).map_err(|e| fail(format!("unexpected reply: {e}")))?;
     Ok(Some(if reply.username == "<token>" {
         Credentials::IdentityToken(reply.secret)
     } else {
@@ -351,6 +384,32 @@ mod tests {
             })
         );
         assert_eq!(s.get("x.example").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn credential_helper_output_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for (name, script) in [
+            ("big", "head -c 200000 /dev/zero | tr '\\0' x"),
+            ("endless", "exec yes"),
+            ("noisy", "yes >&2"),
+        ] {
+            let helper = dir.path().join(format!("docker-credential-{name}"));
+            std::fs::write(&helper, format!("#!/bin/sh\nread host\n{script}\n")).unwrap();
+            std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let (_d, s) = store(&format!(r#"{{"credsStore":"{name}"}}"#));
+            let s = s.with_helper_path(format!("{}:/usr/bin:/bin", dir.path().display()));
+            let err = tokio::time::timeout(std::time::Duration::from_secs(30), s.get("r.example"))
+                .await
+                .expect("an answer in 30 s")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("output is larger than the 65536-byte limit"),
+                "{name}: {err}"
+            );
+        }
     }
 
     #[test]

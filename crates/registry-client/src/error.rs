@@ -53,7 +53,7 @@ pub enum ErrorCode {
     TooManyRequests,
     /// `UNAVAILABLE` (distribution's read-only mode and proxies)
     Unavailable,
-    /// Anything else, verbatim.
+    /// Anything else, as sent (on one line, at most 64 characters).
     Other(String),
 }
 
@@ -164,6 +164,19 @@ pub enum Error {
         /// What arrived (at least).
         actual: u64,
     },
+    /// A response body larger than this client reads for its kind (a
+    /// token reply, a page of tags): refused, never truncated.
+    #[error("registry {registry}: {what}: the {content} is larger than the {limit}-byte limit")]
+    TooLarge {
+        /// The registry host.
+        registry: String,
+        /// The operation.
+        what: String,
+        /// What the body holds, e.g. `token reply`.
+        content: &'static str,
+        /// The most bytes read for it.
+        limit: u64,
+    },
     /// A response that breaks the protocol (missing header, bad JSON…).
     #[error("registry {registry}: {what}: {reason}")]
     Protocol {
@@ -223,7 +236,7 @@ impl Error {
             // Corruption on the wire or a broken mirror: fetch again, from
             // here or elsewhere, but never keep the bytes.
             Self::DigestMismatch { .. } => Action::Retry,
-            Self::Protocol { .. } => Action::TryNextRegistry,
+            Self::Protocol { .. } | Self::TooLarge { .. } => Action::TryNextRegistry,
             Self::Auth { temporary, .. } => {
                 if *temporary {
                     Action::Retry
@@ -289,32 +302,42 @@ struct ErrorEntry {
     message: String,
 }
 
+/// The longest registry message kept in an error, in characters.
+const MAX_MESSAGE: usize = 200;
+/// The longest error code kept, in characters; the spec's are under 25.
+const MAX_CODE: usize = 64;
+
 /// Parses a distribution error body: the first code and a short message.
-pub(crate) fn parse_error_body(body: &[u8]) -> (Option<ErrorCode>, String) {
-    const MAX_MESSAGE: usize = 200;
-    let shorten = |s: &str| {
-        let s = s.trim();
-        match s.char_indices().nth(MAX_MESSAGE) {
-            Some((i, _)) => format!("{}…", &s[..i]),
-            None => s.to_owned(),
-        }
-    };
+/// Both end up on one line of a terminal, so control characters are
+/// dropped (whitespace ones become spaces) and both are shortened.
+pub fn parse_error_body(body: &[u8]) -> (Option<ErrorCode>, String) {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(b) if !b.errors.is_empty() => {
             let first = &b.errors[0];
-            let code = (!first.code.is_empty()).then(|| ErrorCode::parse(&first.code));
-            (code, shorten(&first.message))
+            let code = printable(&first.code, MAX_CODE);
+            let code = (!code.is_empty()).then(|| ErrorCode::parse(&code));
+            (code, printable(&first.message, MAX_MESSAGE))
         }
-        _ => {
-            // Non-JSON bodies (proxies' HTML pages) are summarised, not
-            // echoed whole.
-            let text = String::from_utf8_lossy(body);
-            let printable: String = text
-                .chars()
-                .filter(|c| !c.is_control() || *c == ' ')
-                .collect();
-            (None, shorten(&printable))
-        }
+        // Non-JSON bodies (proxies' HTML pages) are summarised, not echoed
+        // whole.
+        _ => (None, printable(&String::from_utf8_lossy(body), MAX_MESSAGE)),
+    }
+}
+
+/// `s` on one line, trimmed, cut to `max` characters (and an ellipsis).
+fn printable(s: &str, max: usize) -> String {
+    let line: String = s
+        .chars()
+        .filter_map(|c| match c {
+            c if c.is_whitespace() => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect();
+    let line = line.trim();
+    match line.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", line[..i].trim_end()),
+        None => line.to_owned(),
     }
 }
 
@@ -382,6 +405,15 @@ mod tests {
         assert!(msg.starts_with("<html>"), "{msg}");
         let long = "x".repeat(1000);
         assert!(parse_error_body(long.as_bytes()).1.len() < 300);
+        // One line on a terminal: no escape sequences, no line breaks.
+        let (code, msg) = parse_error_body(
+            br#"{"errors":[{"code":"EVIL\u001b[2J","message":" a\nb\u001b]0;title\u0007 "}]}"#,
+        );
+        assert_eq!(code, Some(ErrorCode::Other("EVIL[2J".into())));
+        assert_eq!(msg, "a b]0;title");
+        let (code, _) =
+            parse_error_body(format!(r#"{{"errors":[{{"code":"{long}"}}]}}"#).as_bytes());
+        assert_eq!(code.unwrap().to_string().chars().count(), MAX_CODE + 1);
         assert_eq!(
             parse_retry_after(Some(&http::HeaderValue::from_static("7"))),
             Some(Duration::from_secs(7))

@@ -53,5 +53,14 @@ pub use error::{Action, Error, ErrorCode};
 pub use retry::RetryPolicy;
 pub use upload::{BlobSource, PushOutcome};
 
+/// The parsers of untrusted registry input, for the fuzz targets in
+/// `fuzz/`. Not a stable API.
+#[doc(hidden)]
+pub mod fuzz {
+    pub use crate::auth::{Challenge, MAX_TOKEN_LIFETIME, parse_challenge, parse_token_reply};
+    pub use crate::error::parse_error_body;
+    pub use crate::manifests::next_tags_page;
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -5,7 +5,9 @@ use http::{StatusCode, header};
 use oci_model::{Descriptor, Digest, MAX_MANIFEST_BYTES, Manifest, Reference, media_type};
 use serde::Deserialize;
 
-use crate::client::{Access, connection_error, header_length, header_str, read_limited, scope};
+use crate::client::{
+    Access, ReadError, connection_error, header_length, header_str, read_body, scope,
+};
 use crate::{Client, Error, Result};
 
 impl Client {
@@ -34,27 +36,22 @@ impl Client {
                     what: what.clone(),
                     source,
                 };
-                if let Some(len) = response.content_length()
-                    && len > MAX_MANIFEST_BYTES as u64
-                {
-                    return Err(model(oci_model::Error::ManifestTooLarge {
-                        size: len,
-                        limit: MAX_MANIFEST_BYTES as u64,
-                    }));
-                }
                 let content_type =
                     header_str(response.headers(), "content-type").map(str::to_owned);
                 let announced =
                     header_str(response.headers(), "docker-content-digest").map(str::to_owned);
-                let bytes = read_limited(response, MAX_MANIFEST_BYTES + 1)
+                let bytes = read_body(response, MAX_MANIFEST_BYTES)
                     .await
-                    .map_err(|e| connection_error(&registry, &what, &e))?;
-                if bytes.len() > MAX_MANIFEST_BYTES {
-                    return Err(model(oci_model::Error::ManifestTooLarge {
-                        size: bytes.len() as u64,
-                        limit: MAX_MANIFEST_BYTES as u64,
-                    }));
-                }
+                    .map_err(|e| match e {
+                        ReadError::Transport(e) => connection_error(&registry, &what, &e),
+                        ReadError::TooLarge { announced: length } => {
+                            model(oci_model::Error::ManifestTooLarge {
+                                // Unannounced: at least one byte more than the limit.
+                                size: length.unwrap_or(MAX_MANIFEST_BYTES as u64 + 1),
+                                limit: MAX_MANIFEST_BYTES as u64,
+                            })
+                        }
+                    })?;
                 let actual = Digest::of(&bytes);
                 let expected = match (r.digest(), announced.as_deref()) {
                     (Some(d), _) => Some(d.clone()),
@@ -191,7 +188,9 @@ impl Client {
         Ok(digest)
     }
 
-    /// Lists a repository's tags, following `Link` pagination.
+    /// Lists a repository's tags, following `Link` pagination within the
+    /// registry. Each page is read up to 4 MiB, the whole list up to a
+    /// million tags.
     pub async fn list_tags(&self, r: &Reference) -> Result<Vec<String>> {
         #[derive(Deserialize)]
         struct TagList {
@@ -200,55 +199,89 @@ impl Client {
         }
         // Bounds a hostile registry that links back to itself forever.
         const MAX_PAGES: usize = 10_000;
-        const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
         let what = format!("GET tags {}", r.repository());
         let scope = scope(r.repository(), Access::Pull);
         let host = r.api_host();
-        let base = format!("{}://{host}", self.scheme(host));
-        let mut next = Some(format!("{}/tags/list?n=1000", self.repo_url(r)));
+        let protocol = |reason: String| Error::Protocol {
+            registry: host.to_owned(),
+            what: what.clone(),
+            reason,
+        };
+        let first = format!("{}/tags/list?n=1000", self.repo_url(r));
+        let mut next =
+            Some(url::Url::parse(&first).map_err(|e| protocol(format!("bad URL: {e}")))?);
         let mut tags = Vec::new();
         let mut pages = 0;
         while let Some(url) = next.take() {
             pages += 1;
             if pages > MAX_PAGES {
-                return Err(Error::Protocol {
-                    registry: host.to_owned(),
-                    what,
-                    reason: format!("more than {MAX_PAGES} pages of tags"),
-                });
+                return Err(protocol(format!("more than {MAX_PAGES} pages of tags")));
             }
             let response = self
                 .inner
                 .retry
                 .run(|_| async {
-                    let response = self.send(r, &scope, &what, |h| h.get(&url)).await?;
+                    let response = self.send(r, &scope, &what, |h| h.get(url.as_str())).await?;
                     if !response.status().is_success() {
                         return Err(Client::fail(r, &what, response).await);
                     }
                     Ok(response)
                 })
                 .await?;
-            next = header_str(response.headers(), "link")
-                .and_then(parse_next_link)
-                .map(|l| {
-                    if l.starts_with('/') {
-                        format!("{base}{l}")
-                    } else {
-                        l
-                    }
-                });
-            let body = read_limited(response, MAX_PAGE_BYTES)
+            next =
+                next_tags_page(&url, header_str(response.headers(), "link")).map_err(protocol)?;
+            let body = read_body(response, MAX_TAG_PAGE_BYTES)
                 .await
-                .map_err(|e| connection_error(host, &what, &e))?;
-            let page: TagList = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
-                registry: host.to_owned(),
-                what: what.clone(),
-                reason: format!("tag list is not valid JSON: {e}"),
-            })?;
-            tags.extend(page.tags.unwrap_or_default());
+                .map_err(|e| match e {
+                    ReadError::Transport(e) => connection_error(host, &what, &e),
+                    ReadError::TooLarge { .. } => Error::TooLarge {
+                        registry: host.to_owned(),
+                        what: what.clone(),
+                        content: "page of tags",
+                        limit: MAX_TAG_PAGE_BYTES as u64,
+                    },
+                })?;
+            let page: TagList = serde_json::from_slice(&body)
+                .map_err(|e| protocol(format!("tag list is not valid JSON: {e}")))?;
+            let page = page.tags.unwrap_or_default();
+            if page.len() > MAX_TAGS - tags.len() {
+                return Err(protocol(format!("more than {MAX_TAGS} tags")));
+            }
+            tags.extend(page);
         }
         Ok(tags)
     }
+}
+
+/// The largest page of a tag list read: the manifests' limit, room for
+/// tens of thousands of tags.
+const MAX_TAG_PAGE_BYTES: usize = MAX_MANIFEST_BYTES;
+/// The most tags [`Client::list_tags`] collects, over all pages: a few
+/// hundred MiB at worst.
+const MAX_TAGS: usize = 1_000_000;
+
+/// The page after `current` of a tag list: the target of the `Link`
+/// header's `rel="next"`, resolved against `current`. `Ok(None)` on the
+/// last page (no such link, or one that is not a URL); an error for a link
+/// that leaves the registry (another scheme, host or port), since requests
+/// carry the registry's credentials.
+pub fn next_tags_page(
+    current: &url::Url,
+    link: Option<&str>,
+) -> std::result::Result<Option<url::Url>, String> {
+    let Some(target) = link.and_then(parse_next_link) else {
+        return Ok(None);
+    };
+    let Ok(next) = current.join(&target) else {
+        return Ok(None);
+    };
+    if next.origin() != current.origin() {
+        return Err(format!(
+            "the next page of tags is on another server ({}), not following it",
+            next.origin().ascii_serialization()
+        ));
+    }
+    Ok(Some(next))
 }
 
 /// `<url>; rel="next"` → url.
@@ -276,5 +309,44 @@ mod tests {
         );
         assert_eq!(parse_next_link(r#"</x>; rel="prev""#), None);
         assert_eq!(parse_next_link("garbage"), None);
+    }
+
+    #[test]
+    fn follows_tag_pages_within_the_registry() {
+        let current = url::Url::parse("https://r.example/v2/a/tags/list?n=2").unwrap();
+        let next = |link| next_tags_page(&current, link).map(|u| u.map(String::from));
+        let same = [
+            (
+                r#"</v2/a/tags/list?last=x&n=2>; rel="next""#,
+                "https://r.example/v2/a/tags/list?last=x&n=2",
+            ),
+            (
+                r#"<list?last=x>; rel="next""#,
+                "https://r.example/v2/a/tags/list?last=x",
+            ),
+            (
+                r#"<https://r.example:443/v2/a/tags/list?last=y>; rel="next""#,
+                "https://r.example/v2/a/tags/list?last=y",
+            ),
+            (
+                r#"<//r.example/v2/b>; rel="next""#,
+                "https://r.example/v2/b",
+            ),
+        ];
+        for (link, want) in same {
+            assert_eq!(next(Some(link)), Ok(Some(want.to_owned())), "{link}");
+        }
+        assert_eq!(next(None), Ok(None));
+        assert_eq!(next(Some(r#"</x>; rel="prev""#)), Ok(None));
+        for elsewhere in [
+            r#"<https://evil.example/v2/a/tags/list>; rel="next""#,
+            r#"<//evil.example/v2/a>; rel="next""#,
+            r#"<http://r.example/v2/a/tags/list>; rel="next""#,
+            r#"<https://r.example:5000/v2/a/tags/list>; rel="next""#,
+            r#"<file:///etc/passwd>; rel="next""#,
+        ] {
+            let err = next(Some(elsewhere)).unwrap_err();
+            assert!(err.contains("another server"), "{elsewhere}: {err}");
+        }
     }
 }

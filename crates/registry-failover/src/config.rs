@@ -10,10 +10,8 @@ use std::time::Duration;
 /// ```
 /// use std::time::Duration;
 /// use registry_failover::FailoverConfig;
-/// let config = FailoverConfig {
-///     first_byte_timeout: Duration::from_secs(5),
-///     ..FailoverConfig::default()
-/// };
+/// let mut config = FailoverConfig::default();
+/// config.first_byte_timeout = Duration::from_secs(5);
 /// assert_eq!(config.breaker_failures, 3);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,11 +11,20 @@
 //! [`python_base`] and [`busybox_base`] build real Debian-based images
 //! once per machine, without an image registry.
 //!
+//! For the services: [`Postgres`] (a throwaway cluster made with `initdb`,
+//! run with `pg_ctl` as an unprivileged user when the tests run as root),
+//! [`Redis`] (`redis-server`) and [`S3`] (SeaweedFS's `weed mini` with a
+//! bucket and a key). Each runs under a small `sh` supervisor that stops
+//! the server and removes its files when the value is dropped or when the
+//! test process dies, so even [`Postgres::shared`], which lives as long as
+//! the process, leaves nothing behind.
+//!
 //! The token server and the proxy run on a runtime of their own, so they
 //! keep answering while a `#[tokio::test]` thread blocks on a CLI run.
 //! Programs are found at `/usr/bin` or in `PATH`, or where
-//! `HOIST_DOCKER_REGISTRY`, `HOIST_HTPASSWD`, `HOIST_SKOPEO` and
-//! `HOIST_UMOCI` say.
+//! `HOIST_DOCKER_REGISTRY`, `HOIST_HTPASSWD`, `HOIST_SKOPEO`,
+//! `HOIST_UMOCI`, `HOIST_PG_BIN` (a directory), `HOIST_REDIS_SERVER` and
+//! `HOIST_WEED` say.
 //!
 //! ```no_run
 //! use testkit::{Fault, FaultProxy, ImageSpec, Registry, Rule, skopeo, write_image};
@@ -41,9 +50,13 @@
 mod base;
 mod fixture;
 mod net;
+mod postgres;
 mod proxy;
 mod push;
+mod redis;
 mod registry;
+mod s3;
+mod service;
 mod token;
 
 use std::path::PathBuf;
@@ -53,10 +66,13 @@ pub use fixture::{
     FixtureImage, FixtureIndex, ImageSpec, RandomReader, skopeo, umoci, write_image, write_index,
     write_platform_image,
 };
+pub use postgres::Postgres;
 pub use proxy::{Fault, FaultProxy, LoggedRequest, Rule};
 pub use push::push_layout;
+pub use redis::Redis;
 pub use registry::{Registry, RegistryAuth};
-pub use token::TokenServer;
+pub use s3::S3;
+pub use token::{TokenReply, TokenServer};
 
 /// Everything that can go wrong while setting up a fixture.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +92,16 @@ pub enum Error {
     RegistryStart {
         /// The address it was told to listen on.
         addr: std::net::SocketAddr,
+        /// Why it is considered failed.
+        reason: String,
+        /// The last lines of its log.
+        log_tail: String,
+    },
+    /// A server process (PostgreSQL, Redis, SeaweedFS) did not start.
+    #[error("{service} did not start: {reason}\n--- log tail ---\n{log_tail}")]
+    ServiceStart {
+        /// Which server.
+        service: String,
         /// Why it is considered failed.
         reason: String,
         /// The last lines of its log.

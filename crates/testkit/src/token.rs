@@ -1,6 +1,7 @@
 //! A Docker registry token server: checks HTTP basic credentials and hands
 //! out ES256 JWTs the distribution registry verifies against a self-signed
-//! certificate.
+//! certificate, or plays a broken or hostile token service
+//! ([`TokenReply`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -9,19 +10,44 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use hyper::body::Incoming;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde_json::json;
 
-use crate::net::{self, AbortOnDrop, Body};
+use crate::net::{self, AbortOnDrop, Body, BoxError};
 use crate::{Error, Result};
 
 /// The `service` the registry names in its challenges and expects as `aud`.
 pub const SERVICE: &str = "hoist-testkit-registry";
 /// The `iss` of issued tokens, which the registry is told to trust.
 pub const ISSUER: &str = "hoist-testkit-token-server";
+
+/// How a [`TokenServer`] answers a token request with the right
+/// credentials: honestly (the default), or as a broken or hostile token
+/// service would. Set with [`TokenServer::set_reply`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenReply {
+    /// A signed token valid for the server's TTL, `expires_in` saying so.
+    #[default]
+    Honest,
+    /// A signed token valid for the server's TTL, whose `expires_in` is
+    /// this JSON text verbatim: `18446744073709551615`, `1e18`, `-1`,
+    /// `2.5`, `"300"`, `null`.
+    ExpiresIn(String),
+    /// 200 with exactly this body (and its `Content-Length`).
+    Body(Vec<u8>),
+    /// 200 announcing a `Content-Length` of this many bytes, then sending
+    /// none of them: a client that waits for the body stalls.
+    AnnouncedLength(u64),
+    /// 200 with a chunked body that never ends: `{"token":"aaaa…`.
+    Endless,
+}
 
 /// A token server on `127.0.0.1:PORT/token` for one user.
 ///
@@ -49,6 +75,7 @@ struct State {
     issued: AtomicUsize,
     next_jti: AtomicU64,
     scopes: Mutex<Vec<String>>,
+    reply: Mutex<TokenReply>,
 }
 
 impl std::fmt::Debug for State {
@@ -91,6 +118,7 @@ impl TokenServer {
             issued: AtomicUsize::new(0),
             next_jti: AtomicU64::new(1),
             scopes: Mutex::new(Vec::new()),
+            reply: Mutex::new(TokenReply::Honest),
         });
         let (listener, addr) = net::bind()?;
         let handler_state = state.clone();
@@ -142,6 +170,12 @@ impl TokenServer {
     pub fn scopes(&self) -> Vec<String> {
         self.state.scopes.lock().expect("scopes lock").clone()
     }
+
+    /// How to answer token requests from now on. Unauthorized requests
+    /// are refused with 401 whatever this says.
+    pub fn set_reply(&self, reply: TokenReply) {
+        *self.state.reply.lock().expect("reply lock") = reply;
+    }
 }
 
 fn handle(state: &State, req: &Request<Incoming>) -> Response<Body> {
@@ -175,6 +209,24 @@ fn handle(state: &State, req: &Request<Incoming>) -> Response<Body> {
             json!({"details": format!("unknown service {service:?}")}),
         );
     }
+    let expires_in = match state.reply.lock().expect("reply lock").clone() {
+        TokenReply::Honest => state.ttl.as_secs().to_string(),
+        TokenReply::ExpiresIn(text) => text,
+        TokenReply::Body(body) => return raw_reply(net::full(body), None),
+        TokenReply::AnnouncedLength(length) => {
+            let nothing = futures_util::stream::pending::<Result<Frame<Bytes>, BoxError>>();
+            return raw_reply(BodyExt::boxed(StreamBody::new(nothing)), Some(length));
+        }
+        TokenReply::Endless => {
+            let filler = Bytes::from(vec![b'a'; 64 * 1024]);
+            let endless = futures_util::stream::once(std::future::ready(Bytes::from_static(
+                br#"{"token":""#,
+            )))
+            .chain(futures_util::stream::repeat(filler))
+            .map(|b| Ok::<_, BoxError>(Frame::data(b)));
+            return raw_reply(BodyExt::boxed(StreamBody::new(endless)), None);
+        }
+    };
     match issue(state, &scopes) {
         Ok((token, issued_at)) => {
             state.issued.fetch_add(1, Ordering::SeqCst);
@@ -183,15 +235,14 @@ fn handle(state: &State, req: &Request<Incoming>) -> Response<Body> {
                 .lock()
                 .expect("scopes lock")
                 .extend(scopes.iter().cloned());
-            reply(
-                StatusCode::OK,
-                json!({
-                    "token": token,
-                    "access_token": token,
-                    "expires_in": state.ttl.as_secs(),
-                    "issued_at": issued_at,
-                }),
-            )
+            // Written by hand so that `expires_in` goes out exactly as
+            // given, whatever JSON number (or non-number) it is.
+            let body = format!(
+                r#"{{"token":{token},"access_token":{token},"expires_in":{expires_in},"issued_at":{issued_at}}}"#,
+                token = json!(token),
+                issued_at = json!(issued_at),
+            );
+            raw_reply(net::full(body), None)
         }
         Err(e) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -262,6 +313,23 @@ fn parse_scope(scope: &str) -> Option<serde_json::Value> {
     let (name, actions) = rest.rsplit_once(':')?;
     let actions: Vec<&str> = actions.split(',').filter(|a| !a.is_empty()).collect();
     Some(json!({"type": kind, "name": name, "actions": actions}))
+}
+
+/// A 200 `application/json` reply with `body`, announcing `length` instead
+/// of the body's own length when given.
+fn raw_reply(body: Body, length: Option<u64>) -> Response<Body> {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    if let Some(length) = length {
+        resp.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(length),
+        );
+    }
+    resp
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response<Body> {
