@@ -10,12 +10,49 @@ depend only on its source, its path and the interpreter, not on the order.
 A source the interpreter refuses (a syntax error, a module for another
 Python version) is left without bytecode, as pip and compileall leave it.
 Anything else (a full disk, an unreadable file) is fatal: exit status 1.
+
+The compile itself is what py_compile.compile does, with the importlib
+internals it calls (present since 3.7, which brought hash-based .pyc):
+those are loaded at every start, while importing py_compile (enum,
+traceback, re...) would cost more than compiling a small function. A
+Python without them uses py_compile.
 """
 
 import os
-import py_compile
 import sys
-import traceback
+
+try:
+    import _imp
+    from importlib._bootstrap_external import (
+        _RAW_MAGIC_NUMBER,
+        SourceFileLoader,
+        _calc_mode,
+        _code_to_hash_pyc,
+        _write_atomic,
+        cache_from_source,
+    )
+
+    def compile_one(path):
+        loader = SourceFileLoader("<hoist>", path)
+        source = loader.get_data(path)
+        try:
+            code = loader.source_to_code(source, path)
+        except Exception:  # noqa: BLE001 - what py_compile turns into PyCompileError
+            return
+        data = _code_to_hash_pyc(code, _imp.source_hash(_RAW_MAGIC_NUMBER, source), False)
+        cfile = cache_from_source(path)
+        os.makedirs(os.path.dirname(cfile), exist_ok=True)
+        _write_atomic(cfile, data, _calc_mode(path))
+
+except ImportError:
+    import py_compile
+
+    def compile_one(path):
+        mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+        try:
+            py_compile.compile(path, doraise=True, invalidation_mode=mode)
+        except py_compile.PyCompileError:
+            pass
 
 
 def sources(roots):
@@ -27,13 +64,15 @@ def sources(roots):
     return found
 
 
-def compile_all(paths):
-    mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
-    for path in paths:
-        try:
-            py_compile.compile(path, doraise=True, invalidation_mode=mode)
-        except py_compile.PyCompileError:
-            pass
+def work(paths):
+    """Compiles `paths`; returns the exit status."""
+    try:
+        for path in paths:
+            compile_one(path)
+    except BaseException as e:  # noqa: BLE001 - any other failure fails the build
+        sys.stderr.write("%s: %s\n" % (type(e).__name__, e))
+        return 1
+    return 0
 
 
 def main():
@@ -41,27 +80,16 @@ def main():
         sys.exit("PYTHONHASHSEED must be 0: set literals would be written in a random order")
     jobs, roots = int(sys.argv[1]), sys.argv[2:]
     paths = sources(roots)
+    jobs = max(1, min(jobs, len(paths)))
     workers = []
     for i in range(1, jobs):
         pid = os.fork()
         if pid == 0:
-            status = 0
-            try:
-                compile_all(paths[i::jobs])
-            except BaseException:  # noqa: BLE001 - any failure fails the build
-                traceback.print_exc()
-                status = 1
-            os._exit(status)
+            os._exit(work(paths[i::jobs]))
         workers.append(pid)
-    status = 0
-    try:
-        compile_all(paths[0::jobs])
-    except BaseException:  # noqa: BLE001
-        traceback.print_exc()
-        status = 1
+    status = work(paths[0::jobs])
     for pid in workers:
-        _, code = os.waitpid(pid, 0)
-        if code != 0:
+        if os.waitpid(pid, 0)[1] != 0:
             status = 1
     return status
 
