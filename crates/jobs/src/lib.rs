@@ -383,7 +383,10 @@ mod tests {
         );
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("db.internal") && shown.contains("queue.internal"), "{shown}");
+        assert!(
+            shown.contains("db.internal") && shown.contains("queue.internal"),
+            "{shown}"
+        );
     }
 
     #[tokio::test]
@@ -393,7 +396,9 @@ mod tests {
             ("sqlite::memory:", "database"),
             ("sqlite://", "database"),
         ] {
-            let err = Jobs::open(JobsConfig::new(database, queue)).await.unwrap_err();
+            let err = Jobs::open(JobsConfig::new(database, queue))
+                .await
+                .unwrap_err();
             assert!(matches!(err, Error::Config { .. }), "{database}: {err}");
             assert!(!err.to_string().contains("s3cret"), "{err}");
         }
