@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use oci_build::{Builder, FunctionSpec, Policy, Problem, naming};
+use oci_build::{Builder, Bytecode, FunctionSpec, Policy, Problem, naming};
 use oci_model::{Platform, Reference};
 use oci_push::{Copier, Endpoint};
 use registry_client::Client;
 
-use crate::{Global, progress};
+use crate::{Global, progress, run};
 
 /// Options shared by `validate` and `build`.
 #[derive(Args)]
@@ -96,6 +96,11 @@ pub(crate) struct BuildArgs {
     /// Platform to build for (and to pick from a base index).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<Platform>,
+    /// Ship no bytecode: every start of the function then compiles the
+    /// modules it imports. By default the base image's interpreter compiles
+    /// them in the sandbox (as root).
+    #[arg(long)]
+    no_bytecode: bool,
     #[command(flatten)]
     policy: PolicyArgs,
 }
@@ -147,6 +152,14 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
     if let Some(p) = &args.platform {
         builder = builder.platform(p.clone());
     }
+    // Why there is no sandbox to compile bytecode in, when there is none.
+    let mut no_sandbox = None;
+    if !args.no_bytecode {
+        match run::sandbox() {
+            Ok(sandbox) => builder = builder.sandbox(sandbox.config().clone()),
+            Err(e) => no_sandbox = Some(format!("{e:#}")),
+        }
+    }
     let output = match builder.build(&spec).await {
         Ok(o) => o,
         Err(oci_build::Error::Invalid { problems }) => return Err(invalid(&problems)),
@@ -179,6 +192,20 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
     let push_time = started.elapsed();
 
     let pinned = output.reference.with_digest(output.manifest_digest.clone());
+    if let (false, Bytecode::Skipped { reason }) = (g.quiet || args.no_bytecode, &output.bytecode) {
+        let why = no_sandbox.map_or_else(String::new, |e| {
+            format!(" ({e}; run as root, or pass --no-bytecode to build without)")
+        });
+        eprintln!(
+            "hoist: warning: built without bytecode: {reason}{why}: every start compiles the modules it imports"
+        );
+    }
+    if !g.quiet && !output.facts.stdlib_bytecode {
+        eprintln!(
+            "hoist: warning: base image {} ships no bytecode for the standard library of {}: every start compiles the standard modules it imports",
+            args.base, output.facts.interpreter
+        );
+    }
     if g.json {
         let mut phases: serde_json::Map<String, serde_json::Value> = output
             .phases
@@ -195,6 +222,8 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
             "config_digest": output.config_digest,
             "base_digest": output.base_digest,
             "image_size": output.image_size,
+            "stdlib_bytecode": output.facts.stdlib_bytecode,
+            "bytecode": output.bytecode,
             "layers": output.layers,
             "packages": output.packages,
             "phases_ms": phases,

@@ -317,9 +317,9 @@ fn network(args: &SandboxArgs) -> Network {
     }
 }
 
-/// The sandbox, whose launcher is this very binary, after sweeping what
-/// crashed runs left behind.
-fn sandbox() -> Result<Sandbox> {
+/// The sandbox `hoist run` and `hoist build` use, whose launcher is this
+/// very binary, after sweeping what crashed runs left behind.
+pub(crate) fn sandbox() -> Result<Sandbox> {
     let exe = std::env::current_exe().context("find the hoist binary")?;
     let sandbox = Sandbox::new(SandboxConfig::new(
         Launcher::new(exe).with_args([LAUNCHER_ARG]),

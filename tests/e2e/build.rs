@@ -206,6 +206,145 @@ async fn compiled_wheels_work() {
     );
 }
 
+/// What the base's interpreter says of itself, run in the unpacked image
+/// `rootfs`: its bytecode magic number and `__pycache__` tag.
+struct Python {
+    magic: Vec<u8>,
+    tag: String,
+}
+
+const INTERPRETER: &str = "/usr/bin/python3.11";
+
+fn base_python(rootfs: &Path) -> Python {
+    let out = std::process::Command::new("chroot")
+        .arg(rootfs)
+        .args([
+            INTERPRETER,
+            "-I",
+            "-S",
+            "-c",
+            "import importlib.util, sys; print(importlib.util.MAGIC_NUMBER.hex(), sys.implementation.cache_tag)",
+        ])
+        .output()
+        .expect("run chroot");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (magic, tag) = stdout.trim().split_once(' ').expect("magic and tag");
+    Python {
+        magic: hex::decode(magic).unwrap(),
+        tag: tag.to_owned(),
+    }
+}
+
+/// The source hashes (PEP 552) the base's interpreter computes for
+/// `sources`, paths in the unpacked image `rootfs`.
+fn source_hashes(rootfs: &Path, sources: &[String]) -> Vec<Vec<u8>> {
+    let out = std::process::Command::new("chroot")
+        .arg(rootfs)
+        .args([
+            INTERPRETER,
+            "-I",
+            "-S",
+            "-c",
+            "import importlib.util, sys\nfor p in sys.argv[1:]:\n    print(importlib.util.source_hash(open(p, 'rb').read()).hex())",
+        ])
+        .args(sources)
+        .output()
+        .expect("run chroot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|h| hex::decode(h).unwrap())
+        .collect()
+}
+
+/// Checks every `.pyc` of the layer `digest` of the layout `layout`: each is
+/// where `python` reads the bytecode of a source of the same layer, with
+/// its magic number, hash-based (PEP 552 flags: bit 0 set) and holding the
+/// hash of that source. Returns the sources with bytecode, as image paths.
+fn check_layer_bytecode(
+    layout: &Path,
+    digest: &str,
+    rootfs: &Path,
+    python: &Python,
+) -> Vec<String> {
+    let blob = std::fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap()),
+    )
+    .unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    let dest = tree.path().join("layer");
+    oci_layer::unpack(
+        &blob[..],
+        oci_layer::Compression::detect(&blob),
+        &dest,
+        &oci_layer::UnpackOptions::default(),
+    )
+    .unwrap();
+    let suffix = format!(".{}.pyc", python.tag);
+    let (mut sources, mut headers) = (Vec::new(), Vec::new());
+    let mut todo = vec![dest.clone()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            let name = path.file_name().unwrap().to_str().unwrap();
+            if !name.ends_with(".pyc") {
+                continue;
+            }
+            let stem = name
+                .strip_suffix(&suffix)
+                .unwrap_or_else(|| panic!("{}: not tagged {}", path.display(), python.tag));
+            let cache = path.parent().unwrap();
+            assert_eq!(
+                cache.file_name().unwrap(),
+                "__pycache__",
+                "{}",
+                path.display()
+            );
+            let source = cache.parent().unwrap().join(format!("{stem}.py"));
+            assert!(
+                source.is_file(),
+                "{}: no source in the layer",
+                path.display()
+            );
+            sources.push(format!(
+                "/{}",
+                source.strip_prefix(&dest).unwrap().display()
+            ));
+            headers.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    let hashes = source_hashes(rootfs, &sources);
+    assert_eq!(hashes.len(), sources.len());
+    for ((path, pyc), hash) in headers.iter().zip(&hashes) {
+        let at = path.display();
+        assert!(pyc.len() > 16, "{at}: {} bytes", pyc.len());
+        assert_eq!(&pyc[..4], python.magic.as_slice(), "{at}: magic number");
+        let flags = u32::from_le_bytes(pyc[4..8].try_into().unwrap());
+        assert!(
+            flags == 0b01 || flags == 0b11,
+            "{at}: flags {flags:#b}, not hash-based"
+        );
+        assert_eq!(&pyc[8..16], hash.as_slice(), "{at}: source hash");
+    }
+    sources
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn digests_are_stable_and_changes_touch_only_their_layer() {
     let registry = Registry::start().await.unwrap();
@@ -223,6 +362,13 @@ async fn digests_are_stable_and_changes_touch_only_their_layer() {
     let a = build(f.path(), &base, &tag, c1.path(), &["--output", &o1]);
     let b = build(f.path(), &base, &tag, c2.path(), &["--output", &o2]);
     assert_eq!(a["digest"], b["digest"]);
+    // With bytecode, compiled by the base's interpreter in each build.
+    assert_eq!(a["bytecode"]["status"], "compiled", "{a}");
+    assert!(a["bytecode"]["modules"].as_u64().unwrap() > 1, "{a}");
+    assert_eq!(
+        a["bytecode"]["modules"], a["bytecode"]["compiled_now"],
+        "{a}"
+    );
     // The layout is complete: umoci can unpack it.
     let rootfs = out1.path().join("rootfs");
     testkit::umoci(&[
@@ -235,6 +381,21 @@ async fn digests_are_stable_and_changes_touch_only_their_layer() {
     .await
     .expect("umoci unpacks the build");
     assert!(rootfs.join("opt/hoist/function/user_function.py").is_file());
+    // The dependency and code layers carry the bytecode of their sources,
+    // hash-based and made for the base's interpreter.
+    let python = base_python(&rootfs);
+    let mut pycs = 0;
+    for (role, digest) in layers(&a).iter().filter(|l| l.0 != "base") {
+        let found = check_layer_bytecode(out1.path(), digest, &rootfs, &python);
+        let want = match role.as_str() {
+            "dependencies" => "/opt/hoist/site-packages/six.py",
+            "code" => "/opt/hoist/function/user_function.py",
+            other => panic!("unexpected {other} layer"),
+        };
+        assert!(found.iter().any(|p| p == want), "{role}: {found:?}");
+        pycs += found.len();
+    }
+    assert_eq!(Some(pycs as u64), a["bytecode"]["modules"].as_u64(), "{a}");
 
     // Push it; a rebuild with the same inputs uploads nothing.
     let pushed = build(f.path(), &base, &tag, c1.path(), &[]);
@@ -246,6 +407,7 @@ async fn digests_are_stable_and_changes_touch_only_their_layer() {
     );
     let again = build(f.path(), &base, &tag, c1.path(), &[]);
     assert_eq!(again["push"]["unchanged"], true, "{again}");
+    assert_eq!(again["bytecode"]["compiled_now"], 0, "{again}");
     let dependencies = again["layers"]
         .as_array()
         .unwrap()
@@ -262,6 +424,10 @@ async fn digests_are_stable_and_changes_touch_only_their_layer() {
     )
     .unwrap();
     let code = build(f.path(), &base, &tag, c1.path(), &[]);
+    assert_eq!(
+        code["bytecode"]["compiled_now"], 1,
+        "only the function is compiled: {code}"
+    );
     let (before, after) = (layers(&a), layers(&code));
     assert_eq!(before.len(), after.len());
     for (x, y) in before.iter().zip(&after) {
@@ -395,4 +561,129 @@ async fn sdist_only_requirements_are_a_clear_error() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("pycrypto"), "{err}");
     assert!(err.contains("wheel"), "{err}");
+}
+
+/// `hoist invoke` of `image` with Python's import messages on; returns
+/// stderr, which holds them.
+fn invoke_verbose(image: &str, cache: &Path) -> String {
+    let inputs = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(inputs.path(), "{}").unwrap();
+    let out = hoist(&[
+        "-v",
+        "invoke",
+        image,
+        "--inputs",
+        inputs.path().to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--env",
+        "PYTHONVERBOSE=1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+#[test]
+fn invocations_import_bytecode_and_compile_nothing() {
+    let base = testkit::python_base().expect("python base image");
+    let f = function_dir(
+        "import six\n\ndef handler(inputs):\n    return {\"six\": six.__version__}\n",
+        Some("six==1.17.0\n"),
+    );
+    let run_cache = tempfile::tempdir().unwrap();
+    let image = |extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = format!("oci:{}:fn", dir.path().display());
+        let mut args = vec!["--output", layout.as_str()];
+        args.extend_from_slice(extra);
+        let record = build(
+            f.path(),
+            &base.oci_ref(),
+            "127.0.0.1:1/fn/pyc:v1",
+            &cache_dir(),
+            &args,
+        );
+        (dir, layout, record)
+    };
+
+    // Python prints `code object from '<.pyc>'` for bytecode it loads and
+    // `code object from <.py>` (unquoted) for source it compiles.
+    let (_dir, layout, record) = image(&[]);
+    assert_eq!(record["stdlib_bytecode"], true, "{record}");
+    let stderr = invoke_verbose(&layout, run_cache.path());
+    for loaded in [
+        "/opt/hoist/function/__pycache__/user_function.cpython-311.pyc",
+        "/opt/hoist/site-packages/__pycache__/six.cpython-311.pyc",
+        "/usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc",
+    ] {
+        assert!(
+            stderr.contains(&format!("code object from '{loaded}'")),
+            "{loaded} not loaded:\n{stderr}"
+        );
+    }
+    let compiled: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("# code object from /"))
+        .collect();
+    assert!(compiled.is_empty(), "compiled at start: {compiled:?}");
+
+    // Without bytecode the same start compiles the function and six.
+    let (_dir, layout, record) = image(&["--no-bytecode"]);
+    assert_eq!(record["bytecode"]["status"], "skipped", "{record}");
+    let stderr = invoke_verbose(&layout, run_cache.path());
+    for source in [
+        "/opt/hoist/function/user_function.py",
+        "/opt/hoist/site-packages/six.py",
+    ] {
+        assert!(
+            stderr.contains(&format!("# code object from {source}\n")),
+            "{source} not compiled:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_base_without_stdlib_bytecode_is_reported() {
+    let python = testkit::python_base().expect("python base image");
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = oci_layer::LayerWriter::new(oci_layer::WriteOptions::default());
+    w.add_bytes("usr/lib/python3.11/.wh.__pycache__", 0o644, Vec::new())
+        .unwrap();
+    let bare = testkit::stack_layers(&python, dir.path(), "bare", [w]).unwrap();
+    let f = function_dir(ECHO, None);
+    let cache = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let output = format!("oci:{}:fn", out_dir.path().display());
+    let run = |base: &str| {
+        let out = hoist(&[
+            "--json",
+            "build",
+            f.path().to_str().unwrap(),
+            "--base",
+            base,
+            "--tag",
+            "127.0.0.1:1/fn/bare:v1",
+            "--output",
+            &output,
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (record, String::from_utf8(out.stderr).unwrap())
+    };
+    let (record, stderr) = run(&bare.oci_ref());
+    assert_eq!(record["stdlib_bytecode"], false, "{record}");
+    assert!(
+        stderr.contains("ships no bytecode for the standard library of /usr/bin/python3.11"),
+        "{stderr}"
+    );
+    let (record, stderr) = run(&python.oci_ref());
+    assert_eq!(record["stdlib_bytecode"], true, "{record}");
+    assert!(!stderr.contains("warning"), "{stderr}");
 }

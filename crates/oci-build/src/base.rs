@@ -25,7 +25,7 @@ use crate::facts::{BaseFacts, Libc, Scanner};
 use crate::{Error, Result, blocking, io_at};
 
 /// Version of the facts cache entries.
-const FACTS_FORMAT: &str = "hoist-base-facts-v1";
+const FACTS_FORMAT: &str = "hoist-base-facts-v2";
 
 /// The parts of a base config the build uses.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -90,6 +90,9 @@ pub(crate) struct Base {
     pub(crate) name: Option<String>,
     /// Each layer and whether the store had it before this build.
     pub(crate) layers: Vec<(Descriptor, bool)>,
+    /// Whether the scan found the interpreter (rather than its path being
+    /// assumed from the Python version given).
+    pub(crate) interpreter_found: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -97,6 +100,8 @@ struct FactsEntry {
     format: String,
     python: Option<(String, String)>,
     libc: Option<Libc>,
+    /// Whether the found interpreter's standard library ships bytecode.
+    stdlib_bytecode: bool,
 }
 
 /// A source read through the build store: what the store holds (a
@@ -312,16 +317,22 @@ impl Facts<'_> {
             Some(e) => e,
             None => {
                 // Without a cache entry every layer went through the scanner.
-                let (python, libc) = scanner.unwrap_or_default().finish(hint.as_deref());
+                let scanner = scanner.unwrap_or_default();
+                let (python, libc) = scanner.finish(hint.as_deref());
+                let stdlib_bytecode = python
+                    .as_ref()
+                    .is_some_and(|(_, interpreter)| scanner.stdlib_bytecode(interpreter));
                 let e = FactsEntry {
                     format: FACTS_FORMAT.into(),
                     python,
                     libc,
+                    stdlib_bytecode,
                 };
                 crate::write_atomic(&facts_path, &serde_json::to_vec(&e).expect("serializable"))?;
                 e
             }
         };
+        let interpreter_found = entry.python.is_some();
         let (python_version, interpreter) = match (entry.python, python_override) {
             (Some(found), _) => found,
             (None, Some(v)) => {
@@ -352,12 +363,14 @@ impl Facts<'_> {
                 interpreter,
                 arch: arch.to_owned(),
                 libc: entry.libc,
+                stdlib_bytecode: entry.stdlib_bytecode,
             },
             manifest,
             config,
             reference,
             name,
             layers,
+            interpreter_found,
         })
     }
 }

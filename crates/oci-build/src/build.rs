@@ -10,9 +10,11 @@ use oci_layer::{LayerWriter, WriteOptions};
 use oci_model::{Descriptor, Digest, Layout, Manifest, Platform, Reference, Resolved, SourceImage};
 use oci_push::Endpoint;
 use registry_client::Client;
+use sandbox_run::{Limits, SandboxConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::base::{self, Base};
+use crate::bytecode::{self, Bytecode, NoBytecode};
 use crate::image::{self, ConfigInput, LayerDesc};
 use crate::install;
 use crate::lock::{self, LockedWheel, Req, ResolverSettings};
@@ -21,7 +23,7 @@ use crate::{Error, Policy, Result, io_at, wheels};
 /// The label prefix unless another is given.
 pub const DEFAULT_LABEL_PREFIX: &str = "dev.hoist.function";
 /// Version of the dependency layer recipe, part of its cache key.
-const LAYER_FORMAT: &str = "hoist-deps-layer-v1";
+const LAYER_FORMAT: &str = "hoist-deps-layer-v2";
 /// The runner placed at `/opt/hoist/runner.py`.
 const RUNNER_PY: &str = include_str!("runner.py");
 
@@ -121,6 +123,9 @@ pub enum Phase {
     Install,
     /// Writing the code layer.
     Code,
+    /// Byte-compiling the dependency and code layers' modules (zero when
+    /// nothing is to compile).
+    Bytecode,
     /// Writing config and manifest.
     Config,
 }
@@ -134,6 +139,7 @@ impl fmt::Display for Phase {
             Self::Wheels => "wheels",
             Self::Install => "install",
             Self::Code => "code",
+            Self::Bytecode => "bytecode",
             Self::Config => "config",
         })
     }
@@ -171,6 +177,8 @@ pub struct BuildOutput {
     pub layers: Vec<LayerReport>,
     /// The locked packages (empty without requirements).
     pub packages: Vec<LockedWheel>,
+    /// Whether the dependency and code layers carry bytecode.
+    pub bytecode: Bytecode,
     /// Config plus layer sizes, in bytes.
     pub image_size: u64,
     /// Time spent in each phase, in order.
@@ -212,6 +220,8 @@ pub struct Builder {
     epoch: u64,
     label_prefix: String,
     platform: Platform,
+    sandbox: Option<SandboxConfig>,
+    bytecode_limits: Limits,
 }
 
 impl fmt::Debug for Builder {
@@ -222,6 +232,8 @@ impl fmt::Debug for Builder {
             .field("epoch", &self.epoch)
             .field("label_prefix", &self.label_prefix)
             .field("platform", &self.platform)
+            .field("sandbox", &self.sandbox)
+            .field("bytecode_limits", &self.bytecode_limits)
             .finish_non_exhaustive()
     }
 }
@@ -232,7 +244,8 @@ impl Builder {
     /// [`cache_dir`](Self::cache_dir) gave none), the
     /// default [`Policy`], uv from `HOIST_UV` or `PATH`, the epoch from
     /// `SOURCE_DATE_EPOCH` (else 0), labels under
-    /// [`DEFAULT_LABEL_PREFIX`], platform linux/amd64.
+    /// [`DEFAULT_LABEL_PREFIX`], platform linux/amd64, and no sandbox, so
+    /// no bytecode ([`Builder::sandbox`]).
     pub fn new(client: Client) -> Result<Self> {
         let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(v) if !v.trim().is_empty() => v
@@ -268,6 +281,8 @@ impl Builder {
             epoch,
             label_prefix: DEFAULT_LABEL_PREFIX.into(),
             platform: Platform::default(),
+            sandbox: None,
+            bytecode_limits: Limits::default(),
         })
     }
 
@@ -320,6 +335,26 @@ impl Builder {
         self
     }
 
+    /// Byte-compiles the dependency and code layers' modules with the base
+    /// image's own interpreter, run in this sandbox over the build's layers
+    /// (see the crate docs). Without a sandbox a build makes no bytecode and
+    /// says so in [`BuildOutput::bytecode`]. Bytecode is part of the
+    /// image: a build with it and one without give different digests.
+    ///
+    /// The sandbox is not swept here: a process sweeps once, at its start
+    /// ([`sandbox_run::Sandbox::sweep`]).
+    pub fn sandbox(mut self, config: SandboxConfig) -> Self {
+        self.sandbox = Some(config);
+        self
+    }
+
+    /// Runs each compile with these limits (default: the seeds' 2 GiB, 2
+    /// CPUs, 256 pids, 512 MiB `/tmp` and a 300 s timeout).
+    pub fn bytecode_limits(mut self, limits: Limits) -> Self {
+        self.bytecode_limits = limits;
+        self
+    }
+
     /// The cache directory.
     pub fn cache_path(&self) -> &Path {
         &self.cache_dir
@@ -355,7 +390,7 @@ impl Builder {
         if self.cache_dir.as_os_str().is_empty() {
             return Err(Error::NoCacheDir);
         }
-        let mut phases = Vec::with_capacity(7);
+        let mut phases = Vec::with_capacity(8);
         let mut clock = Clock::start();
 
         // validate
@@ -397,7 +432,7 @@ impl Builder {
                 hashes: r.hashes.clone(),
             })
             .collect();
-        let (deps, packages) = if reqs.is_empty() {
+        let (mut deps, packages) = if reqs.is_empty() {
             for p in [Phase::Resolve, Phase::Wheels, Phase::Install] {
                 phases.push((p, Duration::ZERO));
             }
@@ -410,8 +445,29 @@ impl Builder {
         };
 
         // code
-        let code = self.code_layer(&spec.dir, &checked.files, &store)?;
+        let mut files = Vec::with_capacity(checked.files.len());
+        for rel in &checked.files {
+            let path = spec.dir.join(rel);
+            let bytes = fs_err::read(&path).map_err(io_at(&path))?;
+            files.push((rel.clone(), bytes));
+        }
         phases.push((Phase::Code, clock.lap()));
+
+        // bytecode
+        let (bytecode, compiled) = self.bytecode(&store, &base, deps.as_mut(), &files).await?;
+        phases.push((Phase::Bytecode, clock.lap()));
+
+        // layers
+        let deps = match deps {
+            None => None,
+            Some(d) => {
+                let layer = self.finish_dependency_layer(d, &store).await?;
+                add_time(&mut phases, Phase::Install, clock.lap());
+                Some(layer)
+            }
+        };
+        let code = self.code_layer(&files, &compiled, &store)?;
+        add_time(&mut phases, Phase::Code, clock.lap());
 
         // config and manifest
         let created = oci_model::rfc3339(self.epoch);
@@ -535,6 +591,7 @@ impl Builder {
             facts: base.facts,
             layers,
             packages,
+            bytecode,
             image_size,
             phases,
         })
@@ -581,7 +638,7 @@ impl Builder {
         store: &Layout,
         phases: &mut Vec<(Phase, Duration)>,
         clock: &mut Clock,
-    ) -> Result<(NewLayer, Vec<LockedWheel>)> {
+    ) -> Result<(Deps, Vec<LockedWheel>)> {
         let facts = &base.facts;
         let libc = facts
             .libc
@@ -612,7 +669,14 @@ impl Builder {
         lock::check_hashes(reqs, &wheels)?;
         phases.push((Phase::Resolve, clock.lap()));
 
-        let layer_key = layer_key(base.manifest.digest(), &facts.interpreter, &wheels);
+        let with_bytecode = self.bytecode_settings(base).is_ok();
+        let layer_key = layer_key(
+            base.manifest.digest(),
+            &facts.interpreter,
+            &wheels,
+            self.epoch,
+            with_bytecode,
+        );
         let layer_path = self
             .cache_dir
             .join("layers")
@@ -623,9 +687,17 @@ impl Builder {
             phases.push((Phase::Wheels, Duration::ZERO));
             phases.push((Phase::Install, clock.lap()));
             return Ok((
-                NewLayer {
-                    reused: true,
-                    ..cached
+                Deps::Reused {
+                    layer: NewLayer {
+                        digest: cached.digest,
+                        size: cached.size,
+                        diff_id: cached.diff_id,
+                        reused: true,
+                    },
+                    taken: bytecode::Taken {
+                        modules: cached.modules,
+                        uncompiled: cached.uncompiled,
+                    },
                 },
                 wheels,
             ));
@@ -636,17 +708,179 @@ impl Builder {
         let tmp_dir = self.cache_dir.join("tmp");
         fs_err::create_dir_all(&tmp_dir).map_err(io_at(&tmp_dir))?;
         let staging = tempfile::tempdir_in(&tmp_dir).map_err(io_at(&tmp_dir))?;
-        let store2 = store.clone();
         let interpreter = facts.interpreter.clone();
-        let epoch = self.epoch;
-        let layer = crate::blocking("installing wheels", move || -> Result<NewLayer> {
-            let root = staging.path();
+        let staging = crate::blocking("installing wheels", move || {
             for p in &paths {
-                install::install_wheel(p, root, &interpreter)?;
+                install::install_wheel(p, staging.path(), &interpreter)?;
             }
+            Ok(staging)
+        })
+        .await?;
+        phases.push((Phase::Install, clock.lap()));
+        Ok((
+            Deps::Staged {
+                staging,
+                entry: layer_path,
+                taken: None,
+            },
+            wheels,
+        ))
+    }
+
+    /// The settings to compile with for `base`, or why there is no
+    /// bytecode.
+    fn bytecode_settings(
+        &self,
+        base: &Base,
+    ) -> std::result::Result<bytecode::Settings, NoBytecode> {
+        let sandbox = self.sandbox.clone().ok_or(NoBytecode::NoSandbox)?;
+        bytecode::check(&base.facts.python_version, base.interpreter_found)?;
+        Ok(bytecode::Settings {
+            sandbox,
+            limits: self.bytecode_limits.clone(),
+        })
+    }
+
+    /// Compiles what needs it, in one sandbox run: the staged dependency
+    /// layer and the code files whose bytecode is not cached. Returns the
+    /// record and the code files' bytecode (path under the function
+    /// directory, bytes).
+    async fn bytecode(
+        &self,
+        store: &Layout,
+        base: &Base,
+        mut deps: Option<&mut Deps>,
+        files: &[(PathBuf, Vec<u8>)],
+    ) -> Result<(Bytecode, Vec<(PathBuf, Vec<u8>)>)> {
+        let settings = match self.bytecode_settings(base) {
+            Ok(s) => s,
+            Err(reason) => return Ok((Bytecode::Skipped { reason }, Vec::new())),
+        };
+        let started = Instant::now();
+        let facts = &base.facts;
+        let tag = bytecode::cache_tag(&facts.python_version);
+        let cache = self.cache_dir.join("bytecode");
+        let mut compiled = Vec::new();
+        let mut todo = Vec::new();
+        for (rel, bytes) in files
+            .iter()
+            .filter(|(r, _)| r.extension().is_some_and(|e| e == "py"))
+        {
+            let Some(pyc) = bytecode::pyc_path(rel, &tag) else {
+                continue;
+            };
+            let image_path = Path::new(image::FUNCTION_DIR).join(rel);
+            let key = bytecode::code_key(
+                base.manifest.digest(),
+                &facts.interpreter,
+                &image_path,
+                bytes,
+            );
+            let cached = cache.join(format!("{key}.pyc"));
+            match bytecode::read(&cached)? {
+                Some(b) => compiled.push((pyc, b)),
+                None => todo.push((rel, bytes, pyc, cached)),
+            }
+        }
+        let mut code_taken = bytecode::Taken {
+            modules: compiled.len() as u64,
+            uncompiled: 0,
+        };
+        let staged_deps = match deps.as_deref() {
+            Some(Deps::Staged { staging, .. }) => Some(staging.path().to_owned()),
+            _ => None,
+        };
+        let mut compiled_now = 0;
+        if !todo.is_empty() || staged_deps.is_some() {
+            let tmp = self.cache_dir.join("tmp");
+            fs_err::create_dir_all(&tmp).map_err(io_at(&tmp))?;
+            let code_staging = tempfile::tempdir_in(&tmp).map_err(io_at(&tmp))?;
+            for (rel, bytes, _, _) in &todo {
+                let path = code_staging.path().join(FUNCTION_ROOT).join(rel);
+                if let Some(parent) = path.parent() {
+                    fs_err::create_dir_all(parent).map_err(io_at(parent))?;
+                }
+                fs_err::write(&path, bytes).map_err(io_at(&path))?;
+            }
+            let mut trees = Vec::new();
+            if !todo.is_empty() {
+                trees.push(bytecode::Tree {
+                    root: code_staging.path(),
+                    dir: FUNCTION_ROOT,
+                });
+            }
+            if let Some(root) = &staged_deps {
+                trees.push(bytecode::Tree {
+                    root,
+                    dir: install::SITE_PACKAGES,
+                });
+            }
+            let run = bytecode::Run {
+                settings: &settings,
+                cache_dir: &self.cache_dir,
+                store,
+                base: base.manifest.digest(),
+                platform: &self.platform,
+                interpreter: &facts.interpreter,
+                epoch: self.epoch,
+            };
+            let kept = bytecode::compile(run, &trees).await?;
+            for (_, _, pyc, cached) in &todo {
+                let from = kept.path().join(FUNCTION_ROOT).join(pyc);
+                match bytecode::read(&from)? {
+                    Some(b) => {
+                        crate::write_atomic(cached, &b)?;
+                        compiled.push((pyc.clone(), b));
+                        code_taken.modules += 1;
+                    }
+                    None => code_taken.uncompiled += 1,
+                }
+            }
+            compiled_now += todo.len() as u64;
+            if let Some(root) = staged_deps {
+                let t = crate::blocking("taking bytecode", move || {
+                    bytecode::merge(&root, kept.path(), install::SITE_PACKAGES, &tag)
+                })
+                .await?;
+                compiled_now += t.modules + t.uncompiled;
+                if let Some(Deps::Staged { taken, .. }) = deps.as_deref_mut() {
+                    *taken = Some(t);
+                }
+            }
+        }
+        let deps_taken = match deps.as_deref() {
+            Some(Deps::Reused { taken, .. }) => *taken,
+            Some(Deps::Staged { taken, .. }) => taken.unwrap_or_default(),
+            None => bytecode::Taken::default(),
+        };
+        Ok((
+            Bytecode::Compiled {
+                modules: deps_taken.modules + code_taken.modules,
+                uncompiled: deps_taken.uncompiled + code_taken.uncompiled,
+                compiled_now,
+                time: started.elapsed(),
+            },
+            compiled,
+        ))
+    }
+
+    /// Writes a staged dependency layer into the store and records it in
+    /// the layer cache; a reused one is returned as it is.
+    async fn finish_dependency_layer(&self, deps: Deps, store: &Layout) -> Result<NewLayer> {
+        let (staging, entry_path, taken) = match deps {
+            Deps::Reused { layer, .. } => return Ok(layer),
+            Deps::Staged {
+                staging,
+                entry,
+                taken,
+            } => (staging, entry, taken.unwrap_or_default()),
+        };
+        let store = store.clone();
+        let epoch = self.epoch;
+        let layer = crate::blocking("writing the dependency layer", move || {
             let mut w = LayerWriter::new(write_options(epoch));
-            w.add_tree(root, "")?;
-            write_layer(&store2, w)
+            w.add_tree(staging.path(), "")?;
+            write_layer(&store, w)
         })
         .await?;
         let entry = LayerCacheEntry {
@@ -654,21 +888,27 @@ impl Builder {
             digest: layer.digest.clone(),
             size: layer.size,
             diff_id: layer.diff_id.clone(),
+            modules: taken.modules,
+            uncompiled: taken.uncompiled,
         };
         crate::write_atomic(
-            &layer_path,
+            &entry_path,
             &serde_json::to_vec(&entry).expect("serializable"),
         )?;
-        phases.push((Phase::Install, clock.lap()));
-        Ok((layer, wheels))
+        Ok(layer)
     }
 
-    fn code_layer(&self, dir: &Path, files: &[PathBuf], store: &Layout) -> Result<NewLayer> {
+    /// The code layer: the function's files, their bytecode (paths under
+    /// the function directory) and the runner.
+    fn code_layer(
+        &self,
+        files: &[(PathBuf, Vec<u8>)],
+        compiled: &[(PathBuf, Vec<u8>)],
+        store: &Layout,
+    ) -> Result<NewLayer> {
         let mut w = LayerWriter::new(write_options(self.epoch));
-        for rel in files {
-            let path = dir.join(rel);
-            let bytes = fs_err::read(&path).map_err(io_at(&path))?;
-            w.add_bytes(Path::new("opt/hoist/function").join(rel), 0o644, bytes)?;
+        for (rel, bytes) in files.iter().chain(compiled) {
+            w.add_bytes(Path::new(FUNCTION_ROOT).join(rel), 0o644, bytes.clone())?;
         }
         w.add_bytes(image::RUNNER.trim_start_matches('/'), 0o644, RUNNER_PY)?;
         let mut blob = Vec::new();
@@ -685,6 +925,32 @@ impl Builder {
             diff_id: info.diff_id,
             reused,
         })
+    }
+}
+
+/// The function directory relative to the image root.
+const FUNCTION_ROOT: &str = "opt/hoist/function";
+
+/// The dependency layer of a build: reused from the layer cache, or staged
+/// and not written yet (its bytecode is added first).
+enum Deps {
+    Reused {
+        layer: NewLayer,
+        taken: bytecode::Taken,
+    },
+    Staged {
+        staging: tempfile::TempDir,
+        /// Where its layer cache entry goes.
+        entry: PathBuf,
+        /// The bytecode taken into it, once compiled.
+        taken: Option<bytecode::Taken>,
+    },
+}
+
+/// Adds `d` to the time of `phase`, already recorded.
+fn add_time(phases: &mut [(Phase, Duration)], phase: Phase, d: Duration) {
+    if let Some((_, t)) = phases.iter_mut().find(|(p, _)| *p == phase) {
+        *t += d;
     }
 }
 
@@ -710,17 +976,15 @@ struct LayerCacheEntry {
     digest: Digest,
     size: u64,
     diff_id: Digest,
+    /// Modules with bytecode in the layer, and without.
+    modules: u64,
+    uncompiled: u64,
 }
 
-fn read_layer_cache(path: &Path) -> Option<NewLayer> {
+fn read_layer_cache(path: &Path) -> Option<LayerCacheEntry> {
     let bytes = std::fs::read(path).ok()?;
     let e: LayerCacheEntry = serde_json::from_slice(&bytes).ok()?;
-    (e.format == LAYER_FORMAT).then_some(NewLayer {
-        digest: e.digest,
-        size: e.size,
-        diff_id: e.diff_id,
-        reused: true,
-    })
+    (e.format == LAYER_FORMAT).then_some(e)
 }
 
 /// Streams a layer into the store through a temporary blob.
@@ -741,16 +1005,28 @@ fn write_layer(store: &Layout, w: LayerWriter<'_>) -> Result<NewLayer> {
 }
 
 /// The dependency layer key: the wheels (name, version, sha256, sorted),
-/// the base manifest digest and interpreter (scripts' shebangs), and
-/// [`LAYER_FORMAT`].
-pub(crate) fn layer_key(base: &Digest, interpreter: &str, wheels: &[LockedWheel]) -> String {
+/// the base manifest digest and interpreter (scripts' shebangs and the
+/// bytecode), the epoch (every mtime), whether it carries bytecode (and
+/// by which recipe), and [`LAYER_FORMAT`].
+pub(crate) fn layer_key(
+    base: &Digest,
+    interpreter: &str,
+    wheels: &[LockedWheel],
+    epoch: u64,
+    with_bytecode: bool,
+) -> String {
     let mut lines: Vec<String> = wheels
         .iter()
         .map(|w| format!("{}\t{}\t{}", w.name, w.version, w.sha256))
         .collect();
     lines.sort();
+    let bytecode = if with_bytecode {
+        bytecode::FORMAT
+    } else {
+        "none"
+    };
     let text = format!(
-        "{LAYER_FORMAT}\nbase={base}\ninterpreter={interpreter}\n{}\n",
+        "{LAYER_FORMAT}\nbase={base}\ninterpreter={interpreter}\nepoch={epoch}\nbytecode={bytecode}\n{}\n",
         lines.join("\n")
     );
     Digest::of(text.as_bytes()).hex().to_owned()
@@ -814,21 +1090,23 @@ mod tests {
         let base = Digest::of(b"base");
         let a = [wheel("six", 'a'), wheel("attrs", 'b')];
         let b = [wheel("attrs", 'b'), wheel("six", 'a')];
-        let k = layer_key(&base, "/usr/bin/python3.11", &a);
-        assert_eq!(k, layer_key(&base, "/usr/bin/python3.11", &b));
+        let key = |base: &Digest, interpreter: &str, wheels: &[LockedWheel]| {
+            layer_key(base, interpreter, wheels, 0, true)
+        };
+        let k = key(&base, "/usr/bin/python3.11", &a);
+        assert_eq!(k, key(&base, "/usr/bin/python3.11", &b));
+        assert_ne!(k, key(&Digest::of(b"other"), "/usr/bin/python3.11", &a));
+        assert_ne!(k, key(&base, "/usr/local/bin/python3.11", &a));
         assert_ne!(
             k,
-            layer_key(&Digest::of(b"other"), "/usr/bin/python3.11", &a)
-        );
-        assert_ne!(k, layer_key(&base, "/usr/local/bin/python3.11", &a));
-        assert_ne!(
-            k,
-            layer_key(
+            key(
                 &base,
                 "/usr/bin/python3.11",
                 &[wheel("six", 'c'), wheel("attrs", 'b')]
             )
         );
+        assert_ne!(k, layer_key(&base, "/usr/bin/python3.11", &a, 1, true));
+        assert_ne!(k, layer_key(&base, "/usr/bin/python3.11", &a, 0, false));
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub struct BaseFacts {
     pub arch: String,
     /// The C library, when the image tells.
     pub libc: Option<Libc>,
+    /// Whether the interpreter's standard library ships bytecode
+    /// (`usr/lib/python3.N/__pycache__/*.cpython-3N.pyc`, or under
+    /// `usr/local/lib` for `/usr/local/bin/python3.N`). Without it every
+    /// start compiles each standard module it imports.
+    pub stdlib_bytecode: bool,
 }
 
 impl BaseFacts {
@@ -95,6 +100,9 @@ enum Finding {
     Apk(Option<String>),
     /// A `libc.so.6` whose bytes name its version.
     LibcBinary(Option<(u32, u32)>),
+    /// Bytecode of a standard library module, at the place its
+    /// interpreter reads it from.
+    StdlibBytecode,
 }
 
 /// Accumulates findings over the layers of one image, bottom first.
@@ -158,6 +166,8 @@ impl Scanner {
                 && (is_file || is_link)
             {
                 Some(Finding::MuslLoader)
+            } else if is_file && is_stdlib_bytecode(dir, name) {
+                Some(Finding::StdlibBytecode)
             } else if name == "libc.so.6" && is_file {
                 Some(Finding::LibcBinary(glibc_in_binary(&read_capped(
                     &mut entry,
@@ -233,6 +243,44 @@ impl Scanner {
             });
         (python, libc)
     }
+}
+
+impl Scanner {
+    /// Whether the standard library of `interpreter` (`/usr/bin/python3.11`
+    /// reads `/usr/lib/python3.11`) ships bytecode for the interpreter.
+    pub(crate) fn stdlib_bytecode(&self, interpreter: &str) -> bool {
+        let path = interpreter.trim_start_matches('/');
+        let Some((prefix, name)) = path
+            .rsplit_once('/')
+            .and_then(|(bin, name)| Some((bin.strip_suffix("bin")?, name)))
+        else {
+            return false;
+        };
+        let dir = format!("{prefix}lib/{name}/__pycache__/");
+        // Findings are checked to be bytecode of their directory's version.
+        self.found.iter().any(|(p, f)| {
+            *f == Finding::StdlibBytecode
+                && p.strip_prefix(&dir).is_some_and(|file| !file.contains('/'))
+        })
+    }
+}
+
+/// Whether `dir/name` is the bytecode of a standard module as the
+/// interpreter reads it: `usr/lib/python3.11/__pycache__/json.cpython-311.pyc`
+/// (or under `usr/local/lib`); optimised (`.opt-1`) files are not read by
+/// a plain start.
+fn is_stdlib_bytecode(dir: &str, name: &str) -> bool {
+    let Some(lib) = dir.strip_suffix("/__pycache__").and_then(|d| {
+        d.strip_prefix("usr/lib/")
+            .or_else(|| d.strip_prefix("usr/local/lib/"))
+    }) else {
+        return false;
+    };
+    let Some(minor) = python_minor(lib) else {
+        return false;
+    };
+    name.strip_suffix(&format!(".cpython-3{minor}.pyc"))
+        .is_some_and(|stem| !stem.is_empty() && !stem.contains('.'))
 }
 
 /// `python3.11` → 11; `python3.11-config`, `python3` → none.
@@ -426,6 +474,64 @@ mod tests {
     }
 
     #[test]
+    fn stdlib_bytecode_is_the_chosen_interpreter_s() {
+        let mut s = Scanner::default();
+        s.scan_tar(
+            &tar(&[
+                ("usr/bin/python3.11", 'f', b"ELF"),
+                ("usr/lib/python3.11/json/__init__.py", 'f', b""),
+                (
+                    "usr/lib/python3.11/__pycache__/os.cpython-311.opt-1.pyc",
+                    'f',
+                    b"",
+                ),
+                (
+                    "usr/lib/python3.12/__pycache__/os.cpython-312.pyc",
+                    'f',
+                    b"",
+                ),
+                (
+                    "usr/lib/python3.11/__pycache__/os.cpython-312.pyc",
+                    'f',
+                    b"",
+                ),
+                (
+                    "usr/lib/python3.11/__pycache__/link.cpython-311.pyc",
+                    'l',
+                    b"x",
+                ),
+            ])[..],
+        )
+        .unwrap();
+        // Optimised only, another version's, a link: none a start reads.
+        assert!(!s.stdlib_bytecode("/usr/bin/python3.11"));
+        s.scan_tar(
+            &tar(&[(
+                "./usr/lib/python3.11/__pycache__/os.cpython-311.pyc",
+                'f',
+                b"",
+            )])[..],
+        )
+        .unwrap();
+        assert!(s.stdlib_bytecode("/usr/bin/python3.11"));
+        assert!(!s.stdlib_bytecode("/usr/local/bin/python3.11"));
+        assert!(s.stdlib_bytecode("/usr/bin/python3.12"));
+        assert!(!s.stdlib_bytecode("/usr/bin/python3.13"));
+        s.scan_tar(&tar(&[("usr/lib/python3.11/.wh.__pycache__", 'f', b"")])[..])
+            .unwrap();
+        assert!(!s.stdlib_bytecode("/usr/bin/python3.11"));
+        s.scan_tar(
+            &tar(&[(
+                "usr/local/lib/python3.12/__pycache__/json.cpython-312.pyc",
+                'f',
+                b"",
+            )])[..],
+        )
+        .unwrap();
+        assert!(s.stdlib_bytecode("/usr/local/bin/python3.12"));
+    }
+
+    #[test]
     fn musl_and_libc_binary() {
         let mut s = Scanner::default();
         s.scan_tar(
@@ -468,6 +574,7 @@ mod tests {
             interpreter: "/usr/bin/python3.11".into(),
             arch: "x86_64".into(),
             libc,
+            stdlib_bytecode: false,
         };
         let glibc = |minor| Some(Libc::Glibc { major: 2, minor });
         assert_eq!(

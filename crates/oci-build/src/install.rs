@@ -10,8 +10,9 @@
 //! `<name>.data/data` and `<name>.data/headers` are skipped: they target
 //! prefixes (`/usr/share`, include directories) a function does not use.
 //! Console-script wrappers from `entry_points.txt` are not generated, and
-//! nothing is byte-compiled (`__pycache__/*.pyc` entries of a wheel are
-//! dropped too), so the layer depends only on the wheels' bytes.
+//! nothing is byte-compiled here (`__pycache__/*.pyc` entries of a wheel
+//! are dropped too): bytecode, when the build makes it, comes from the
+//! base image's own interpreter (see `bytecode.rs`).
 //! `<dist-info>/INSTALLER` says `hoist`.
 //!
 //! Every entry is checked before anything is written: absolute names,

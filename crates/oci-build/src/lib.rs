@@ -14,25 +14,36 @@
 //!    wheel per package for the base's Python and platform (cached lock).
 //! 4. **wheels** — wheels are fetched into a content-addressed cache,
 //!    verified by size and SHA-256.
-//! 5. **install** — wheels are unpacked (no Python run, no bytecode) into
-//!    `/opt/hoist/site-packages` and written as one layer (cached by
-//!    wheel hashes and base digest). A function without requirements gets
-//!    no dependency layer at all.
+//! 5. **install** — wheels are unpacked (no Python run) into
+//!    `/opt/hoist/site-packages`, one layer (cached by wheel hashes, base
+//!    digest, epoch and whether it has bytecode). A function without
+//!    requirements gets no dependency layer at all.
 //! 6. **code** — the function's files under `/opt/hoist/function` and the
 //!    runner `/opt/hoist/runner.py`.
-//! 7. **config** — user 1000, working directory, environment, command,
+//! 7. **bytecode** — with a sandbox ([`Builder::sandbox`]): the modules of
+//!    a dependency layer not cached and of code files whose bytecode is not
+//!    cached are compiled in one run of the base image's own interpreter
+//!    over the build's layers, into hash-based `.pyc` files the runtime
+//!    imports (see [`Bytecode`]). The runner is run as a script, which
+//!    Python always compiles from source, so it gets none.
+//! 8. **config** — user 1000, working directory, environment, command,
 //!    labels; then the manifest, recorded in the store's `index.json`.
 //!
 //! Same inputs give the same manifest digest on any machine: entries are
 //! sorted, times are the build epoch (`SOURCE_DATE_EPOCH`, else 0), owners
-//! 0:0, modes 0644/0755, gzip is deterministic and every JSON document is
-//! serialised from typed structures with sorted maps.
+//! 0:0, modes 0644/0755, gzip is deterministic, every JSON document is
+//! serialised from typed structures with sorted maps, and bytecode is
+//! hash-based and written with `PYTHONHASHSEED=0`. Whether a build has a
+//! sandbox is an input: with one the layers carry bytecode.
 //!
 //! # Cache directory
 //! `bases/<manifest hex>.json` (base facts), `locks/<key>.json`,
 //! `layers/<key>.json` (dependency layer descriptors),
-//! `wheels/sha256/<hex>/<file>`, `uv/` (uv's own cache), `store/` (the
-//! OCI layout holding every blob built or reused) and `tmp/` (staging).
+//! `bytecode/<key>.pyc` (one code file's bytecode, by base, interpreter,
+//! path and source), `wheels/sha256/<hex>/<file>`, `uv/` (uv's own cache),
+//! `rootfs/` (a `layer-cache` of unpacked bases, which compiles run on),
+//! `store/` (the OCI layout holding every blob built or reused) and `tmp/`
+//! (staging).
 //!
 //! Cancel safety: dropping a build future leaves no partial blob or cache
 //! entry (all are written to temporary files and renamed); a staging
@@ -40,6 +51,7 @@
 
 mod base;
 mod build;
+mod bytecode;
 mod facts;
 mod image;
 mod install;
@@ -53,6 +65,7 @@ pub use build::{
     BuildOutput, Builder, DEFAULT_LABEL_PREFIX, FunctionSpec, LayerReport, Phase, Role,
     default_cache_dir,
 };
+pub use bytecode::{Bytecode, NoBytecode};
 pub use facts::{BaseFacts, Libc};
 pub use function_check::{Policy, Problem};
 pub use install::{SCRIPTS, SITE_PACKAGES};
@@ -80,6 +93,28 @@ pub enum Error {
     /// Reading the base image from its registry failed.
     #[error(transparent)]
     Registry(#[from] registry_client::Error),
+    /// Unpacking the base image to run its interpreter failed.
+    #[error(transparent)]
+    LayerCache(#[from] layer_cache::Error),
+    /// The sandbox could not run the base image's interpreter.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox_run::Error),
+    /// Byte-compiling the image's modules failed.
+    #[error("byte-compiling with {interpreter} failed: {reason}")]
+    Compile {
+        /// The base image's interpreter.
+        interpreter: String,
+        /// What happened.
+        reason: String,
+    },
+    /// What a compile left where bytecode belongs is not bytecode.
+    #[error("bytecode {}: {reason}", .path.display())]
+    BadBytecode {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A file system error.
     #[error("{}: {source}", .path.display())]
     Io {

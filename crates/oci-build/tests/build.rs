@@ -243,8 +243,16 @@ async fn code_only_image_is_reproducible_and_minimal() {
             Phase::Wheels,
             Phase::Install,
             Phase::Code,
+            Phase::Bytecode,
             Phase::Config
         ]
+    );
+    // No sandbox given: no bytecode, and the build says so.
+    assert_eq!(
+        a.bytecode,
+        oci_build::Bytecode::Skipped {
+            reason: oci_build::NoBytecode::NoSandbox
+        }
     );
 
     let c = config(&a);

@@ -22,7 +22,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup;
-use crate::spec::{Collected, Io, Outcome, RootFs};
+use crate::spec::{Capture, CaptureRefusal, Captured, Collected, Io, Outcome, RootFs};
 
 /// How to start the launcher process.
 ///
@@ -89,6 +89,8 @@ pub(crate) struct Request {
     pub scratch_bytes: u64,
     /// The private `/io`, mounted at `bundle/io`.
     pub io: Option<Io>,
+    /// Where to copy the overlay's upper layer after the run.
+    pub capture: Option<Capture>,
     /// The container's user and group, who own `/io`.
     pub uid: u32,
     pub gid: u32,
@@ -100,8 +102,12 @@ pub(crate) struct Request {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Report {
     /// The container ran (or could not start) and was removed; its `/io`
-    /// outputs were collected.
-    Done(Outcome, Vec<Collected>),
+    /// outputs were collected and its root's changes captured.
+    Done(
+        Outcome,
+        Vec<Collected>,
+        Option<Result<Captured, CaptureRefusal>>,
+    ),
     /// The sandbox machinery failed.
     Failed(String),
 }
@@ -181,8 +187,8 @@ fn run(request: &Request) -> Report {
     let report = match prepare_bundle(request) {
         Ok(()) => {
             let outcome = run_container(request);
-            match collect_io(request) {
-                Ok(outputs) => Report::Done(outcome, outputs),
+            match collect_io(request).and_then(|o| Ok((o, capture(request)?))) {
+                Ok((outputs, captured)) => Report::Done(outcome, outputs, captured),
                 Err(e) => Report::Failed(e),
             }
         }
@@ -234,16 +240,33 @@ fn prepare_bundle(request: &Request) -> Result<(), String> {
         for dir in [&scratch, &rootfs] {
             std::fs::create_dir(dir).map_err(|e| io("create", dir, e))?;
         }
-        let size = format!("size={},mode=0700", request.scratch_bytes);
+        // A kept upper layer is bounded by its tmpfs: bytes and inodes.
+        let options = match &request.capture {
+            Some(c) => format!(
+                "size={},nr_inodes={},mode=0700",
+                c.max_bytes,
+                c.max_entries.saturating_add(SCRATCH_INODES)
+            ),
+            None => format!("size={},mode=0700", request.scratch_bytes),
+        };
         mount(
             Some("tmpfs"),
             &scratch,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(size.as_str()),
+            Some(options.as_str()),
         )
         .map_err(|e| format!("mount scratch tmpfs: {e}"))?;
-        mount_overlay(&request.bundle, lower, &rootfs)?;
+        match &request.capture {
+            Some(c) => {
+                crate::capture::check_empty(&c.dir)?;
+                let points = request.bundle.join("mount-points");
+                make_mount_points(&points, &request.config)?;
+                let lower: Vec<PathBuf> = std::iter::once(points).chain(lower.clone()).collect();
+                mount_overlay(&request.bundle, &lower, &rootfs, CAPTURED_OVERLAY)?;
+            }
+            None => mount_overlay(&request.bundle, lower, &rootfs, "")?,
+        }
     }
     if let Some(io) = &request.io {
         crate::io::prepare(io, &request.bundle.join("io"), request.uid, request.gid)?;
@@ -253,8 +276,41 @@ fn prepare_bundle(request: &Request) -> Result<(), String> {
     std::fs::write(&config, bytes).map_err(|e| io("write", &config, e))
 }
 
+/// Inodes of the scratch tmpfs beyond a capture's entries: the upper and
+/// work directories and what overlayfs keeps in the work directory.
+const SCRATCH_INODES: u64 = 64;
+/// Overlay options of a captured root: a renamed lower directory is copied
+/// up whole and a changed lower file's data with it, so that the upper
+/// layer alone says what changed (no redirect or metacopy xattrs
+/// pointing into lower layers).
+const CAPTURED_OVERLAY: &str = ",redirect_dir=off,metacopy=off";
+
+/// Makes `dir` a layer holding the directory of every mount of the
+/// runtime spec `config` (`proc`, `dev`, `sys`, `tmp`, `io`...), so that
+/// the runtime finds its mount points in a lower layer and creates none
+/// in the upper one.
+fn make_mount_points(dir: &Path, config: &serde_json::Value) -> Result<(), String> {
+    let create =
+        |d: &Path| std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()));
+    create(dir)?;
+    let mounts = config["mounts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for destination in mounts.iter().filter_map(|m| m["destination"].as_str()) {
+        if let Some(first) = Path::new(destination).components().find_map(|c| match c {
+            std::path::Component::Normal(name) => Some(name),
+            _ => None,
+        }) {
+            create(&dir.join(first))?;
+        }
+    }
+    Ok(())
+}
+
 /// Mounts `lower` (top-most first) as an overlay on `rootfs`, with the
-/// upper and work directories in `bundle/scratch`, a tmpfs already there.
+/// upper and work directories in `bundle/scratch`, a tmpfs already there,
+/// and `extra` appended to the options.
 ///
 /// The options name each layer by a short symlink, `bundle/lower/0`, `1`,
 /// ..., relative to that directory as the working directory (containerd
@@ -263,7 +319,12 @@ fn prepare_bundle(request: &Request) -> Result<(), String> {
 /// holding `:` or `,` would be split there. 500 layers, the most overlayfs
 /// stacks, take under 2 KiB. Changing the working directory is safe in
 /// this single-threaded process, which changes it back at once.
-fn mount_overlay(bundle: &Path, lower: &[PathBuf], rootfs: &Path) -> Result<(), String> {
+fn mount_overlay(
+    bundle: &Path,
+    lower: &[PathBuf],
+    rootfs: &Path,
+    extra: &str,
+) -> Result<(), String> {
     use std::os::fd::AsRawFd;
 
     let create = |dir: PathBuf| {
@@ -281,7 +342,7 @@ fn mount_overlay(bundle: &Path, lower: &[PathBuf], rootfs: &Path) -> Result<(), 
         names.push(name);
     }
     let options = format!(
-        "lowerdir={},upperdir=../scratch/upper,workdir=../scratch/work",
+        "lowerdir={},upperdir=../scratch/upper,workdir=../scratch/work{extra}",
         names.join(":")
     );
     let back = File::open(".").map_err(|e| format!("open the working directory: {e}"))?;
@@ -354,6 +415,18 @@ fn collect_io(request: &Request) -> Result<Vec<Collected>, String> {
         cgroup::container_dirs(&request.cgroup_parent, &request.id).map_err(|e| e.to_string())?;
     cgroup::kill_all(&dirs).map_err(|e| e.to_string())?;
     crate::io::collect(io, &request.bundle.join("io"))
+}
+
+/// Copies the overlay's upper layer into the capture directory once no
+/// process of the container is left (see [`collect_io`]).
+fn capture(request: &Request) -> Result<Option<Result<Captured, CaptureRefusal>>, String> {
+    let Some(capture) = &request.capture else {
+        return Ok(None);
+    };
+    let dirs =
+        cgroup::container_dirs(&request.cgroup_parent, &request.id).map_err(|e| e.to_string())?;
+    cgroup::kill_all(&dirs).map_err(|e| e.to_string())?;
+    crate::capture::copy_upper(&request.bundle.join("scratch/upper"), capture).map(Some)
 }
 
 /// Removes the cgroups, state and bundle of the container, whatever

@@ -19,6 +19,11 @@
 //!   namespace (where an overlay root is mounted, so that the mount vanishes
 //!   with the launcher even after a crash), runs the container, removes it
 //!   and reports the outcome.
+//! - A run over an overlay root may keep what it wrote ([`Capture`]): the
+//!   upper layer lives in a bounded tmpfs, and the launcher copies it, after
+//!   the container is gone and without following a link, into a directory
+//!   of the caller's in the form of an OCI layer (whiteouts as `.wh.`
+//!   files). A build step (`RUN`, byte-compiling) is such a run.
 //! - The caller's side enforces the timeout: it kills every process in the
 //!   container's cgroup (frozen first, so that a fork bomb cannot outrun it).
 //! - [`Sandbox::sweep`] removes what a crashed process left behind.
@@ -48,6 +53,7 @@
 //! # }
 //! ```
 
+mod capture;
 mod cgroup;
 mod error;
 mod io;
@@ -61,5 +67,6 @@ pub use error::{Error, Result};
 pub use launcher::{Launcher, launcher_main};
 pub use sandbox::{Sandbox, SandboxConfig, SweepReport};
 pub use spec::{
-    Collected, Io, Limits, Network, Outcome, Output, Refusal, RootFs, RunResult, RunSpec,
+    Capture, CaptureRefusal, Captured, Collected, Io, Limits, Network, Outcome, Output, Refusal,
+    RootFs, RunResult, RunSpec,
 };

@@ -81,6 +81,20 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<()> {
         },
         RootFs::Dir(_) => Ok(()),
     }?;
+    if let Some(capture) = &spec.capture {
+        if !matches!(spec.rootfs, RootFs::Overlay { .. }) || spec.readonly_root {
+            return invalid("a capture needs a writable overlay root".into());
+        }
+        if !capture.dir.is_absolute() {
+            return invalid(format!(
+                "capture directory {} is not absolute",
+                capture.dir.display()
+            ));
+        }
+        if capture.max_bytes == 0 || capture.max_entries == 0 {
+            return invalid("capture bounds must be positive".into());
+        }
+    }
     if let Some(io) = &spec.io {
         if !io.dir.is_absolute() {
             return invalid(format!("io directory {} is not absolute", io.dir.display()));
@@ -295,6 +309,32 @@ mod tests {
             (
                 Box::new(|s| s.io = Some(crate::Io::new("relative"))),
                 "not absolute",
+            ),
+            (
+                Box::new(|s| {
+                    s.readonly_root = false;
+                    s.capture = Some(crate::Capture::new("/kept"));
+                }),
+                "writable overlay root",
+            ),
+            (
+                Box::new(|s| {
+                    s.rootfs = RootFs::Overlay {
+                        lower: vec!["/l".into()],
+                    };
+                    s.capture = Some(crate::Capture::new("/kept"));
+                }),
+                "writable overlay root",
+            ),
+            (
+                Box::new(|s| {
+                    s.rootfs = RootFs::Overlay {
+                        lower: vec!["/l".into()],
+                    };
+                    s.readonly_root = false;
+                    s.capture = Some(crate::Capture::new("kept"));
+                }),
+                "capture directory kept is not absolute",
             ),
         ];
         for (change, expected) in cases {

@@ -171,6 +171,7 @@ impl Sandbox {
             isolate_network: spec.network == crate::Network::None,
             scratch_bytes: spec.limits.tmp_bytes,
             io: spec.io.clone(),
+            capture: spec.capture.clone(),
             uid: spec.uid,
             gid: spec.gid,
             config: oci::config(spec, &root_path, &cgroups_path, &bundle.join("io")),
@@ -222,10 +223,12 @@ impl Sandbox {
             };
             let (report, timed_out) = exchanged?;
             finished?;
-            let (outcome, outputs) = match report {
-                Report::Done(_, outputs) if timed_out => (Outcome::TimedOut, outputs),
-                Report::Failed(_) if timed_out => (Outcome::TimedOut, Vec::new()),
-                Report::Done(outcome, outputs) => (outcome, outputs),
+            let (outcome, outputs, captured) = match report {
+                Report::Done(_, outputs, captured) if timed_out => {
+                    (Outcome::TimedOut, outputs, captured)
+                }
+                Report::Failed(_) if timed_out => (Outcome::TimedOut, Vec::new(), None),
+                Report::Done(outcome, outputs, captured) => (outcome, outputs, captured),
                 Report::Failed(detail) => return Err(Error::Launcher { id, detail }),
             };
             Ok(RunResult {
@@ -235,6 +238,7 @@ impl Sandbox {
                 stdout_truncated: stdout.1,
                 stderr_truncated: stderr.1,
                 outputs,
+                captured,
                 duration: started.elapsed(),
             })
         })

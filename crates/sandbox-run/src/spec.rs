@@ -18,8 +18,9 @@ pub enum RootFs {
     /// read-only, so it must be writable by the caller.
     Dir(PathBuf),
     /// Layers stacked with overlayfs, with a per-container writable layer in
-    /// memory (discarded after the run). Lower directories may hold overlay
-    /// whiteouts (0/0 character devices, `trusted.overlay.opaque`).
+    /// memory (discarded after the run unless [`RunSpec::capture`] keeps
+    /// it). Lower directories may hold overlay whiteouts (0/0 character
+    /// devices, `trusted.overlay.opaque`).
     Overlay {
         /// Layer directories, top-most first (as overlayfs' `lowerdir=`).
         lower: Vec<PathBuf>,
@@ -185,6 +186,111 @@ pub struct Collected {
     pub result: std::result::Result<u64, Refusal>,
 }
 
+/// What a run wrote to its root filesystem, kept as a new layer would hold
+/// it: the overlay's upper layer, copied after the end into a host
+/// directory the caller owns and the container never sees.
+///
+/// It needs an overlay root ([`RootFs::Overlay`]) that is writable
+/// ([`RunSpec::readonly_root`] false). The upper layer lives in a tmpfs of
+/// [`Capture::max_bytes`] bytes and [`Capture::max_entries`] inodes, so a
+/// command that writes more fails with `ENOSPC` rather than filling a
+/// disk. Mount points the sandbox needs (`/proc`, `/dev`, `/sys`, `/tmp`,
+/// `/io`) come from a layer of their own, so they are not captured, and
+/// what is written under a mount (`/tmp`, `/io`) is not either.
+///
+/// The launcher copies the upper layer once every process of the
+/// container is gone, without following a link: directories are opened
+/// with `O_NOFOLLOW` relative to their parent's handle, regular files are
+/// opened `O_NOFOLLOW | O_NONBLOCK`, checked by `fstat` and copied with a
+/// bound, symbolic links are recreated (never read through), and each
+/// entry counts against the bounds again. The copy is in the form of an
+/// OCI layer: a deleted path becomes an empty file `.wh.<name>`, a
+/// directory that hides what lower layers had there gets an empty
+/// `.wh..wh..opq`. Files become 0755 (any execute bit) or 0644,
+/// directories 0755, all owned by the launcher's user. A FIFO, socket or
+/// device node, or a name of the form `.wh.*`, refuses the capture
+/// ([`CaptureRefusal`]); what was copied before stays in the directory.
+///
+/// ```
+/// let capture = sandbox_run::Capture::new("/var/lib/hoist/build/run-1");
+/// assert_eq!(capture.max_bytes, 1 << 30);
+/// assert_eq!(capture.max_entries, 1 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Capture {
+    /// The host directory the upper layer is copied into. It must exist
+    /// and be empty.
+    pub dir: PathBuf,
+    /// The most bytes the command may write to the root (default 1 GiB).
+    pub max_bytes: u64,
+    /// The most files, directories and links it may leave there (default
+    /// 2^20).
+    pub max_entries: u64,
+}
+
+impl Capture {
+    /// A capture into `dir` with the default bounds.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            max_bytes: 1 << 30,
+            max_entries: 1 << 20,
+        }
+    }
+}
+
+/// What a [`Capture`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Captured {
+    /// Files, directories, links and whiteouts.
+    pub entries: u64,
+    /// Bytes of regular files.
+    pub bytes: u64,
+}
+
+/// Why a [`Capture`] stopped: what the command left cannot be a layer, or
+/// is over a bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaptureRefusal {
+    /// An entry that is not a directory, regular file, symbolic link or
+    /// whiteout, or that could not be read.
+    #[error("{}: {refusal}", .path.display())]
+    Entry {
+        /// Its path relative to the root.
+        path: PathBuf,
+        /// What it is.
+        refusal: Refusal,
+    },
+    /// A name layers reserve for whiteouts.
+    #[error("{}: `.wh.` names are reserved for whiteouts", .path.display())]
+    ReservedName {
+        /// Its path relative to the root.
+        path: PathBuf,
+    },
+    /// More entries than [`Capture::max_entries`].
+    #[error("more than {limit} entries")]
+    TooManyEntries {
+        /// The limit.
+        limit: u64,
+    },
+    /// More bytes than [`Capture::max_bytes`].
+    #[error("more than {limit} bytes")]
+    TooManyBytes {
+        /// The limit.
+        limit: u64,
+    },
+    /// Directories nested deeper than the copy goes.
+    #[error("{}: directories nested deeper than {limit}", .path.display())]
+    TooDeep {
+        /// The first directory too deep.
+        path: PathBuf,
+        /// The most levels copied.
+        limit: usize,
+    },
+}
+
 /// Everything needed to run one command in a sandbox.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -203,6 +309,8 @@ pub struct RunSpec {
     pub gid: u32,
     /// A private `/io` and the files it exchanges.
     pub io: Option<Io>,
+    /// Keep what the command wrote to the (overlay) root.
+    pub capture: Option<Capture>,
     /// Resource limits.
     pub limits: Limits,
     /// Network isolation.
@@ -226,6 +334,7 @@ impl RunSpec {
             uid: 1000,
             gid: 1000,
             io: None,
+            capture: None,
             limits: Limits::default(),
             network: Network::None,
             readonly_root: true,
@@ -312,6 +421,9 @@ pub struct RunResult {
     pub stderr_truncated: bool,
     /// The outputs of [`RunSpec::io`], in the order named.
     pub outputs: Vec<Collected>,
+    /// What [`RunSpec::capture`] copied, or why it stopped (`None` without
+    /// a capture).
+    pub captured: Option<std::result::Result<Captured, CaptureRefusal>>,
     /// Wall-clock time of the whole run, setup and clean-up included.
     pub duration: Duration,
 }

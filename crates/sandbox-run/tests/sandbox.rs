@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sandbox_run::{
-    Io, Launcher, Network, Outcome, Output, Refusal, RootFs, RunResult, RunSpec, Sandbox,
-    SandboxConfig,
+    Capture, CaptureRefusal, Io, Launcher, Network, Outcome, Output, Refusal, RootFs, RunResult,
+    RunSpec, Sandbox, SandboxConfig,
 };
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_sandbox-launcher");
@@ -560,6 +560,152 @@ fn overlay_root_stacks_layers_with_whiteouts() {
     assert_eq!(text(&result.stdout), "kept\nnew.txt\nroot=readonly\n");
     // The layers were not touched (mount points went to the upper layer).
     assert!(!top.path().join("tmp").exists() && !bottom.path().join("tmp").exists());
+}
+
+/// Every path under `dir`, relative, with a letter for its kind (d, f, l),
+/// sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        for e in std::fs::read_dir(dir.join(&rel)).unwrap() {
+            let e = e.unwrap();
+            let path = rel.join(e.file_name());
+            let kind = e.file_type().unwrap();
+            let letter = if kind.is_dir() {
+                todo.push(path.clone());
+                'd'
+            } else if kind.is_symlink() {
+                'l'
+            } else {
+                'f'
+            };
+            out.push(format!("{letter} {}", path.display()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_captured_overlay_root_keeps_what_the_command_wrote_as_a_layer() {
+    let f = Fixture::new("capture");
+    let lower = tempfile::tempdir().unwrap();
+    busybox_rootfs(lower.path());
+    std::fs::create_dir_all(lower.path().join("data/old")).unwrap();
+    std::fs::write(lower.path().join("data/old/a"), "a").unwrap();
+    std::fs::write(lower.path().join("data/gone"), "gone").unwrap();
+    let kept = tempfile::tempdir().unwrap();
+    let io = io_dir("{}");
+    let mut spec = RunSpec::new(
+        RootFs::Overlay {
+            lower: vec![lower.path().to_owned()],
+        },
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "set -e; mkdir -p /data/new; echo hi > /data/new/file; ln -s /etc/passwd /data/link; \
+             rm /data/gone; rm -r /data/old; mkdir /data/old; echo b > /data/old/b; \
+             echo scratch > /tmp/not-kept; echo out > /io/out.txt"
+                .into(),
+        ],
+    );
+    spec.uid = 0;
+    spec.gid = 0;
+    spec.readonly_root = false;
+    spec.io = Some(io_spec(io.path(), &["out.txt"]));
+    spec.capture = Some(Capture::new(kept.path()));
+    let result = f.run(&spec);
+    assert_eq!(
+        result.outcome,
+        Outcome::Exited(0),
+        "{}",
+        text(&result.stderr)
+    );
+    let captured = result
+        .captured
+        .expect("a capture")
+        .expect("nothing refused");
+    assert_eq!(
+        tree(kept.path()),
+        [
+            "d data",
+            "d data/new",
+            "d data/old",
+            "f data/.wh.gone",
+            "f data/new/file",
+            "f data/old/.wh..wh..opq",
+            "f data/old/b",
+            "l data/link",
+        ],
+        "mount points and mounted file systems are not captured"
+    );
+    assert_eq!(captured.entries, 8);
+    assert_eq!(captured.bytes, 5);
+    assert_eq!(
+        std::fs::read_link(kept.path().join("data/link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert_eq!(result.outputs[0].result, Ok(4));
+    // The lower layer is untouched.
+    assert!(lower.path().join("data/gone").is_file());
+    assert!(!lower.path().join("data/new").exists());
+}
+
+#[test]
+fn a_capture_refuses_what_a_layer_cannot_hold_and_stays_bounded() {
+    let f = Fixture::new("capturebad");
+    let lower = tempfile::tempdir().unwrap();
+    busybox_rootfs(lower.path());
+    let run = |script: &str, max_bytes: u64| {
+        let kept = tempfile::tempdir().unwrap();
+        let mut spec = RunSpec::new(
+            RootFs::Overlay {
+                lower: vec![lower.path().to_owned()],
+            },
+            vec!["sh".into(), "-c".into(), script.into()],
+        );
+        spec.uid = 0;
+        spec.gid = 0;
+        spec.readonly_root = false;
+        let mut capture = Capture::new(kept.path());
+        capture.max_bytes = max_bytes;
+        spec.capture = Some(capture);
+        let result = f.run(&spec);
+        (result, kept)
+    };
+    let (result, _) = run("mkfifo /pipe", 1 << 20);
+    assert_eq!(
+        result.captured,
+        Some(Err(CaptureRefusal::Entry {
+            path: "pipe".into(),
+            refusal: Refusal::Fifo
+        }))
+    );
+    let (result, _) = run("touch /.wh.sneaky", 1 << 20);
+    assert!(
+        matches!(
+            result.captured,
+            Some(Err(CaptureRefusal::ReservedName { .. }))
+        ),
+        "{:?}",
+        result.captured
+    );
+    // The upper layer's tmpfs is the bound: writing past it fails inside.
+    let (result, kept) = run("dd if=/dev/zero of=/big bs=1M count=4", 1 << 20);
+    assert_eq!(
+        result.outcome,
+        Outcome::Exited(1),
+        "{}",
+        text(&result.stderr)
+    );
+    assert!(
+        text(&result.stderr).contains("No space left"),
+        "{}",
+        text(&result.stderr)
+    );
+    let size = std::fs::metadata(kept.path().join("big")).map_or(0, |m| m.len());
+    assert!(size <= 1 << 20, "{size}");
 }
 
 #[test]

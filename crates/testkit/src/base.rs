@@ -4,7 +4,8 @@
 //!
 //! Packages come from `apt-get download` and are unpacked with
 //! `dpkg-deb -x`; no maintainer script runs, so what those scripts would
-//! make (the `/bin/sh` link, `/var/lib/dpkg/status`) is written here.
+//! make (the `/bin/sh` link, `/var/lib/dpkg/status`, the standard
+//! library's bytecode that `py3compile` writes) is made here.
 //! Layers come from [`oci_layer::LayerWriter`], so the same packages
 //! always give the same digests.
 //!
@@ -41,7 +42,7 @@ use crate::{Error, Registry, Result, io_err, push_layout};
 
 /// Bumped whenever the way images are assembled changes, so old cache
 /// entries are not reused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Every image's `created` and history timestamps.
 const EPOCH: &str = "1970-01-01T00:00:00Z";
@@ -93,6 +94,30 @@ const PYTHON_PACKAGES: &[&str] = &[
 ];
 const BUSYBOX_PACKAGES: &[&str] = &["busybox-static"];
 
+/// The standard library directory of the Python image, in the image.
+const PYTHON_STDLIB: &str = "usr/lib/python3.11";
+/// Byte-compiles every module under the directory `sys.argv[1]` as if it
+/// were at `sys.argv[2]`, as `py3compile` does when Debian installs
+/// Python, but with hash-based `.pyc` files (PEP 552) that do not depend
+/// on the sources' mtimes (a layer sets every mtime to the epoch).
+/// Modules that do not compile are skipped, as `py3compile` skips them.
+const COMPILE_STDLIB: &str = r#"
+import os, py_compile, sys
+root, image_dir = sys.argv[1], sys.argv[2]
+if sys.flags.hash_randomization:
+    sys.exit("PYTHONHASHSEED must be 0")
+mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+for top, dirs, names in os.walk(root):
+    dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+    for name in sorted(n for n in names if n.endswith(".py")):
+        path = os.path.join(top, name)
+        shown = os.path.join(image_dir, os.path.relpath(path, root))
+        try:
+            py_compile.compile(path, dfile=shown, doraise=True, invalidation_mode=mode)
+        except py_compile.PyCompileError:
+            pass
+"#;
+
 /// A base image in an OCI layout: what [`python_base`] and
 /// [`busybox_base`] return.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,7 +151,9 @@ impl BaseImage {
 /// `python3`), `/bin/sh` (dash), libstdc++ and libgcc for binary wheels,
 /// `/etc/passwd` and `/etc/group` with root and `app` (1000, home `/tmp`),
 /// an empty `/tmp` and a dpkg status file; `Cmd ["/usr/bin/python3.11"]`,
-/// `LANG=C.UTF-8`. No `.pyc` files are shipped and `/io` does not exist.
+/// `LANG=C.UTF-8`. The standard library ships bytecode, as after Debian's
+/// `py3compile` (hash-based and unchecked, so the same packages give the
+/// same bytes); `/io` does not exist.
 ///
 /// Built once per machine (the first call downloads about 11 MB of
 /// packages and takes seconds; parallel test processes wait for one
@@ -271,6 +298,7 @@ fn python_base_in(root: &Path) -> Result<BaseImage> {
     cached(root, "python3.11", &packages, |debs, work, layout| {
         let libraries = stage(debs, &work.join("libraries"), PYTHON_LIBRARIES)?;
         let python = stage(debs, &work.join("python"), PYTHON_PACKAGES)?;
+        compile_stdlib(&libraries, &python)?;
         let mut w = LayerWriter::new(WriteOptions::default());
         w.add_tree(&libraries, "")?.add_symlink("bin/sh", "dash")?;
         let mut layers = vec![(
@@ -478,6 +506,51 @@ fn stage(debs: &BTreeMap<String, PathBuf>, dir: &Path, packages: &[&str]) -> Res
     Ok(dir.to_owned())
 }
 
+/// Writes the bytecode of the standard library staged in `python` with
+/// that Python itself, run on the host through the dynamic loader and C
+/// library staged in `libraries` (no chroot, so no root needed).
+fn compile_stdlib(libraries: &Path, python: &Path) -> Result<()> {
+    let lib = fs::read_dir(libraries.join("lib"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with("-linux-gnu"))
+        })
+        .ok_or_else(|| Error::BaseImage {
+            image: "python3.11".into(),
+            reason: format!("no lib/*-linux-gnu in {}", libraries.display()),
+        })?;
+    let loader = fs::read_dir(&lib)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
+        })
+        .ok_or_else(|| Error::BaseImage {
+            image: "python3.11".into(),
+            reason: format!("no dynamic loader in {}", lib.display()),
+        })?;
+    let usr_lib = libraries
+        .join("usr/lib")
+        .join(lib.file_name().unwrap_or_default());
+    let library_path = std::env::join_paths([&lib, &usr_lib]).map_err(|e| Error::BaseImage {
+        image: "python3.11".into(),
+        reason: format!("library path: {e}"),
+    })?;
+    run(Command::new(loader)
+        .arg("--library-path")
+        .arg(library_path)
+        .arg(python.join("usr/bin/python3.11"))
+        .args(["-S", "-B", "-c", COMPILE_STDLIB])
+        .arg(python.join(PYTHON_STDLIB))
+        .arg(Path::new("/").join(PYTHON_STDLIB))
+        .env_clear()
+        .env("PYTHONHOME", python.join("usr"))
+        .env("PYTHONHASHSEED", "0")
+        .env("SOURCE_DATE_EPOCH", "0"))?;
+    Ok(())
+}
+
 /// What dpkg would have recorded had it installed `packages`: their
 /// control fields marked installed, sorted by name, so SBOM tools see
 /// the Debian packages.
@@ -604,6 +677,21 @@ mod tests {
         assert_eq!(first.manifest_digest, second.manifest_digest);
         assert_eq!(first.config_digest, second.config_digest);
         assert_eq!(first.layers.len(), 3);
+        // The standard library ships bytecode, as py3compile leaves it.
+        let layout = Layout::open(&first.layout).unwrap();
+        let blob = fs::File::open(layout.blob_path(&first.layers[1].digest)).unwrap();
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        let names: Vec<String> = tar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        for want in [
+            "usr/lib/python3.11/__pycache__/tempfile.cpython-311.pyc",
+            "usr/lib/python3.11/json/__pycache__/decoder.cpython-311.pyc",
+        ] {
+            assert!(names.iter().any(|n| n == want), "no {want}");
+        }
     }
 
     #[test]
