@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -122,6 +122,9 @@ pub fn launcher_main() -> ! {
         Ok(request) => run(&request),
         Err(e) => Report::Failed(format!("bad request: {e}")),
     };
+    // The caller may stop waiting once it has the report: it must already
+    // see the end of the output it captures.
+    close_output();
     let code = match send_report(&report) {
         Ok(()) => 0,
         Err(_) => 1,
@@ -143,6 +146,15 @@ fn close_inherited_fds() {
     for fd in fds {
         // The directory's own descriptor is already closed: EBADF is fine.
         let _ = nix::unistd::close(fd);
+    }
+}
+
+/// Points standard output and error at `/dev/null`. Every process of the
+/// container is gone by now, so this closes the caller's pipes.
+fn close_output() {
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
     }
 }
 
@@ -264,8 +276,6 @@ fn prepare_bundle(request: &Request) -> Result<(), String> {
 /// stacks, take under 2 KiB. Changing the working directory is safe in
 /// this single-threaded process, which changes it back at once.
 fn mount_overlay(bundle: &Path, lower: &[PathBuf], rootfs: &Path) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-
     let create = |dir: PathBuf| {
         std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))
     };
