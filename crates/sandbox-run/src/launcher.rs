@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -128,6 +128,9 @@ pub fn launcher_main() -> ! {
         Ok(request) => run(&request),
         Err(e) => Report::Failed(format!("bad request: {e}")),
     };
+    // The caller may stop waiting once it has the report: it must already
+    // see the end of the output it captures.
+    close_output();
     let code = match send_report(&report) {
         Ok(()) => 0,
         Err(_) => 1,
@@ -149,6 +152,15 @@ fn close_inherited_fds() {
     for fd in fds {
         // The directory's own descriptor is already closed: EBADF is fine.
         let _ = nix::unistd::close(fd);
+    }
+}
+
+/// Points standard output and error at `/dev/null`. Every process of the
+/// container is gone by now, so this closes the caller's pipes.
+fn close_output() {
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
     }
 }
 

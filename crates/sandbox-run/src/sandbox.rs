@@ -125,8 +125,26 @@ impl Sandbox {
     /// bundle and state directories. Runs of other live processes sharing
     /// the state root are left alone; this process's own runs are not, so
     /// call it at start-up, before any `run`.
+    ///
+    /// Cheap when there is nothing to remove: a container's bundle
+    /// directory is made before its cgroups and mounts and removed after
+    /// them, so without a leftover bundle or state directory the cgroup
+    /// hierarchies and the mount table are not searched.
     pub fn sweep(&self) -> Result<SweepReport> {
         let mut report = SweepReport::default();
+        let mut leftovers = Vec::new();
+        for root in [self.bundles(), self.states()] {
+            let entries = std::fs::read_dir(&root).map_err(|e| Error::io("read", &root, e))?;
+            leftovers.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| is_leftover(p)),
+            );
+        }
+        if leftovers.is_empty() {
+            return Ok(report);
+        }
         let dirs: Vec<PathBuf> = cgroup::children(&self.config.cgroup_parent)?
             .into_iter()
             .filter(|d| is_leftover(d))
@@ -134,21 +152,16 @@ impl Sandbox {
         report.processes_killed = cgroup::remove(&dirs)?;
         report.cgroups_removed = dirs.len();
         report.mounts_removed = detach_mounts_under(&self.config.state_root)?;
-        for root in [self.bundles(), self.states()] {
-            let entries = std::fs::read_dir(&root).map_err(|e| Error::io("read", &root, e))?;
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if !is_leftover(&path) {
-                    continue;
-                }
-                std::fs::remove_dir_all(&path).map_err(|e| Error::io("remove", &path, e))?;
-                report.state_dirs_removed += 1;
-            }
+        for path in &leftovers {
+            std::fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e))?;
+            report.state_dirs_removed += 1;
         }
         Ok(report)
     }
 
-    /// Runs `spec` to its end and removes the container.
+    /// Runs `spec` to its end and removes the container. The launcher
+    /// process may still be exiting when this returns; it is reaped on a
+    /// background thread.
     ///
     /// Returns `Err` only when the sandbox machinery fails; a command that
     /// cannot start is [`Outcome::FailedToStart`]. Blocks for up to the
@@ -202,7 +215,7 @@ impl Sandbox {
         // The pipes' write ends must only live in the launcher, or the
         // readers below would never see the end of the output.
         drop(command);
-        let mut child = child?;
+        let child = child?;
 
         std::thread::scope(|scope| {
             let readers = capture.map(|(out, err, max)| {
@@ -213,7 +226,17 @@ impl Sandbox {
             });
             let deadline = started + spec.limits.timeout;
             let exchanged = self.exchange(&mut socket, &request, deadline, &id);
-            let finished = self.finish(&mut child, &id);
+            let finished = match &exchanged {
+                // The launcher removed everything before this report (a
+                // failed clean-up is a `Failed` report) and closed its
+                // output; tearing down its namespaces as it exits takes
+                // milliseconds nobody needs to wait for.
+                Ok((Report::Done(..), false)) => {
+                    reap_in_background(child);
+                    Ok(())
+                }
+                _ => self.finish(child, &id),
+            };
             let (stdout, stderr) = match readers {
                 Some((out, err)) => (
                     out.join().expect("output reader does not panic"),
@@ -322,7 +345,7 @@ impl Sandbox {
 
     /// Reaps the launcher (killing it if it lingers) and removes whatever it
     /// could not: cgroups, bundle and state directories.
-    fn finish(&self, child: &mut Child, id: &str) -> Result<()> {
+    fn finish(&self, mut child: Child, id: &str) -> Result<()> {
         let waited = Instant::now();
         loop {
             match child.try_wait() {
@@ -348,6 +371,16 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// Waits for an exiting launcher on a thread of its own, so that it does
+/// not stay a zombie in a long-lived caller.
+fn reap_in_background(mut child: Child) {
+    // Without a thread the launcher stays a zombie until this process ends
+    // (then init reaps it): nothing else is held.
+    let _ = std::thread::Builder::new()
+        .name("sandbox-reap".into())
+        .spawn(move || child.wait());
 }
 
 /// Reads a stream to its end, keeping the first `max` bytes.

@@ -152,8 +152,10 @@ impl Worker {
                 what: "registry client",
                 reason: e.to_string(),
             })?;
-        let builder =
-            oci_build::Builder::new(client.clone())?.cache_dir(config.data_dir.join("build"));
+        // Builds compile the function's bytecode in the same sandbox setup.
+        let builder = oci_build::Builder::new(client.clone())?
+            .cache_dir(config.data_dir.join("build"))
+            .sandbox(sandbox.clone());
         let puller = Puller::new(cache, registries, config.pull.clone());
         let sandbox = tokio::task::spawn_blocking(move || -> Result<Sandbox> {
             let sandbox = Sandbox::new(sandbox)?;
