@@ -42,23 +42,28 @@ impl StoreArgs {
     /// Opens the records and the queue, and the object store; defaults
     /// under `data_dir` when given.
     pub async fn open(&self, data_dir: Option<&std::path::Path>) -> Result<(jobs::Jobs, Objects)> {
-        let database = match (&self.database, data_dir) {
-            (Some(d), _) => d.clone(),
-            (None, Some(dir)) => format!("sqlite://{}", dir.join("hoist.db").display()),
-            (None, None) => bail!("--database (or HOIST_DATABASE) is needed"),
-        };
+        let jobs = self.jobs(data_dir).await?;
         let objects = match (&self.objects, data_dir) {
             (Some(o), _) => o.clone(),
             (None, Some(dir)) => format!("file://{}", dir.join("objects").display()),
             (None, None) => bail!("--objects (or HOIST_OBJECTS) is needed"),
         };
-        let queue = self.queue.clone().unwrap_or_else(|| "database".into());
-        let config = jobs::JobsConfig::new(&database, queue).lease(self.lease());
-        let jobs = jobs::Jobs::open(config)
-            .await
-            .with_context(|| format!("open the records at {}", redact(&database)))?;
         let objects = Objects::open(&objects).context("open the object store")?;
         Ok((jobs, objects))
+    }
+
+    /// Opens the records and the queue only (what key management needs).
+    pub async fn jobs(&self, data_dir: Option<&std::path::Path>) -> Result<jobs::Jobs> {
+        let database = match (&self.database, data_dir) {
+            (Some(d), _) => d.clone(),
+            (None, Some(dir)) => format!("sqlite://{}", dir.join("hoist.db").display()),
+            (None, None) => bail!("--database (or HOIST_DATABASE) is needed"),
+        };
+        let queue = self.queue.clone().unwrap_or_else(|| "database".into());
+        let config = jobs::JobsConfig::new(&database, queue).lease(self.lease());
+        jobs::Jobs::open(config)
+            .await
+            .with_context(|| format!("open the records at {}", redact(&database)))
     }
 }
 

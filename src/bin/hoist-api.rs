@@ -80,10 +80,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let (jobs, objects) = cli.store.open(None).await?;
     match cli.command {
-        Some(Command::Keys { action }) => keys(&jobs, action).await,
+        Some(Command::Keys { action }) => keys(&cli.store.jobs(None).await?, action).await,
         None => {
+            let (jobs, objects) = cli.store.open(None).await?;
             let metrics = Arc::new(service::Metrics::default());
             let api = cli.api.api(jobs, objects, metrics, None).await?;
             eprintln!("hoist-api: listening on http://{}", cli.api.listen);

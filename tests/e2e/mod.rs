@@ -10,6 +10,7 @@ mod hostile;
 mod interop;
 mod peer;
 mod run;
+mod service;
 
 use std::path::Path;
 use std::process::Output;

@@ -466,7 +466,9 @@ impl Jobs {
                 size_bytes,
             } => {
                 if let Some(function_id) = c.opt_uuid("function_id")? {
-                    let image = if image_url.contains('@') {
+                    // Pinned by digest, except in a layout (`oci:DIR:TAG`),
+                    // whose references take no digest.
+                    let image = if image_url.contains('@') || image_url.starts_with("oci:") {
                         image_url.clone()
                     } else {
                         format!("{image_url}@{image_digest}")

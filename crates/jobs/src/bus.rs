@@ -205,7 +205,9 @@ impl Bus {
                 }
             }
             let mut conn = conn.clone();
-            if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            // Redis refuses an empty pipeline ("empty command").
+            let empty = pipe.cmd_iter().next().is_none();
+            if !empty && let Err(e) = pipe.query_async::<()>(&mut conn).await {
                 tracing::warn!(error = %e, "jobs: publishing to redis failed");
             }
         }

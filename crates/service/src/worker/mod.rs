@@ -73,6 +73,10 @@ pub struct WorkerConfig {
     /// The queue's lease (as `jobs` was opened with): leases are renewed
     /// at a third of it.
     pub lease: Duration,
+    /// Runs of a task that failed for the platform's reasons (an image
+    /// that cannot be pulled, a store that cannot be written) before the
+    /// task is failed for good (default 5).
+    pub attempts: u32,
 }
 
 impl WorkerConfig {
@@ -93,6 +97,7 @@ impl WorkerConfig {
             prewarm: 10,
             drain_grace: Duration::from_secs(30),
             lease: Duration::from_secs(60),
+            attempts: 5,
         }
     }
 
@@ -316,10 +321,23 @@ async fn run_task(ctx: &Context, id: uuid::Uuid) -> Done {
     let started = Instant::now();
     let result = match task::run(ctx, &task).await {
         Ok(result) => result,
-        // Given back; the queue fails it after its last attempt.
-        Err(task::Retry(reason)) => {
+        Err(task::Retry(reason)) if task.attempts < ctx.config.attempts => {
             tracing::warn!(task = %id, attempt = task.attempts, %reason, "task given back");
             return Done::GiveBack;
+        }
+        // A give-back does not count as a delivery in the queue, so the
+        // task's own count of runs decides when to stop trying.
+        Err(task::Retry(reason)) => {
+            tracing::warn!(task = %id, attempt = task.attempts, %reason, "task failed for good");
+            TaskResult::Failed {
+                error: serde_json::json!({
+                    "type": "WorkerError",
+                    "message": format!("gave up after {} attempts: {reason}", task.attempts),
+                    "traceback": null,
+                }),
+                output_key: None,
+                duration_ms: None,
+            }
         }
     };
     let outcome = match &result {
