@@ -124,36 +124,11 @@ build no-pyc --no-bytecode >"$WORK/no-pyc.json" || die "hoist build --no-bytecod
 PACKAGES=$(jq -r '[.packages[] | "\(.name) \(.version)"] | join(", ")' "$WORK/pyc.json")
 
 # ---------------------------------------------------------------- the peer's bundles
-# adjust_config IN OUT: the bundle config for the sandbox `hoist invoke` makes
-# (see the header), with $WORK/io as /io.
-adjust_config() {
-    jq --arg io "$WORK/io" --slurpfile seccomp "$ROOT/crates/sandbox-run/src/seccomp.json" '
-        .process.terminal = false
-        | .process.noNewPrivileges = true
-        | .linux.seccomp = $seccomp[0]
-        | .linux.maskedPaths = ["/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore",
-            "/proc/keys", "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi",
-            "/proc/timer_list", "/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware"]
-        | .linux.readonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-        | .process.user = {uid: 1000, gid: 1000}
-        | .process.capabilities = {}
-        | .root = {path: "rootfs", readonly: true}
-        | .mounts = ([.mounts[] | select(.destination != "/tmp")]
-            + [{destination: "/tmp", type: "tmpfs", source: "tmpfs",
-                options: ["nosuid", "nodev", "mode=1777", "size=512m"]},
-               {destination: "/io", type: "bind", source: $io,
-                options: ["rbind", "rw", "nosuid", "nodev", "noexec"]}])
-        | .linux.namespaces = ([.linux.namespaces[] | select(.type != "network")] + [{type: "network"}])
-        | .linux.resources.memory = {limit: 2147483648}
-        | .linux.resources.cpu = {quota: 200000, period: 100000}
-        | .linux.resources.pids = {limit: 256}' "$1" >"$2"
-}
-
 log "unpacking the --no-bytecode image with umoci for runc"
 for bundle in runc-pyc runc-no-pyc; do
     umoci unpack --image "$WORK/no-pyc:fn" "$WORK/$bundle" >/dev/null
     mkdir -p "$WORK/$bundle/rootfs/io"
-    adjust_config "$WORK/$bundle/config.json" "$WORK/$bundle/config.adjusted"
+    adjust_config "$WORK/$bundle/config.json" "$WORK/$bundle/config.adjusted" rootfs null "$WORK/io"
     mv "$WORK/$bundle/config.adjusted" "$WORK/$bundle/config.json"
 done
 INTERPRETER=$(jq -r '.process.args[0]' "$WORK/runc-pyc/config.json")

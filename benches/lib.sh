@@ -4,6 +4,7 @@
 # repository) and runs under `set -euo pipefail`.
 #
 # Globals the helpers set for the caller: HOIST, HOIST_NOTE (find_hoist);
+# CRUN, CRUN_WRAPPER (find_crun);
 # WORK, RESULTS (setup_workspace); REG_PORT, REG_LOG (start_registry);
 # T_SEC, T_RSS (timed).
 # shellcheck disable=SC2034  # those globals are read by the sourcing script
@@ -197,4 +198,52 @@ timed() {
 record() {
     local IFS=$'\t'
     printf '%s\n' "$*" >>"$RESULTS"
+}
+
+# find_crun: set CRUN, the command that runs crun here, and CRUN_WRAPPER, the
+# same wrapper running `true` (its own cost), empty when none is needed.
+# crun cannot use a hybrid cgroup hierarchy: the v2 mount is hidden from it.
+find_crun() {
+    if mountpoint -q /sys/fs/cgroup/unified 2>/dev/null; then
+        CRUN=(unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified; exec crun "$@"' sh)
+        CRUN_WRAPPER=(unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified; exec true' sh)
+    else
+        CRUN=(crun)
+        CRUN_WRAPPER=()
+    fi
+}
+
+# adjust_config IN OUT ROOTFS ARGS_JSON [IO_DIR]: the bundle config for the
+# sandbox hoist makes: uid/gid 1000, no capabilities, no new privileges,
+# Docker's seccomp profile, masked /proc paths, read-only root, a 512m /tmp,
+# its own network namespace, 2g memory, 2 CPUs, 256 pids. ARGS_JSON `null`
+# keeps the image's command, working directory and environment (as `hoist
+# invoke` runs it); IO_DIR, when given, is bind-mounted as /io.
+adjust_config() {
+    jq --arg rootfs "$3" --argjson args "$4" --arg io "${5:-}" \
+        --slurpfile seccomp "$ROOT/crates/sandbox-run/src/seccomp.json" '
+        .process.terminal = false
+        | .process.noNewPrivileges = true
+        | .linux.seccomp = $seccomp[0]
+        | .linux.maskedPaths = ["/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore",
+            "/proc/keys", "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi",
+            "/proc/timer_list", "/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware"]
+        | .linux.readonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        | if $args == null then . else
+            .process.args = $args
+            | .process.cwd = "/"
+            | .process.env = ([.process.env[] | select(startswith("HOME=") | not)] + ["HOME=/tmp"])
+          end
+        | .process.user = {uid: 1000, gid: 1000}
+        | .process.capabilities = {}
+        | .root = {path: $rootfs, readonly: true}
+        | .mounts = ([.mounts[] | select(.destination != "/tmp")]
+            + [{destination: "/tmp", type: "tmpfs", source: "tmpfs",
+                options: ["nosuid", "nodev", "mode=1777", "size=512m"]}]
+            + (if $io == "" then [] else [{destination: "/io", type: "bind", source: $io,
+                options: ["rbind", "rw", "nosuid", "nodev", "noexec"]}] end))
+        | .linux.namespaces = ([.linux.namespaces[] | select(.type != "network")] + [{type: "network"}])
+        | .linux.resources.memory = {limit: 2147483648}
+        | .linux.resources.cpu = {quota: 200000, period: 100000}
+        | .linux.resources.pids = {limit: 256}' "$1" >"$2"
 }

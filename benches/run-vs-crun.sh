@@ -77,14 +77,7 @@ fi
 BUSYBOX_BASE="${BENCH_BUSYBOX_BASE:-$(base_image busybox)}"
 PYTHON_BASE="${BENCH_PYTHON_BASE:-$(base_image python)}"
 
-# crun cannot use a hybrid cgroup hierarchy: hide the v2 mount from it.
-if mountpoint -q /sys/fs/cgroup/unified 2>/dev/null; then
-    CRUN=(unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified; exec crun "$@"' sh)
-    CRUN_WRAPPER=(unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified; exec true' sh)
-else
-    CRUN=(crun)
-    CRUN_WRAPPER=()
-fi
+find_crun
 
 # ---------------------------------------------------------------- workspace
 # drop_containers: delete the containers a failed run left behind; runs on exit
@@ -106,32 +99,6 @@ push() {
     digest=$(manifest_digest "$REG" "${2%:*}" "${2##*:}")
     [[ -n $digest ]] || die "pushed $2 but the registry does not serve it"
     printf '%s/%s@%s\n' "$REG" "${2%:*}" "$digest"
-}
-
-# adjust_config IN OUT ROOTFS ARGS_JSON: the bundle config for the sandbox
-# `hoist run` makes (see the header).
-adjust_config() {
-    jq --arg rootfs "$3" --argjson args "$4" --slurpfile seccomp "$ROOT/crates/sandbox-run/src/seccomp.json" '
-        .process.terminal = false
-        | .process.noNewPrivileges = true
-        | .linux.seccomp = $seccomp[0]
-        | .linux.maskedPaths = ["/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore",
-            "/proc/keys", "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi",
-            "/proc/timer_list", "/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware"]
-        | .linux.readonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-        | .process.args = $args
-        | .process.user = {uid: 1000, gid: 1000}
-        | .process.cwd = "/"
-        | .process.capabilities = {}
-        | .process.env = ([.process.env[] | select(startswith("HOME=") | not)] + ["HOME=/tmp"])
-        | .root = {path: $rootfs, readonly: true}
-        | .mounts = ([.mounts[] | select(.destination != "/tmp")]
-            + [{destination: "/tmp", type: "tmpfs", source: "tmpfs",
-                options: ["nosuid", "nodev", "mode=1777", "size=512m"]}])
-        | .linux.namespaces = ([.linux.namespaces[] | select(.type != "network")] + [{type: "network"}])
-        | .linux.resources.memory = {limit: 2147483648}
-        | .linux.resources.cpu = {quota: 200000, period: 100000}
-        | .linux.resources.pids = {limit: 256}' "$1" >"$2"
 }
 
 # make_bundle NAME IMAGE_REF ARGS_JSON: skopeo copy the pushed image to a

@@ -113,15 +113,21 @@ impl Client {
 
 /// `hoist serve` on a fresh data directory, the Python base as default.
 struct Serve {
-    _proc: Proc,
+    proc: Proc,
     data: tempfile::TempDir,
     client: Client,
 }
 
 impl Serve {
     fn start(extra: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Starts on `data`; a directory used before keeps its key (none is
+    /// printed again) and its records.
+    fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Self {
         let base = testkit::python_base().expect("python base image");
-        let data = tempfile::tempdir().unwrap();
+        let fresh = !data.path().join("api-key").exists();
         let mut child = Command::new(env!("CARGO_BIN_EXE_hoist"))
             .args(["serve", "--listen", "127.0.0.1:0", "--prewarm", "0"])
             .arg("--data-dir")
@@ -140,10 +146,16 @@ impl Serve {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {first:?}"))
             .to_owned();
-        let second = lines.next().expect("no key line").unwrap();
-        let key = second.rsplit(' ').next().unwrap().to_owned();
         let stored = std::fs::read_to_string(data.path().join("api-key")).unwrap();
-        assert_eq!(stored.trim(), key, "the printed key is the stored one");
+        let key = stored.trim().to_owned();
+        if fresh {
+            let second = lines.next().expect("no key line").unwrap();
+            assert_eq!(
+                second.rsplit(' ').next().unwrap(),
+                key,
+                "the printed key is the stored one"
+            );
+        }
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(data.path().join("api-key"))
                 .unwrap()
@@ -151,7 +163,7 @@ impl Serve {
         );
         assert_eq!(mode & 0o777, 0o600);
         Self {
-            _proc: Proc(child),
+            proc: Proc(child),
             data,
             client: Client::new(&url, &key),
         }
@@ -635,4 +647,71 @@ fn walk(dir: &Path) -> usize {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_work_finish() {
+    let serve = Serve::start(&[]);
+    let api = serve.client.clone();
+    let created = api
+        .submit(
+            "slow",
+            "import time\n\ndef handler(inputs):\n    time.sleep(3)\n    return {'slept': True}\n",
+        )
+        .await;
+    let function = created["function_id"].as_str().unwrap().to_owned();
+    let build = created["build_id"].as_str().unwrap();
+    assert_eq!(
+        api.build_done(build, Duration::from_secs(300)).await["status"],
+        "completed"
+    );
+    let (_, task) = api
+        .post(
+            &format!("/v1/functions/{function}/invoke?cache=false"),
+            json!({"inputs": {}}),
+        )
+        .await;
+    let id = task["task_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, t) = api.get(&format!("/v1/tasks/{id}")).await;
+        if t["status"] == "running" {
+            break;
+        }
+        assert_ne!(t["status"], "completed", "too late to test a drain: {t}");
+        assert!(Instant::now() < deadline, "{t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // SIGTERM mid-task: the server stops taking work, lets the task finish
+    // and exits cleanly.
+    let Serve { mut proc, data, .. } = serve;
+    let pid = proc.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = proc.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(40),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+
+    // Started again on the same data: the task has its one result.
+    let again = Serve::start_in(data, &[]);
+    let (status, t) = again.client.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(t["output"], json!({"slept": true}), "{t}");
+    assert_eq!(t["attempts"], 1, "run once: {t}");
 }
