@@ -193,6 +193,35 @@ impl WorkerArgs {
     }
 }
 
+/// A server binary's `main` after its flags are parsed: logs to stderr
+/// (`RUST_LOG`, default `info`), runs `work` on a multi-threaded runtime,
+/// and turns its error into one line and a failing exit status.
+pub fn main(
+    name: &str,
+    work: impl std::future::Future<Output = Result<()>>,
+) -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Completes at SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let term = async {

@@ -46,27 +46,7 @@ fn main() -> ExitCode {
     {
         sandbox_run::launcher_main();
     }
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("hoist-worker: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hoist-worker: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    platform::main("hoist-worker", run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> Result<()> {

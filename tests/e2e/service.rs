@@ -92,6 +92,24 @@ impl Client {
         body
     }
 
+    /// Polls task `id` until `until` holds for its record (by the time
+    /// `deadline` passes); the record.
+    async fn task_until(
+        &self,
+        id: &str,
+        deadline: Instant,
+        until: impl Fn(&Value) -> bool,
+    ) -> Value {
+        loop {
+            let (_, t) = self.get(&format!("/v1/tasks/{id}")).await;
+            if until(&t) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "task {id}: {t}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Polls build `id` until it is final; its record.
     async fn build_done(&self, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
@@ -313,14 +331,11 @@ async fn serve_builds_and_invokes_a_function() {
     assert!(status == 202 || status == 200, "{queued}");
     let id = queued["task_id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let finished = loop {
-        let (_, t) = api.get(&format!("/v1/tasks/{id}")).await;
-        if t["status"] == "completed" || t["status"] == "failed" {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "{t}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let finished = api
+        .task_until(&id, deadline, |t: &Value| {
+            t["status"] == "completed" || t["status"] == "failed"
+        })
+        .await;
     assert_eq!(
         finished["output"],
         json!({"greeting": "hello bob"}),
@@ -534,7 +549,7 @@ async fn api_and_two_workers_over_postgres_redis_and_s3() {
         "--result-cache",
         queue.as_str(),
     ]);
-    let _api = spawn(env!("CARGO_BIN_EXE_hoist-api"), &api_args, &env);
+    let mut api_proc = spawn(env!("CARGO_BIN_EXE_hoist-api"), &api_args, &env);
     let target = format!("{}/fns", registry.host());
     let base_ref = base.oci_ref();
     let caches: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -564,6 +579,13 @@ async fn api_and_two_workers_over_postgres_redis_and_s3() {
 
     let created = api.submit("greet", CODE).await;
     let function = created["function_id"].as_str().unwrap().to_owned();
+    // The API dies mid-build and comes back: the job was never its to lose.
+    let _ = Command::new("kill")
+        .args(["-9", &api_proc.0.id().to_string()])
+        .status();
+    let _ = api_proc.0.wait();
+    api_proc = spawn(env!("CARGO_BIN_EXE_hoist-api"), &api_args, &env);
+    wait_healthy(&url).await;
     let done = api
         .build_done(
             created["build_id"].as_str().unwrap(),
@@ -604,25 +626,18 @@ async fn api_and_two_workers_over_postgres_redis_and_s3() {
         .status();
     let _ = killed.0.wait();
     let deadline = Instant::now() + Duration::from_secs(240);
-    let mut workers_seen = std::collections::BTreeSet::new();
     for (i, id) in tasks.iter().enumerate() {
-        let task = loop {
-            let (_, t) = api.get(&format!("/v1/tasks/{id}")).await;
-            if t["status"] == "completed" || t["status"] == "failed" {
-                break t;
-            }
-            assert!(Instant::now() < deadline, "task {id} never finished: {t}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let task = api
+            .task_until(id, deadline, |t: &Value| {
+                t["status"] == "completed" || t["status"] == "failed"
+            })
+            .await;
         assert_eq!(task["status"], "completed", "{task}");
         assert_eq!(
             task["output"],
             json!({"greeting": format!("hello n{i}")}),
             "{task}"
         );
-        if let Some(w) = task["worker"].as_str() {
-            workers_seen.insert(w.to_owned());
-        }
     }
     // Outputs live in S3, not on a worker's disk.
     assert!(
@@ -630,6 +645,7 @@ async fn api_and_two_workers_over_postgres_redis_and_s3() {
         "the object store holds code and outputs"
     );
     drop(workers);
+    drop(api_proc);
 }
 
 fn s3_is_empty(dir: &Path) -> bool {
@@ -673,15 +689,13 @@ async fn sigterm_lets_running_work_finish() {
         .await;
     let id = task["task_id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, t) = api.get(&format!("/v1/tasks/{id}")).await;
-        if t["status"] == "running" {
-            break;
-        }
-        assert_ne!(t["status"], "completed", "too late to test a drain: {t}");
-        assert!(Instant::now() < deadline, "{t}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let running = api
+        .task_until(&id, deadline, |t| t["status"] != "pending")
+        .await;
+    assert_eq!(
+        running["status"], "running",
+        "too late to test a drain: {running}"
+    );
 
     // SIGTERM mid-task: the server stops taking work, lets the task finish
     // and exits cleanly.
