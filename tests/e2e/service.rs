@@ -729,3 +729,36 @@ async fn sigterm_lets_running_work_finish() {
     assert_eq!(t["output"], json!({"slept": true}), "{t}");
     assert_eq!(t["attempts"], 1, "run once: {t}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_image_is_gone_fails_after_its_attempts() {
+    let serve = Serve::start(&[]);
+    let api = &serve.client;
+    let created = api.submit("vanishing", CODE).await;
+    let function = created["function_id"].as_str().unwrap().to_owned();
+    let build = created["build_id"].as_str().unwrap();
+    assert_eq!(
+        api.build_done(build, Duration::from_secs(300)).await["status"],
+        "completed"
+    );
+    // The image is removed behind the platform's back.
+    std::fs::remove_dir_all(serve.data.path().join("images")).unwrap();
+    let (_, task) = api
+        .post(
+            &format!("/v1/functions/{function}/invoke?cache=false"),
+            json!({"inputs": {"name": "x"}}),
+        )
+        .await;
+    let id = task["task_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = api
+        .task_until(&id, deadline, |t| {
+            t["status"] == "failed" || t["status"] == "completed"
+        })
+        .await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["type"], "WorkerError", "{done}");
+    let message = done["error"]["message"].as_str().unwrap();
+    assert!(message.contains("gave up after 5 attempts"), "{done}");
+    assert_eq!(done["attempts"], 5, "{done}");
+}
