@@ -17,7 +17,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! let jobs = jobs::Jobs::open(jobs::JobsConfig::new("sqlite:///var/lib/hoist/hoist.db")).await?;
+//! let jobs = jobs::Jobs::open(jobs::JobsConfig::new("sqlite:///var/lib/hoist/hoist.db", "database")).await?;
 //! let objects = service::Objects::open("file:///var/lib/hoist/objects")?;
 //! let metrics = Arc::new(service::Metrics::default());
 //! let api = service::api::Api::new(jobs, objects, metrics, service::api::ApiConfig::default());
