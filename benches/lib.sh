@@ -54,8 +54,8 @@ find_hoist() {
     if [[ -z ${HOIST:-} ]]; then
         HOIST="${CARGO_TARGET_DIR:-$ROOT/target}/release/hoist"
         if [[ ! -x $HOIST ]]; then
-            log "building hoist: cargo build --release --bin hoist"
-            (cd "$ROOT" && cargo build --release --bin hoist) >&2 || die "cargo build failed"
+            log "building hoist: cargo build --release --bins"
+            (cd "$ROOT" && cargo build --release --bins) >&2 || die "cargo build failed"
         fi
     fi
     [[ -x $HOIST ]] || die "HOIST=$HOIST is not executable"

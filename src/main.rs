@@ -7,14 +7,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod build;
-#[allow(
-    dead_code,
-    reason = "shared with hoist-api and hoist-worker; each uses its part"
-)]
-mod platform;
 mod progress;
 mod run;
-mod serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -93,8 +87,15 @@ enum Command {
     /// Inspect and maintain the layer cache.
     Cache(run::CacheArgs),
     /// Run the function platform in one process: the HTTP API and a
-    /// worker, on SQLite, a local object directory and an OCI layout.
-    Serve(Box<serve::ServeArgs>),
+    /// worker, on SQLite, a local object directory and an OCI layout
+    /// (runs the `hoist-serve` binary installed beside this one; `hoist
+    /// serve --help` lists its flags).
+    #[command(disable_help_flag = true)]
+    Serve {
+        /// `hoist-serve`'s arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// The registry verbs.
@@ -141,6 +142,30 @@ enum RegistryCommand {
     },
 }
 
+/// `hoist serve ARGS`: runs `hoist-serve ARGS` from this binary's
+/// directory, in this process's place.
+fn serve(args: &[std::ffi::OsString]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().ok();
+    let Some(server) = exe
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(|dir| dir.join("hoist-serve"))
+        .filter(|p| p.is_file())
+    else {
+        eprintln!(
+            "hoist: serve runs the hoist-serve binary, which is not beside {} \
+             (cargo build --bins builds it)",
+            exe.as_deref()
+                .map_or("hoist".into(), |p| p.display().to_string())
+        );
+        return ExitCode::FAILURE;
+    };
+    let err = std::process::Command::new(&server).args(args).exec();
+    eprintln!("hoist: run {}: {err}", server.display());
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
     // The sandbox launcher must start before any thread exists: it forks
     // the container.
@@ -155,15 +180,8 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_env_filter(
                 "hoist=debug,registry_client=debug,oci_push=debug,oci_build=debug,\
-                 registry_failover=debug,layer_cache=debug,sandbox_run=debug,\
-                 service=debug,jobs=debug",
+                 registry_failover=debug,layer_cache=debug,sandbox_run=debug",
             )
-            .with_writer(std::io::stderr)
-            .init();
-    } else if matches!(cli.command, Command::Serve(_)) {
-        // A server logs what it does.
-        tracing_subscriber::fmt()
-            .with_env_filter("info")
             .with_writer(std::io::stderr)
             .init();
     }
@@ -240,7 +258,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => return run::run(g, builder, args).await,
         Command::Invoke(args) => return run::invoke(g, builder, args).await,
         Command::Cache(args) => return run::cache(g, args).await,
-        Command::Serve(args) => serve::serve(builder, *args).await?,
+        Command::Serve { args } => return Ok(serve(&args)),
         Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
-//! Wiring of the platform's processes — `hoist serve`, `hoist-api`,
-//! `hoist-worker`: flags, their defaults, signals. Shared by the three
-//! binaries (included with `#[path]`); the logic is in the `service`,
-//! `jobs` and `function-run` crates.
+//! Wiring of the platform's processes — `hoist-serve` (what `hoist serve`
+//! runs), `hoist-api`, `hoist-worker`: flags, their defaults, signals.
+//! Shared by the three binaries (included with `#[path]`); the logic is in
+//! the `service`, `jobs` and `function-run` crates.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 #[path = "../platform.rs"]
 #[allow(
     dead_code,
-    reason = "shared with hoist and the other binary; each uses its part"
+    reason = "shared by the platform binaries; each uses its part"
 )]
 mod platform;
 

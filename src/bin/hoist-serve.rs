@@ -1,22 +1,37 @@
-//! `hoist serve`: the API and a worker in one process on the embedded
-//! defaults — SQLite, the database's queue, a local object directory,
-//! images in an OCI layout — all under one data directory.
+//! `hoist serve` (which runs this binary) and `hoist-serve`: the API and a
+//! worker in one process on the embedded defaults — SQLite, the database's
+//! queue, a local object directory, images in an OCI layout — all under
+//! one data directory. A binary of its own so that `hoist` itself stays
+//! lean: the HTTP server, the records and the object store live here.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "../platform.rs"]
+#[allow(
+    dead_code,
+    reason = "shared by the platform binaries; each uses its part"
+)]
+mod platform;
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::process::ExitCode;
+
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::{self, ApiArgs, StoreArgs, WorkerArgs};
-use crate::run::LAUNCHER_ARG;
+use platform::{ApiArgs, RegistryArgs, StoreArgs, WorkerArgs};
+
+const LAUNCHER_ARG: &str = "__sandbox-launch";
 
 /// `hoist serve [--listen ADDR] [--data-dir DIR] [--base REF] [--registry HOST/NAMESPACE | oci:DIR]`.
-#[derive(Args)]
-pub(crate) struct ServeArgs {
+#[derive(Parser)]
+#[command(name = "hoist serve", version, max_term_width = 100)]
+struct ServeArgs {
     /// Where everything is kept (default ~/.local/share/hoist).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -26,9 +41,23 @@ pub(crate) struct ServeArgs {
     worker: WorkerArgs,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    registries: RegistryArgs,
 }
 
-pub(crate) async fn serve(builder: registry_client::ClientBuilder, args: ServeArgs) -> Result<()> {
+fn main() -> ExitCode {
+    // The launcher forks the container: it must start before any thread.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == LAUNCHER_ARG)
+    {
+        sandbox_run::launcher_main();
+    }
+    platform::main("hoist serve", serve(ServeArgs::parse()))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let builder = args.registries.builder()?;
     let data = match args.data_dir {
         Some(d) => d,
         None => std::env::var_os("HOME")
