@@ -193,6 +193,21 @@ impl WorkerArgs {
     }
 }
 
+/// The first argument that makes a binary its own sandbox launcher.
+pub const LAUNCHER_ARG: &str = "__sandbox-launch";
+
+/// Becomes the sandbox launcher (and never returns) when started as one.
+/// It forks the container, so it must run before any thread exists: first
+/// thing in `main`.
+pub fn launch_if_asked() {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == LAUNCHER_ARG)
+    {
+        sandbox_run::launcher_main();
+    }
+}
+
 /// A server binary's `main` after its flags are parsed: logs to stderr
 /// (`RUST_LOG`, default `info`), runs `work` on a multi-threaded runtime,
 /// and turns its error into one line and a failing exit status.

@@ -26,8 +26,6 @@ use tokio_util::sync::CancellationToken;
 
 use platform::{ApiArgs, RegistryArgs, StoreArgs, WorkerArgs};
 
-const LAUNCHER_ARG: &str = "__sandbox-launch";
-
 /// `hoist serve [--listen ADDR] [--data-dir DIR] [--base REF] [--registry HOST/NAMESPACE | oci:DIR]`.
 #[derive(Parser)]
 #[command(name = "hoist serve", version, max_term_width = 100)]
@@ -46,13 +44,7 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    // The launcher forks the container: it must start before any thread.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == LAUNCHER_ARG)
-    {
-        sandbox_run::launcher_main();
-    }
+    platform::launch_if_asked();
     platform::main("hoist serve", serve(ServeArgs::parse()))
 }
 
@@ -76,7 +68,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         objects.clone(),
         metrics.clone(),
         builder,
-        LAUNCHER_ARG,
+        platform::LAUNCHER_ARG,
         args.worker.config(Some(&data), args.store.lease())?,
     )
     .await?;

@@ -21,8 +21,6 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 /// The first argument that turns this binary into the sandbox launcher.
-const LAUNCHER_ARG: &str = "__sandbox-launch";
-
 /// A worker of the function platform.
 #[derive(Parser)]
 #[command(name = "hoist-worker", version, max_term_width = 100)]
@@ -39,13 +37,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    // The launcher forks the container: it must start before any thread.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == LAUNCHER_ARG)
-    {
-        sandbox_run::launcher_main();
-    }
+    platform::launch_if_asked();
     platform::main("hoist-worker", run(Cli::parse()))
 }
 
@@ -57,7 +49,7 @@ async fn run(cli: Cli) -> Result<()> {
         objects,
         metrics.clone(),
         cli.registries.builder()?,
-        LAUNCHER_ARG,
+        platform::LAUNCHER_ARG,
         cli.worker.config(None, cli.store.lease())?,
     )
     .await?;

@@ -92,6 +92,16 @@ impl Client {
         body
     }
 
+    /// Submits `code` as function `name` and waits for its build to
+    /// complete; the function's id.
+    async fn submit_built(&self, name: &str, code: &str) -> String {
+        let created = self.submit(name, code).await;
+        let build = created["build_id"].as_str().unwrap();
+        let done = self.build_done(build, Duration::from_secs(300)).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        created["function_id"].as_str().unwrap().to_owned()
+    }
+
     /// Polls task `id` until `until` holds for its record (by the time
     /// `deadline` passes); the record.
     async fn task_until(
@@ -343,18 +353,12 @@ async fn serve_builds_and_invokes_a_function() {
     );
 
     // A handler error comes back with its traceback.
-    let created = api
-        .submit(
+    let failing = api
+        .submit_built(
             "fails",
             "def handler(inputs):\n    raise ValueError('no ' + inputs['name'])\n",
         )
         .await;
-    let failing = created["function_id"].as_str().unwrap().to_owned();
-    let build = created["build_id"].as_str().unwrap();
-    assert_eq!(
-        api.build_done(build, Duration::from_secs(300)).await["status"],
-        "completed"
-    );
     let (_, task) = api
         .post(
             &format!("/v1/functions/{failing}/invoke?wait=120"),
@@ -669,18 +673,12 @@ fn walk(dir: &Path) -> usize {
 async fn sigterm_lets_running_work_finish() {
     let serve = Serve::start(&[]);
     let api = serve.client.clone();
-    let created = api
-        .submit(
+    let function = api
+        .submit_built(
             "slow",
             "import time\n\ndef handler(inputs):\n    time.sleep(3)\n    return {'slept': True}\n",
         )
         .await;
-    let function = created["function_id"].as_str().unwrap().to_owned();
-    let build = created["build_id"].as_str().unwrap();
-    assert_eq!(
-        api.build_done(build, Duration::from_secs(300)).await["status"],
-        "completed"
-    );
     let (_, task) = api
         .post(
             &format!("/v1/functions/{function}/invoke?cache=false"),
@@ -734,13 +732,7 @@ async fn sigterm_lets_running_work_finish() {
 async fn a_task_whose_image_is_gone_fails_after_its_attempts() {
     let serve = Serve::start(&[]);
     let api = &serve.client;
-    let created = api.submit("vanishing", CODE).await;
-    let function = created["function_id"].as_str().unwrap().to_owned();
-    let build = created["build_id"].as_str().unwrap();
-    assert_eq!(
-        api.build_done(build, Duration::from_secs(300)).await["status"],
-        "completed"
-    );
+    let function = api.submit_built("vanishing", CODE).await;
     // The image is removed behind the platform's back.
     std::fs::remove_dir_all(serve.data.path().join("images")).unwrap();
     let (_, task) = api
