@@ -293,7 +293,9 @@ async fn redis_recovery(env: Env) {
     pool.close().await;
     assert_eq!(jobs.queue_depth().await.unwrap(), 2);
 
-    assert_eq!(jobs.recover().await.unwrap(), 1);
+    // The background recovery (at open, then once per lease) may have
+    // queued it already: between the two, once.
+    assert!(jobs.recover().await.unwrap() <= 1);
     assert_eq!(jobs.queue_depth().await.unwrap(), 3);
     assert_eq!(
         jobs.recover().await.unwrap(),
@@ -306,7 +308,8 @@ async fn redis_recovery(env: Env) {
     let redis = env.redis.as_ref().unwrap();
     assert_eq!(redis.command("FLUSHALL").unwrap(), "+OK");
     assert_eq!(jobs.queue_depth().await.unwrap(), 0);
-    assert_eq!(jobs.recover().await.unwrap(), 3);
+    assert!(jobs.recover().await.unwrap() <= 3);
+    assert_eq!(jobs.queue_depth().await.unwrap(), 3);
     let mut got = Vec::new();
     while let Some(lease) = jobs.take("w", NOW).await.unwrap() {
         got.push(lease.work.id());
