@@ -141,6 +141,16 @@ pub struct WorkerArgs {
     /// Seconds running work may take to finish after SIGTERM.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub drain: u64,
+    /// Idle sandboxes kept warm between tasks of a function (0: a
+    /// container per task).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub warm: usize,
+    /// Seconds a warm sandbox may stay idle.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub warm_idle: u64,
+    /// MiB of memory the idle warm sandboxes may hold together.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub warm_memory: u64,
 }
 
 impl WorkerArgs {
@@ -170,6 +180,9 @@ impl WorkerArgs {
         config.prewarm = self.prewarm;
         config.drain_grace = Duration::from_secs(self.drain);
         config.lease = lease;
+        config.warm.max_idle = self.warm;
+        config.warm.idle_timeout = Duration::from_secs(self.warm_idle);
+        config.warm.max_idle_memory = self.warm_memory.saturating_mul(1 << 20);
         Ok(config)
     }
 

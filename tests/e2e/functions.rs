@@ -22,7 +22,7 @@ fn text(b: &[u8]) -> String {
 
 /// Builds `code` on the Python base into a fresh layout; returns its
 /// `oci:DIR:fn` and the directory.
-fn build(code: &str) -> (tempfile::TempDir, String) {
+pub(super) fn build(code: &str) -> (tempfile::TempDir, String) {
     let base = testkit::python_base().expect("python base image");
     let build_cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("build-cache");
     let f = function_dir(code, None);

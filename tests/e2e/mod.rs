@@ -11,6 +11,7 @@ mod interop;
 mod peer;
 mod run;
 mod service;
+mod warm;
 
 use std::path::Path;
 use std::process::Output;

@@ -418,6 +418,18 @@ async fn serve_builds_and_invokes_a_function() {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
     assert!(!metrics.contains(&api.key), "no secret in the metrics");
+    // Three runs of two functions: each function's first run started a
+    // warm sandbox, kept for the next run of the same function.
+    for line in [
+        "hoist_warm_starts_total 2",
+        "hoist_warm_reuses_total 1",
+        "hoist_warm_sandboxes 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
 
     // Deleted: gone for its owner too.
     let (status, _) = api
@@ -753,4 +765,115 @@ async fn a_task_whose_image_is_gone_fails_after_its_attempts() {
     let message = done["error"]["message"].as_str().unwrap();
     assert!(message.contains("gave up after 5 attempts"), "{done}");
     assert_eq!(done["attempts"], 5, "{done}");
+}
+
+/// The sum of `hoist_tasks_total{outcome="completed"}` a worker reports.
+async fn completed_by(metrics: &str) -> u64 {
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("hoist_tasks_total{outcome=\"completed\"} "))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_queued_invocations_drain_through_two_workers() {
+    const TASKS: usize = 1000;
+    let base = testkit::python_base().expect("python base image");
+    let pg = testkit::Postgres::start().await.unwrap();
+    let redis = testkit::Redis::start().await.unwrap();
+    let database = pg.create_database().await.unwrap();
+    let queue = redis.url();
+    let shared = tempfile::tempdir().unwrap();
+    let objects = format!("file://{}/objects", shared.path().display());
+    let images = format!("oci:{}/images", shared.path().display());
+    let store = [
+        "--database",
+        database.as_str(),
+        "--queue",
+        queue.as_str(),
+        "--objects",
+        objects.as_str(),
+    ];
+    let key = create_key(&database, "alice");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut api_args = store.to_vec();
+    // Invocations are not what the submission limit is for; lifted here.
+    api_args.extend(["--listen", &listen, "--rate", "100000", "--burst", "100000"]);
+    let _api_proc = spawn(env!("CARGO_BIN_EXE_hoist-api"), &api_args, &[]);
+    let base_ref = base.oci_ref();
+    let caches: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut workers = Vec::new();
+    let mut scrapes = Vec::new();
+    for cache in &caches {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut args = store.to_vec();
+        args.extend([
+            "--registry",
+            images.as_str(),
+            "--base",
+            base_ref.as_str(),
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            "--listen",
+            metrics.as_str(),
+            "--prewarm",
+            "0",
+        ]);
+        workers.push(spawn(env!("CARGO_BIN_EXE_hoist-worker"), &args, &[]));
+        scrapes.push(metrics);
+    }
+    let url = format!("http://{listen}");
+    wait_healthy(&url).await;
+    for metrics in &scrapes {
+        wait_healthy(&format!("http://{metrics}")).await;
+    }
+    let api = Client::new(&url, &key);
+    let function = api
+        .submit_built(
+            "count",
+            "def handler(inputs):\n    return {'n': inputs['n']}\n",
+        )
+        .await;
+
+    // All queued first (16 requests in flight), then drained.
+    let path = format!("/v1/functions/{function}/invoke?cache=false");
+    let submitted: Vec<String> = futures_util::stream::iter(0..TASKS)
+        .map(|n| {
+            let api = api.clone();
+            let path = path.clone();
+            async move {
+                let (status, t) = api.post(&path, json!({"inputs": {"n": n}})).await;
+                assert!(status == 202 || status == 200, "{t}");
+                t["task_id"].as_str().unwrap().to_owned()
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for (n, id) in submitted.iter().enumerate() {
+        let task = api
+            .task_until(id, deadline, |t: &Value| {
+                t["status"] == "completed" || t["status"] == "failed"
+            })
+            .await;
+        // None lost: each has its own answer; none run twice: one start.
+        assert_eq!(task["status"], "completed", "{task}");
+        assert_eq!(task["output"], json!({"n": n}), "{task}");
+        assert_eq!(task["attempts"], 1, "{task}");
+    }
+    // Each worker ran its share, and the runs add up to the tasks.
+    let mut total = 0;
+    for metrics in &scrapes {
+        let ran = completed_by(metrics).await;
+        assert!(ran > 0, "a worker took no task");
+        total += ran;
+    }
+    assert_eq!(total, TASKS as u64, "runs, counted by the workers");
+    drop(workers);
 }

@@ -245,6 +245,12 @@ pub enum Error {
     /// The sandbox could not run the function at all.
     #[error(transparent)]
     Sandbox(#[from] sandbox_run::Error),
+    /// The image's runner cannot serve a warm sandbox (built before
+    /// hoist's runner could, or not by hoist).
+    #[error(
+        "the image has no {SERVE_LABEL}={SERVE_PROTOCOL} label: its runner cannot be kept warm"
+    )]
+    NotServable,
 }
 
 /// `Result` with this crate's [`Error`].
@@ -260,6 +266,117 @@ pub fn invoke(
     inputs: &Value,
     options: &Options,
 ) -> Result<Invocation> {
+    let stage = stage(inputs, options)?;
+    let mut spec = spec(rootfs, config, options, None);
+    spec.io = Some(io(stage.path(), options));
+    let result = sandbox.run(&spec)?;
+    Ok(invocation(result, stage.path(), options))
+}
+
+/// The label whose value [`SERVE_PROTOCOL`] says that an image's runner
+/// can serve a warm sandbox (`runner.py --serve`, see [`WarmFunction`]).
+pub const SERVE_LABEL: &str = "dev.hoist.runner";
+/// The version of the warm sandbox's protocol this crate speaks.
+pub const SERVE_PROTOCOL: &str = "serve-1";
+
+/// A function kept warm: one sandbox whose runner imported the function
+/// once and runs each invocation in a child process of its own, with a
+/// fresh `/io` and an empty `/tmp` (see [`sandbox_run::Warm`]). The image
+/// must say it can ([`WarmFunction::supported`]).
+///
+/// Reuse policy, as other function platforms have it: the function's
+/// module-level code runs once per sandbox; each invocation starts from
+/// the state it left (a fork), and what an invocation changes in memory,
+/// in `/io` or in `/tmp`, or any process it starts, is gone before the
+/// next one. Only invocations of the same image share a sandbox; the
+/// caller decides how many to keep and for how long.
+///
+/// ```no_run
+/// use function_run::{Options, WarmFunction};
+/// use sandbox_run::{Launcher, RootFs, Sandbox, SandboxConfig};
+///
+/// # fn demo(config: &oci_model::oci_spec::image::ImageConfiguration) -> Result<(), Box<dyn std::error::Error>> {
+/// let sandbox = Sandbox::new(SandboxConfig::new(Launcher::new("/usr/libexec/hoist-launcher")))?;
+/// let rootfs = RootFs::Overlay { lower: vec!["/var/cache/hoist/layers/top".into()] };
+/// let mut warm = WarmFunction::start(&sandbox, rootfs, config, &Options::default())?;
+/// for n in 0..3 {
+///     let done = warm.invoke(&serde_json::json!({"n": n}))?;
+///     println!("{} in {:?}", done.reply.to_json(), done.duration);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct WarmFunction {
+    warm: sandbox_run::Warm,
+    options: Options,
+}
+
+impl WarmFunction {
+    /// Whether the image's runner can serve a warm sandbox.
+    pub fn supported(config: &ImageConfiguration) -> bool {
+        config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().as_ref())
+            .and_then(|l| l.get(SERVE_LABEL))
+            .is_some_and(|v| v == SERVE_PROTOCOL)
+    }
+
+    /// Starts the image's runner as a warm sandbox's server and waits until
+    /// it is ready (the function's own import happens after, during the
+    /// first invocation's time).
+    pub fn start(
+        sandbox: &Sandbox,
+        rootfs: RootFs,
+        config: &ImageConfiguration,
+        options: &Options,
+    ) -> Result<Self> {
+        if !Self::supported(config) {
+            return Err(Error::NotServable);
+        }
+        let mut spec = spec(rootfs, config, options, Some("--serve"));
+        // Only the sizes count: each invocation brings its own directory.
+        let idle = options.stage_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let mut sizes = io(&idle, options);
+        sizes.inputs.clear();
+        sizes.outputs.clear();
+        spec.io = Some(sizes);
+        let warm = sandbox.start_warm(&spec)?;
+        Ok(Self {
+            warm,
+            options: options.clone(),
+        })
+    }
+
+    /// Runs the function on `inputs` and reads its reply, as [`invoke`]
+    /// does. `Err` means the invocation was not run or its sandbox broke:
+    /// the sandbox is then gone ([`WarmFunction::is_alive`]).
+    pub fn invoke(&mut self, inputs: &Value) -> Result<Invocation> {
+        let stage = stage(inputs, &self.options)?;
+        let io = io(stage.path(), &self.options);
+        let result = self.warm.run(&io, self.options.limits.timeout)?;
+        Ok(invocation(result, stage.path(), &self.options))
+    }
+
+    /// Whether the sandbox can take another invocation (a timeout, an
+    /// out-of-memory kill of the server, or anything unexpected ends it).
+    pub fn is_alive(&self) -> bool {
+        self.warm.is_alive()
+    }
+
+    /// Memory the sandbox holds now, when the kernel says.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.warm.memory_bytes()
+    }
+
+    /// Stops the sandbox and waits until everything is removed.
+    pub fn close(self) -> Result<()> {
+        Ok(self.warm.close()?)
+    }
+}
+
+/// Checks `inputs` and writes them into a new host directory for `/io`.
+fn stage(inputs: &Value, options: &Options) -> Result<tempfile::TempDir> {
     let found = match inputs {
         Value::Object(_) => None,
         Value::Null => Some("null"),
@@ -295,37 +412,59 @@ pub fn invoke(
         path: inputs_path,
         source,
     })?;
+    Ok(stage)
+}
 
+/// The sandbox spec of the image's command (with `extra` appended) under
+/// `options`.
+fn spec(
+    rootfs: RootFs,
+    config: &ImageConfiguration,
+    options: &Options,
+    extra: Option<&str>,
+) -> RunSpec {
     let mut spec = RunSpec::from_image_config(rootfs, config, None);
+    spec.args.extend(extra.map(str::to_owned));
     spec.limits = options.limits.clone();
     spec.network = options.network;
     spec.env.extend(options.env.iter().cloned());
     spec.output = Output::Capture {
         max_bytes: options.max_log_bytes,
     };
-    let mut io = Io::new(stage.path());
+    spec
+}
+
+/// The `/io` of one invocation staged in `dir`.
+fn io(dir: &std::path::Path, options: &Options) -> Io {
+    let mut io = Io::new(dir);
     io.size_bytes = options.io_bytes;
     io.max_output_bytes = options.max_output_bytes;
     io.inputs = vec![INPUTS.to_owned()];
     io.outputs = vec![OUTPUT.to_owned()];
-    spec.io = Some(io);
-    let result = sandbox.run(&spec)?;
+    io
+}
 
+/// The invocation a run gave, its reply read from `stage`.
+fn invocation(
+    result: sandbox_run::RunResult,
+    stage: &std::path::Path,
+    options: &Options,
+) -> Invocation {
     let collected = result
         .outputs
         .iter()
         .find(|c| c.name == OUTPUT)
         .map(|c| c.result.clone())
         .unwrap_or(Err(Refusal::Missing));
-    let reply = reply(&result.outcome, collected, stage.path(), options);
-    Ok(Invocation {
+    let reply = reply(&result.outcome, collected, stage, options);
+    Invocation {
         reply,
         outcome: result.outcome,
         stdout: result.stdout,
         stderr: result.stderr,
         logs_truncated: result.stdout_truncated || result.stderr_truncated,
         duration: result.duration,
-    })
+    }
 }
 
 /// The reply, from how the run ended and what became of `output.json`.

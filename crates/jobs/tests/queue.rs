@@ -291,10 +291,10 @@ async fn redis_recovery(env: Env) {
     .await
     .unwrap();
     pool.close().await;
-    assert_eq!(jobs.queue_depth().await.unwrap(), 2);
-
     // The background recovery (at open, then once per lease) may have
-    // queued it already: between the two, once.
+    // queued it already, even before this look: between the two, once.
+    let depth = jobs.queue_depth().await.unwrap();
+    assert!(depth == 2 || depth == 3, "{depth}");
     assert!(jobs.recover().await.unwrap() <= 1);
     assert_eq!(jobs.queue_depth().await.unwrap(), 3);
     assert_eq!(

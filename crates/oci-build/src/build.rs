@@ -619,6 +619,11 @@ impl Builder {
             put(format!("{oci}.version"), version);
         }
         put(format!("{p}.created"), created);
+        // The runner shipped in the code layer can serve a warm sandbox.
+        put(
+            function_run::SERVE_LABEL.to_owned(),
+            function_run::SERVE_PROTOCOL,
+        );
         put(format!("{oci}.created"), created);
         put(
             format!("{oci}.base.digest"),

@@ -86,6 +86,24 @@ fn pids(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// The processes in the cgroup directories `dirs`, each once.
+pub(crate) fn processes(dirs: &[PathBuf]) -> Vec<i32> {
+    let mut all: Vec<i32> = dirs.iter().flat_map(|d| pids(d)).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// Memory in use by the cgroup directories `dirs` (page cache and tmpfs
+/// pages included), when a memory controller reports it.
+pub(crate) fn memory_bytes(dirs: &[PathBuf]) -> Option<u64> {
+    dirs.iter()
+        .flat_map(|d| [d.join("memory.current"), d.join("memory.usage_in_bytes")])
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter_map(|text| text.trim().parse::<u64>().ok())
+        .max()
+}
+
 /// Writes a control file, ignoring failures: every caller re-checks the
 /// cgroup's processes afterwards.
 fn write_quietly(path: PathBuf, value: &str) {

@@ -43,6 +43,20 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// A warm container ended before its server was ready.
+    #[error("warm container {id} ended before it was ready: {outcome:?}")]
+    WarmNotReady {
+        /// The container id.
+        id: String,
+        /// How it ended.
+        outcome: crate::Outcome,
+    },
+    /// A warm container that cannot take tasks any more was given one.
+    #[error("warm container {id} is gone")]
+    WarmGone {
+        /// The container id.
+        id: String,
+    },
     /// Processes of a container survived every attempt to kill them.
     #[error("cannot empty cgroup {path}: {remaining} processes left")]
     CgroupNotEmpty {

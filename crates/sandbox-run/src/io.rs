@@ -35,6 +35,12 @@ pub(crate) fn prepare(io: &Io, dir: &Path, uid: u32, gid: u32) -> Result<(), Str
         Some(options.as_str()),
     )
     .map_err(|e| format!("mount the /io tmpfs: {e}"))?;
+    fill(io, dir, uid, gid)
+}
+
+/// Copies the inputs of `io` into the (empty) `/io` at `dir` and hands it
+/// to the container's user.
+pub(crate) fn fill(io: &Io, dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
     for name in &io.inputs {
         let from = io.dir.join(name);
         let to = dir.join(name);
@@ -62,6 +68,38 @@ pub(crate) fn prepare(io: &Io, dir: &Path, uid: u32, gid: u32) -> Result<(), Str
         .map_err(|e| format!("hand /io to uid {uid}: {e}"))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("chmod /io: {e}"))
+}
+
+/// Mounts a warm container's `/tmp` at `dir` (created): a tmpfs of
+/// `size` bytes, world-writable and sticky as `/tmp` is.
+pub(crate) fn mount_tmp(dir: &Path, size: u64) -> Result<(), String> {
+    std::fs::create_dir(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let options = format!("size={size},mode=1777");
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(|e| format!("mount the /tmp tmpfs: {e}"))
+}
+
+/// Removes everything in `dir`, which stays. Links are removed, never
+/// followed (`remove_dir_all` opens each directory relative to its
+/// parent without following links).
+pub(crate) fn empty(dir: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("read {}: {e}", dir.display()))?;
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        removed.map_err(|e| format!("remove {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Collects every output named in `io` from the tmpfs at `dir`.

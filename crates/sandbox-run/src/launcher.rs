@@ -1,15 +1,19 @@
 //! The launcher: a short-lived, single-threaded process that runs one
 //! container through libcontainer and reports how it ended.
 //!
-//! Protocol: the launcher's standard input is a Unix socket. The caller
-//! writes one JSON [`Request`] and shuts its side down for writing; the
-//! launcher answers with one JSON [`Report`] line on the same socket and
-//! exits. The container's standard output and error are the launcher's.
+//! Protocol: the launcher's standard input is a `SOCK_SEQPACKET` Unix
+//! socket. The caller sends one JSON [`Request`]; the launcher answers with
+//! one JSON [`Report`] message on the same socket and exits. The
+//! container's standard output and error are the launcher's.
+//!
+//! A warm request ([`Request::warm`]) keeps the launcher: it answers
+//! [`Report::Started`] once the container's server is up, then one
+//! [`Report::Task`] per [`WarmTask`] message until the caller closes the
+//! socket or the container is gone (see [`crate::Warm`]).
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -19,6 +23,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup;
@@ -96,6 +101,15 @@ pub(crate) struct Request {
     pub gid: u32,
     /// The runtime spec; its `root.path` is already final.
     pub config: serde_json::Value,
+    /// Keep the container and serve tasks (see [`crate::Warm`]).
+    pub warm: bool,
+}
+
+/// One task of a warm container: its `/io`. The message carries the
+/// task's standard output and error as two descriptors.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WarmTask {
+    pub io: Io,
 }
 
 /// What the launcher answers.
@@ -110,6 +124,11 @@ pub(crate) enum Report {
     ),
     /// The sandbox machinery failed.
     Failed(String),
+    /// A warm container's server is ready for tasks.
+    Started,
+    /// A warm container's task ended: its outcome, its collected `/io`
+    /// outputs, and whether the container can take another task.
+    Task(Outcome, Vec<Collected>, bool),
 }
 
 /// The body of the launcher process: reads a request on standard input, runs
@@ -125,6 +144,10 @@ pub(crate) enum Report {
 pub fn launcher_main() -> ! {
     close_inherited_fds();
     let report = match read_request() {
+        Ok(request) if request.warm => {
+            crate::serve::serve(&request);
+            std::process::exit(0)
+        }
         Ok(request) => run(&request),
         Err(e) => Report::Failed(format!("bad request: {e}")),
     };
@@ -165,23 +188,21 @@ fn close_output() {
 }
 
 fn read_request() -> Result<Request, String> {
-    let mut text = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut text)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&text).map_err(|e| e.to_string())
+    match crate::message::recv(std::io::stdin().as_fd()) {
+        Ok(Some((text, _))) => serde_json::from_slice(&text).map_err(|e| e.to_string()),
+        Ok(None) => Err("the caller sent nothing".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
-fn send_report(report: &Report) -> std::io::Result<()> {
-    let mut socket = File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
-    let mut line = serde_json::to_vec(report)?;
-    line.push(b'\n');
-    socket.write_all(&line)
+/// Sends `report` to the caller over standard input.
+pub(crate) fn send_report(report: &Report) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(report)?;
+    crate::message::send(std::io::stdin().as_fd(), &bytes, &[])
 }
 
 /// The message of an error and of all its sources.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
@@ -193,6 +214,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 fn run(request: &Request) -> Report {
+    debug_assert!(!request.warm);
     if let Err(e) = isolate(request.isolate_network) {
         return Report::Failed(e);
     }
@@ -216,7 +238,7 @@ fn run(request: &Request) -> Report {
 /// Gives the launcher a private mount namespace (mounts made here vanish
 /// with it) and, when asked, a network namespace with `lo` up, which the
 /// container then shares.
-fn isolate(network: bool) -> Result<(), String> {
+pub(crate) fn isolate(network: bool) -> Result<(), String> {
     let mut flags = CloneFlags::CLONE_NEWNS;
     if network {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -243,7 +265,7 @@ fn isolate(network: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn prepare_bundle(request: &Request) -> Result<(), String> {
+pub(crate) fn prepare_bundle(request: &Request) -> Result<(), String> {
     let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
     std::fs::create_dir_all(&request.bundle).map_err(|e| io("create", &request.bundle, e))?;
     if let RootFs::Overlay { lower } = &request.rootfs {
@@ -282,6 +304,11 @@ fn prepare_bundle(request: &Request) -> Result<(), String> {
     }
     if let Some(io) = &request.io {
         crate::io::prepare(io, &request.bundle.join("io"), request.uid, request.gid)?;
+    }
+    if request.warm {
+        // A warm container's `/tmp` is the launcher's, so that it can be
+        // emptied between tasks.
+        crate::io::mount_tmp(&request.bundle.join("tmp"), request.scratch_bytes)?;
     }
     let config = request.bundle.join("config.json");
     let bytes = serde_json::to_vec(&request.config).map_err(|e| e.to_string())?;
@@ -376,26 +403,45 @@ fn run_container(request: &Request) -> Outcome {
         Ok(f) => f,
         Err(e) => return Outcome::FailedToStart(format!("open /dev/null: {e}")),
     };
+    match start_container(request, dev_null.into()) {
+        Ok(pid) => wait_container(request, pid),
+        Err(outcome) => outcome,
+    }
+}
+
+/// Creates and starts the container with `stdin` as its standard input;
+/// returns its init's pid, or the outcome of a container that did not
+/// start (and was deleted).
+pub(crate) fn start_container(request: &Request, stdin: OwnedFd) -> Result<Pid, Outcome> {
     let built = ContainerBuilder::new(request.id.clone(), SyscallType::default())
         .with_root_path(&request.state)
         .map(|b| {
-            b.with_stdin(dev_null)
+            b.with_stdin(stdin)
                 .as_init(&request.bundle)
                 .with_systemd(false)
                 .build()
         });
     let mut container = match built {
         Ok(Ok(container)) => container,
-        Ok(Err(e)) | Err(e) => return Outcome::FailedToStart(chain(&e)),
+        Ok(Err(e)) | Err(e) => return Err(Outcome::FailedToStart(chain(&e))),
     };
     if let Err(e) = container.start() {
         let _ = container.delete(true);
-        return Outcome::FailedToStart(chain(&e));
+        return Err(Outcome::FailedToStart(chain(&e)));
     }
-    let Some(pid) = container.pid() else {
-        let _ = container.delete(true);
-        return Outcome::FailedToStart("container has no init process".into());
-    };
+    match container.pid() {
+        Some(pid) => Ok(pid),
+        None => {
+            let _ = container.delete(true);
+            Err(Outcome::FailedToStart(
+                "container has no init process".into(),
+            ))
+        }
+    }
+}
+
+/// Waits for the container's init `pid` to end and says how it did.
+pub(crate) fn wait_container(request: &Request, pid: Pid) -> Outcome {
     let status = loop {
         match waitpid(pid, None) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -443,7 +489,7 @@ fn capture(request: &Request) -> Result<Option<Result<Captured, CaptureRefusal>>
 
 /// Removes the cgroups, state and bundle of the container, whatever
 /// libcontainer left.
-fn clean_up(request: &Request) -> Result<(), String> {
+pub(crate) fn clean_up(request: &Request) -> Result<(), String> {
     let dirs =
         cgroup::container_dirs(&request.cgroup_parent, &request.id).map_err(|e| e.to_string())?;
     cgroup::remove(&dirs).map_err(|e| e.to_string())?;
@@ -454,6 +500,9 @@ fn clean_up(request: &Request) -> Result<(), String> {
     }
     if request.io.is_some() {
         let _ = umount2(&request.bundle.join("io"), MntFlags::MNT_DETACH);
+    }
+    if request.warm {
+        let _ = umount2(&request.bundle.join("tmp"), MntFlags::MNT_DETACH);
     }
     for dir in [request.state.join(&request.id), request.bundle.clone()] {
         match std::fs::remove_dir_all(&dir) {

@@ -24,6 +24,11 @@
 //!   the container is gone and without following a link, into a directory
 //!   of the caller's in the form of an OCI layer (whiteouts as `.wh.`
 //!   files). A build step (`RUN`, byte-compiling) is such a run.
+//! - A [`Warm`] container ([`Sandbox::start_warm`]) is kept between tasks:
+//!   its command is a server that runs each task in a child process, its
+//!   launcher stays and gives every task a fresh `/io` and `/tmp`. A
+//!   function platform answers in milliseconds that way instead of
+//!   creating a container per call.
 //! - The caller's side enforces the timeout: it kills every process in the
 //!   container's cgroup (frozen first, so that a fork bomb cannot outrun it).
 //! - [`Sandbox::sweep`] removes what a crashed process left behind.
@@ -58,10 +63,13 @@ mod cgroup;
 mod error;
 mod io;
 mod launcher;
+mod message;
 mod oci;
 mod sandbox;
 mod seccomp;
+mod serve;
 mod spec;
+mod warm;
 
 pub use error::{Error, Result};
 pub use launcher::{Launcher, launcher_main};
@@ -70,3 +78,4 @@ pub use spec::{
     Capture, CaptureRefusal, Captured, Collected, Io, Limits, Network, Outcome, Output, Refusal,
     RootFs, RunResult, RunSpec,
 };
+pub use warm::Warm;

@@ -96,20 +96,28 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<()> {
         }
     }
     if let Some(io) = &spec.io {
-        if !io.dir.is_absolute() {
-            return invalid(format!("io directory {} is not absolute", io.dir.display()));
-        }
-        if io.size_bytes == 0 || io.max_output_bytes == 0 {
-            return invalid("io size and output limits must be positive".into());
-        }
-        if let Some(bad) = io
-            .inputs
-            .iter()
-            .chain(&io.outputs)
-            .find(|n| !is_plain_name(n))
-        {
-            return invalid(format!("io file name {bad:?} is not a plain file name"));
-        }
+        validate_io(io)?;
+    }
+    Ok(())
+}
+
+/// Checks an `/io`: an absolute host directory, positive bounds, plain
+/// file names.
+pub(crate) fn validate_io(io: &crate::Io) -> Result<()> {
+    let invalid = |reason: String| Err(Error::InvalidSpec { reason });
+    if !io.dir.is_absolute() {
+        return invalid(format!("io directory {} is not absolute", io.dir.display()));
+    }
+    if io.size_bytes == 0 || io.max_output_bytes == 0 {
+        return invalid("io size and output limits must be positive".into());
+    }
+    if let Some(bad) = io
+        .inputs
+        .iter()
+        .chain(&io.outputs)
+        .find(|n| !is_plain_name(n))
+    {
+        return invalid(format!("io file name {bad:?} is not a plain file name"));
     }
     Ok(())
 }
@@ -121,12 +129,14 @@ fn is_plain_name(name: &str) -> bool {
 
 /// The `config.json` of a container whose root is at `root_path`, whose
 /// cgroup is `cgroups_path` and whose `/io` (when the spec has one) is the
-/// launcher's tmpfs at `io_path`.
+/// launcher's tmpfs at `io_path`; a warm container's `/tmp` is the
+/// launcher's tmpfs at `tmp_path`.
 pub(crate) fn config(
     spec: &RunSpec,
     root_path: &Path,
     cgroups_path: &str,
     io_path: &Path,
+    tmp_path: Option<&Path>,
 ) -> Value {
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -147,9 +157,13 @@ pub(crate) fn config(
                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "nodev", "mode=1777", format!("size={}", spec.limits.tmp_bytes)]}),
     ];
+    mounts.push(match tmp_path {
+        Some(tmp) => json!({"destination": "/tmp", "type": "bind", "source": tmp,
+                            "options": ["rbind", "rw", "nosuid", "nodev"]}),
+        None => json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["nosuid", "nodev", "mode=1777", format!("size={}", spec.limits.tmp_bytes)]}),
+    });
     if spec.io.is_some() {
         mounts.push(
             json!({"destination": "/io", "type": "bind", "source": io_path,
@@ -212,6 +226,7 @@ mod tests {
             Path::new("/b/rootfs"),
             "/hoist/x",
             Path::new("/b/io"),
+            None,
         ))
         .unwrap();
         let process = spec.process().as_ref().unwrap();
@@ -258,6 +273,25 @@ mod tests {
             .find(|m| m.destination() == Path::new("/io"))
             .unwrap();
         assert_eq!(io.source().as_deref(), Some(Path::new("/b/io")));
+
+        // A warm container's /tmp is the launcher's, bound in.
+        let warm: Spec = serde_json::from_value(config(
+            &run,
+            Path::new("/b/rootfs"),
+            "/hoist/x",
+            Path::new("/b/io"),
+            Some(Path::new("/b/tmp")),
+        ))
+        .unwrap();
+        let tmp = warm
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/tmp"))
+            .unwrap();
+        assert_eq!(tmp.typ().as_deref(), Some("bind"));
+        assert_eq!(tmp.source().as_deref(), Some(Path::new("/b/tmp")));
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! The caller's side: [`Sandbox::run`] and [`Sandbox::sweep`].
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::Shutdown;
+use std::io::{ErrorKind, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +11,7 @@ use nix::mount::{MntFlags, umount2};
 
 use crate::launcher::{Launcher, Report, Request};
 use crate::spec::{Outcome, Output, RootFs, RunResult, RunSpec};
-use crate::{Error, Result, cgroup, oci};
+use crate::{Error, Result, cgroup, message, oci};
 
 /// How long a launcher may take to clean up after its container was killed.
 const LAUNCHER_GRACE: Duration = Duration::from_secs(10);
@@ -111,6 +109,16 @@ impl Sandbox {
         &self.config
     }
 
+    /// Another handle on the same state root and cgroup parent, for a
+    /// container that outlives the call that started it. Ids stay unique:
+    /// they are made by the original only.
+    pub(crate) fn handle(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
     fn bundles(&self) -> PathBuf {
         self.config.state_root.join("bundles")
     }
@@ -170,52 +178,19 @@ impl Sandbox {
         let started = Instant::now();
         oci::validate(spec)?;
         let id = self.next_id();
-        let bundle = self.bundles().join(&id);
-        let root_path = match &spec.rootfs {
-            RootFs::Dir(dir) => dir.clone(),
-            RootFs::Overlay { .. } => bundle.join("rootfs"),
-        };
-        let cgroups_path = format!("/{}/{id}", self.config.cgroup_parent);
-        let request = Request {
-            id: id.clone(),
-            state: self.states(),
-            cgroup_parent: self.config.cgroup_parent.clone(),
-            rootfs: spec.rootfs.clone(),
-            isolate_network: spec.network == crate::Network::None,
-            scratch_bytes: spec.limits.tmp_bytes,
-            io: spec.io.clone(),
-            capture: spec.capture.clone(),
-            uid: spec.uid,
-            gid: spec.gid,
-            config: oci::config(spec, &root_path, &cgroups_path, &bundle.join("io")),
-            bundle,
-        };
-        let request = serde_json::to_vec(&request).expect("requests serialize");
-
-        let (mut socket, launcher_end) =
-            UnixStream::pair().map_err(|e| Error::io("create", "socket pair", e))?;
-        let mut command = Command::new(&self.config.launcher.program);
-        command
-            .args(&self.config.launcher.args)
-            .env_clear()
-            .stdin(Stdio::from(OwnedFd::from(launcher_end)));
-        let capture = match spec.output {
+        let request = self.request(spec, &id, false);
+        let (stdout, stderr, capture) = match spec.output {
             Output::Capture { max_bytes } => {
                 let (out_r, out_w) = std::io::pipe().map_err(|e| Error::io("create", "pipe", e))?;
                 let (err_r, err_w) = std::io::pipe().map_err(|e| Error::io("create", "pipe", e))?;
-                command.stdout(out_w).stderr(err_w);
-                Some((out_r, err_r, max_bytes))
+                (out_w.into(), err_w.into(), Some((out_r, err_r, max_bytes)))
             }
-            Output::Inherit => None,
+            Output::Inherit => (Stdio::inherit(), Stdio::inherit(), None),
         };
-        let child = command.spawn().map_err(|source| Error::LauncherSpawn {
-            program: self.config.launcher.program.clone(),
-            source,
-        });
-        // The pipes' write ends must only live in the launcher, or the
-        // readers below would never see the end of the output.
-        drop(command);
-        let child = child?;
+        // The pipes' write ends go to the launcher only (the command holding
+        // them is gone when this returns), or the readers below would never
+        // see the end of the output.
+        let (child, socket) = self.spawn_launcher(stdout, stderr)?;
 
         std::thread::scope(|scope| {
             let readers = capture.map(|(out, err, max)| {
@@ -225,7 +200,9 @@ impl Sandbox {
                 )
             });
             let deadline = started + spec.limits.timeout;
-            let exchanged = self.exchange(&mut socket, &request, deadline, &id);
+            let exchanged = message::send(&socket, &request, &[])
+                .map_err(|e| self.launcher_failed(&id, format!("send request: {e}")))
+                .and_then(|()| self.exchange(&socket, deadline, &id));
             let finished = match &exchanged {
                 // The launcher removed everything before this report (a
                 // failed clean-up is a `Failed` report) and closed its
@@ -253,6 +230,9 @@ impl Sandbox {
                 Report::Failed(_) if timed_out => (Outcome::TimedOut, Vec::new(), None),
                 Report::Done(outcome, outputs, captured) => (outcome, outputs, captured),
                 Report::Failed(detail) => return Err(Error::Launcher { id, detail }),
+                other => {
+                    return Err(self.launcher_failed(&id, format!("unexpected report {other:?}")));
+                }
             };
             Ok(RunResult {
                 outcome,
@@ -267,7 +247,66 @@ impl Sandbox {
         })
     }
 
-    fn next_id(&self) -> String {
+    /// The launcher's request for `spec`, as container `id`.
+    pub(crate) fn request(&self, spec: &RunSpec, id: &str, warm: bool) -> Vec<u8> {
+        let bundle = self.bundles().join(id);
+        let root_path = match &spec.rootfs {
+            RootFs::Dir(dir) => dir.clone(),
+            RootFs::Overlay { .. } => bundle.join("rootfs"),
+        };
+        let cgroups_path = format!("/{}/{id}", self.config.cgroup_parent);
+        let tmp = warm.then(|| bundle.join("tmp"));
+        let request = Request {
+            id: id.to_owned(),
+            state: self.states(),
+            cgroup_parent: self.config.cgroup_parent.clone(),
+            rootfs: spec.rootfs.clone(),
+            isolate_network: spec.network == crate::Network::None,
+            scratch_bytes: spec.limits.tmp_bytes,
+            io: spec.io.clone(),
+            capture: spec.capture.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            config: oci::config(
+                spec,
+                &root_path,
+                &cgroups_path,
+                &bundle.join("io"),
+                tmp.as_deref(),
+            ),
+            bundle,
+            warm,
+        };
+        serde_json::to_vec(&request).expect("requests serialize")
+    }
+
+    /// Starts a launcher with `stdout` and `stderr`; returns it and the
+    /// caller's end of its socket.
+    pub(crate) fn spawn_launcher(&self, stdout: Stdio, stderr: Stdio) -> Result<(Child, OwnedFd)> {
+        let (socket, launcher_end) =
+            message::pair().map_err(|e| Error::io("create", "socket pair", e))?;
+        let mut command = Command::new(&self.config.launcher.program);
+        command
+            .args(&self.config.launcher.args)
+            .env_clear()
+            .stdin(Stdio::from(launcher_end))
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = command.spawn().map_err(|source| Error::LauncherSpawn {
+            program: self.config.launcher.program.clone(),
+            source,
+        })?;
+        Ok((child, socket))
+    }
+
+    pub(crate) fn launcher_failed(&self, id: &str, detail: String) -> Error {
+        Error::Launcher {
+            id: id.to_owned(),
+            detail,
+        }
+    }
+
+    pub(crate) fn next_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -280,72 +319,53 @@ impl Sandbox {
         )
     }
 
-    /// Sends the request and waits for the report; on timeout, kills the
+    /// Waits for the launcher's next report; at `deadline`, kills the
     /// container and waits (bounded) for the launcher to report anyway.
-    fn exchange(
+    /// Says whether the deadline passed.
+    pub(crate) fn exchange(
         &self,
-        socket: &mut UnixStream,
-        request: &[u8],
+        socket: &OwnedFd,
         deadline: Instant,
         id: &str,
     ) -> Result<(Report, bool)> {
-        let failed = |detail: String| Error::Launcher {
-            id: id.to_owned(),
-            detail,
-        };
-        socket
-            .write_all(request)
-            .and_then(|()| socket.shutdown(Shutdown::Write))
-            .map_err(|e| failed(format!("send request: {e}")))?;
-        let mut answer = Vec::new();
+        let failed = |detail: String| self.launcher_failed(id, detail);
         let mut timed_out = false;
         let mut grace_end = None;
         loop {
-            let now = Instant::now();
-            let wait = match grace_end {
-                Some(_) => KILL_TICK,
-                None => deadline
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(1)),
+            let wake = match grace_end {
+                Some(_) => Instant::now() + KILL_TICK,
+                None => deadline,
             };
-            socket
-                .set_read_timeout(Some(wait))
-                .map_err(|e| failed(format!("socket: {e}")))?;
-            let mut chunk = [0u8; 4096];
-            match socket.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => {
-                    answer.extend_from_slice(&chunk[..n]);
-                    if answer.ends_with(b"\n") {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    if grace_end.is_some_and(|end| Instant::now() >= end) {
-                        return Err(failed("no report after the container was killed".into()));
-                    }
-                    if !timed_out {
-                        timed_out = true;
-                        grace_end = Some(Instant::now() + LAUNCHER_GRACE);
-                    }
-                    // Killed again at every tick of the grace period: a
-                    // container still being created at the deadline gets
-                    // its cgroup only later.
-                    let dirs = cgroup::container_dirs(&self.config.cgroup_parent, id)?;
-                    cgroup::kill_all(&dirs)?;
-                }
-                Err(e) => return Err(failed(format!("read report: {e}"))),
+            let ready = message::wait(&[socket], Some(wake))
+                .map_err(|e| failed(format!("wait for the report: {e}")))?;
+            if ready[0] {
+                let answer = match message::recv(socket) {
+                    Ok(Some((answer, _))) => answer,
+                    Ok(None) => return Err(failed("the launcher ended without a report".into())),
+                    Err(e) => return Err(failed(format!("read report: {e}"))),
+                };
+                let report = serde_json::from_slice(&answer)
+                    .map_err(|e| failed(format!("the launcher sent no valid report ({e})")))?;
+                return Ok((report, timed_out));
             }
+            if grace_end.is_some_and(|end| Instant::now() >= end) {
+                return Err(failed("no report after the container was killed".into()));
+            }
+            if !timed_out {
+                timed_out = true;
+                grace_end = Some(Instant::now() + LAUNCHER_GRACE);
+            }
+            // Killed again at every tick of the grace period: a container
+            // still being created at the deadline gets its cgroup only
+            // later.
+            let dirs = cgroup::container_dirs(&self.config.cgroup_parent, id)?;
+            cgroup::kill_all(&dirs)?;
         }
-        let report = serde_json::from_slice(&answer)
-            .map_err(|e| failed(format!("launcher ended without a valid report ({e})")))?;
-        Ok((report, timed_out))
     }
 
     /// Reaps the launcher (killing it if it lingers) and removes whatever it
     /// could not: cgroups, bundle and state directories.
-    fn finish(&self, mut child: Child, id: &str) -> Result<()> {
+    pub(crate) fn finish(&self, mut child: Child, id: &str) -> Result<()> {
         let waited = Instant::now();
         loop {
             match child.try_wait() {
@@ -375,7 +395,7 @@ impl Sandbox {
 
 /// Waits for an exiting launcher on a thread of its own, so that it does
 /// not stay a zombie in a long-lived caller.
-fn reap_in_background(mut child: Child) {
+pub(crate) fn reap_in_background(mut child: Child) {
     // Without a thread the launcher stays a zombie until this process ends
     // (then init reaps it): nothing else is held.
     let _ = std::thread::Builder::new()
@@ -384,7 +404,7 @@ fn reap_in_background(mut child: Child) {
 }
 
 /// Reads a stream to its end, keeping the first `max` bytes.
-fn read_capped(mut stream: impl Read, max: usize) -> (Vec<u8>, bool) {
+pub(crate) fn read_capped(mut stream: impl Read, max: usize) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut truncated = false;
     let mut chunk = vec![0u8; 64 * 1024];

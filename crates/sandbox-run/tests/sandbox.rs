@@ -721,6 +721,82 @@ fn a_killed_launcher_leaves_nothing_after_the_run() {
     f.assert_clean();
 }
 
+/// A warm container whose command is `script` (busybox `sh`); its `/io`
+/// directory is unused until a task.
+fn warm_spec(f: &Fixture, script: &str) -> RunSpec {
+    let mut spec = f.spec(script);
+    spec.io = Some(Io::new(f.state.path()));
+    spec
+}
+
+#[test]
+fn warm_servers_that_misbehave_are_ended_and_removed() {
+    let f = Fixture::new("warmbad");
+    // Gone before it is ready: said as a run's outcome.
+    match f.sandbox.start_warm(&warm_spec(&f, "exit 3")) {
+        Err(sandbox_run::Error::WarmNotReady {
+            outcome: Outcome::Exited(3),
+            ..
+        }) => {}
+        other => panic!("a server that exits: {other:?}"),
+    }
+    f.assert_clean();
+    // Anything but `ready` first.
+    let err = f
+        .sandbox
+        .start_warm(&warm_spec(&f, "printf hello >&0; sleep 30"))
+        .unwrap_err();
+    assert!(err.to_string().contains("instead of ready"), "{err}");
+    f.assert_clean();
+    // Ready, but it never answers a task: the timeout ends the container,
+    // and it takes no more tasks.
+    let mut warm = f
+        .sandbox
+        .start_warm(&warm_spec(&f, "printf ready >&0; sleep 30"))
+        .unwrap();
+    assert!(warm.is_alive());
+    let task = tempfile::tempdir().unwrap();
+    let result = warm
+        .run(&Io::new(task.path()), Duration::from_millis(500))
+        .unwrap();
+    assert_eq!(result.outcome, Outcome::TimedOut);
+    assert!(!warm.is_alive());
+    let again = warm.run(&Io::new(task.path()), Duration::from_secs(1));
+    assert!(
+        matches!(again, Err(sandbox_run::Error::WarmGone { .. })),
+        "{again:?}"
+    );
+    warm.close().unwrap();
+    f.assert_clean();
+    // A server with another process beside it gets no task: that process
+    // could see the task's /io.
+    let mut warm = f
+        .sandbox
+        .start_warm(&warm_spec(&f, "printf ready >&0; sleep 30 & wait"))
+        .unwrap();
+    let err = warm
+        .run(&Io::new(task.path()), Duration::from_secs(10))
+        .unwrap_err();
+    assert!(err.to_string().contains("besides the server"), "{err}");
+    assert!(!warm.is_alive());
+    warm.close().unwrap();
+    f.assert_clean();
+}
+
+#[test]
+fn warm_specs_need_an_io_and_captured_output() {
+    let f = Fixture::new("warmspec");
+    let no_io = f.spec("true");
+    let mut inherited = warm_spec(&f, "true");
+    inherited.output = Output::Inherit;
+    for spec in [no_io, inherited] {
+        assert!(matches!(
+            f.sandbox.start_warm(&spec),
+            Err(sandbox_run::Error::InvalidSpec { .. })
+        ));
+    }
+}
+
 /// Waits for a container under `parent`; returns the pid of its init and of
 /// its launcher (the init's parent).
 fn find_container(parent: &str) -> (i32, i32) {

@@ -18,6 +18,7 @@
 
 mod build;
 mod task;
+mod warm;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use build::FunctionBuildSpec;
+pub use warm::WarmPolicy;
 
 use crate::{ImageTarget, Metrics, Objects, Result};
 
@@ -77,6 +79,9 @@ pub struct WorkerConfig {
     /// that cannot be pulled, a store that cannot be written) before the
     /// task is failed for good (default 5).
     pub attempts: u32,
+    /// Sandboxes kept warm between tasks of a function (see
+    /// [`WarmPolicy`]).
+    pub warm: WarmPolicy,
 }
 
 impl WorkerConfig {
@@ -98,6 +103,7 @@ impl WorkerConfig {
             drain_grace: Duration::from_secs(30),
             lease: Duration::from_secs(60),
             attempts: 5,
+            warm: WarmPolicy::default(),
         }
     }
 
@@ -116,6 +122,7 @@ pub(crate) struct Context {
     pub(crate) client: registry_client::Client,
     pub(crate) puller: Puller,
     pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) pool: Arc<warm::Pool>,
 }
 
 /// A worker; see the module documentation.
@@ -177,11 +184,12 @@ impl Worker {
                 jobs,
                 objects,
                 metrics,
-                config,
                 builder,
                 client,
                 puller,
                 sandbox: Arc::new(sandbox),
+                pool: Arc::new(warm::Pool::new(config.warm.clone())),
+                config,
             }),
         })
     }
@@ -196,6 +204,7 @@ impl Worker {
         for failover in self.ctx.puller.failovers() {
             out.push_str(&failover.metrics().to_prometheus());
         }
+        out.push_str(&self.ctx.pool.prometheus());
         out
     }
 
@@ -204,6 +213,16 @@ impl Worker {
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         let ctx = &self.ctx;
         let prewarm = tokio::spawn(prewarm(ctx.clone()));
+        let expire = tokio::spawn({
+            let pool = ctx.pool.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let pool = pool.clone();
+                    let _ = tokio::task::spawn_blocking(move || pool.expire()).await;
+                }
+            }
+        });
         let slots = Arc::new(Semaphore::new(ctx.config.concurrency.max(1)));
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
@@ -252,6 +271,9 @@ impl Worker {
             running.abort_all();
             while running.join_next().await.is_some() {}
         }
+        expire.abort();
+        let pool = ctx.pool.clone();
+        let _ = tokio::task::spawn_blocking(move || pool.close()).await;
         Ok(())
     }
 }

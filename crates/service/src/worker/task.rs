@@ -6,12 +6,14 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use function_run::Reply;
+use function_run::{Options, Reply, WarmFunction};
 use jobs::{Task, TaskResult, UsageKind};
+use layer_cache::CachedImage;
 use oci_model::Endpoint;
-use sandbox_run::RootFs;
+use sandbox_run::{RootFs, Sandbox};
 
 use super::Context;
+use super::warm::{self, Pool};
 use crate::keys;
 
 /// Why a task could not run this time, though another attempt may: the
@@ -51,11 +53,17 @@ pub(crate) async fn run(ctx: &Context, task: &Task) -> Result<TaskResult, Retry>
         Ok(i) => i,
         Err(e) => return Ok(failed(task, "BadImage", &e.to_string(), started)),
     };
-    let pulled = ctx
-        .puller
-        .pull(&image)
-        .await
-        .map_err(|e| Retry(format!("pulling {image}: {e}")))?;
+    let key = format!("{}:{}", task.function_id, task.image);
+    // A sandbox kept warm holds its image pinned: no pull needed.
+    let ready = match ctx.pool.take(&key) {
+        Some(kept) => Ready::Warm(Box::new(kept)),
+        None => Ready::Cold(Box::new(
+            ctx.puller
+                .pull(&image)
+                .await
+                .map_err(|e| Retry(format!("pulling {image}: {e}")))?,
+        )),
+    };
     if let Err(e) = ctx
         .jobs
         .record_usage(&task.image, &ctx.config.id, UsageKind::Run)
@@ -63,17 +71,39 @@ pub(crate) async fn run(ctx: &Context, task: &Task) -> Result<TaskResult, Retry>
     {
         tracing::warn!(task = %task.id, error = %e, "recording image usage");
     }
-    let rootfs = RootFs::Overlay {
-        lower: pulled.lower_dirs(),
-    };
-    let config = pulled.config.clone();
     let sandbox = ctx.sandbox.clone();
     let options = ctx.config.invoke.clone();
+    let pool = ctx.pool.clone();
+    let id = task.id;
     let done = tokio::task::spawn_blocking(move || {
-        let done = function_run::invoke(&sandbox, rootfs, &config, &inputs, &options);
-        // The image stays pinned in the cache until the run is over.
-        drop(pulled);
-        done
+        let ready = match ready {
+            Ready::Cold(image) => start_warm(&pool, &sandbox, image, &options, id),
+            warm => warm,
+        };
+        match ready {
+            Ready::Warm(mut warm) => match warm.function.invoke(&inputs) {
+                Ok(done) => {
+                    pool.give_back(key, *warm);
+                    Ok(done)
+                }
+                // The sandbox broke before a reply: once more in a
+                // container of its own.
+                Err(e) => {
+                    tracing::warn!(task = %id, error = %e, "warm sandbox failed; running cold");
+                    let rootfs = RootFs::Overlay {
+                        lower: warm.image.lower_dirs(),
+                    };
+                    function_run::invoke(&sandbox, rootfs, &warm.image.config, &inputs, &options)
+                }
+            },
+            Ready::Cold(image) => {
+                let rootfs = RootFs::Overlay {
+                    lower: image.lower_dirs(),
+                };
+                // The image stays pinned in the cache until the run is over.
+                function_run::invoke(&sandbox, rootfs, &image.config, &inputs, &options)
+            }
+        }
     })
     .await
     .map_err(|e| Retry(format!("the sandbox thread failed: {e}")))?
@@ -110,6 +140,44 @@ pub(crate) async fn run(ctx: &Context, task: &Task) -> Result<TaskResult, Retry>
             duration_ms: Some(duration_ms),
         },
     })
+}
+
+/// Where a task runs.
+enum Ready {
+    /// In a warm sandbox.
+    Warm(Box<warm::Sandbox>),
+    /// In a container of its own, from the pulled image.
+    Cold(Box<CachedImage>),
+}
+
+/// A warm sandbox for `image` when the pool keeps them and the image's
+/// runner can serve one; else the image back, for a container of its own.
+fn start_warm(
+    pool: &Pool,
+    sandbox: &Sandbox,
+    image: Box<CachedImage>,
+    options: &Options,
+    task: uuid::Uuid,
+) -> Ready {
+    if !pool.enabled() || !WarmFunction::supported(&image.config) {
+        return Ready::Cold(image);
+    }
+    let rootfs = RootFs::Overlay {
+        lower: image.lower_dirs(),
+    };
+    match WarmFunction::start(sandbox, rootfs, &image.config, options) {
+        Ok(function) => {
+            pool.started();
+            Ready::Warm(Box::new(warm::Sandbox {
+                function,
+                image: *image,
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(%task, error = %e, "starting a warm sandbox; running cold");
+            Ready::Cold(image)
+        }
+    }
 }
 
 /// A failure of the task itself (bad inputs, a bad image name): final.
