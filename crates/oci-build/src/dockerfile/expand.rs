@@ -409,7 +409,9 @@ impl<'a> Lexer<'a> {
                 let op = self.scanner.next();
                 self.process_modifier(&name, op, true)
             }
-            Some(op @ ('+' | '-' | '?' | '#' | '%')) => self.process_modifier(&name, Some(op), false),
+            Some(op @ ('+' | '-' | '?' | '#' | '%')) => {
+                self.process_modifier(&name, Some(op), false)
+            }
             Some('/') => self.process_replace(&name),
             Some(other) => Err(ExpandErrorKind::UnsupportedModifier(other.to_string())),
             None => Err(ExpandErrorKind::MissingBrace),
@@ -440,7 +442,11 @@ impl<'a> Lexer<'a> {
             Some(value) => null_is_unset && value.is_empty(),
         };
         match op {
-            Some('-') => Ok(if unset { word } else { value.unwrap_or_default().to_owned() }),
+            Some('-') => Ok(if unset {
+                word
+            } else {
+                value.unwrap_or_default().to_owned()
+            }),
             Some('+') => Ok(if unset { String::new() } else { word }),
             Some('?') => {
                 if unset {
@@ -671,10 +677,12 @@ impl ShellPattern {
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, ExpandErrorKind> {
     let compiled = ShellPattern::new(pattern, greedy, true)?;
     let chars: Vec<char> = value.chars().collect();
-    Ok(match compiled.match_ends(&chars).first().copied().flatten() {
-        Some(end) => chars[end..].iter().collect(),
-        None => value.to_owned(),
-    })
+    Ok(
+        match compiled.match_ends(&chars).first().copied().flatten() {
+            Some(end) => chars[end..].iter().collect(),
+            None => value.to_owned(),
+        },
+    )
 }
 
 /// `${VAR%pattern}` / `${VAR%%pattern}`: BuildKit reverses pattern and
@@ -1081,11 +1089,7 @@ A|${0:-bbb}                 |     bbb
             if expected == "error" {
                 assert!(result.is_err(), "line {number}: {source:?} gave {result:?}");
             } else {
-                assert_eq!(
-                    result.as_deref(),
-                    Ok(expected),
-                    "line {number}: {source:?}"
-                );
+                assert_eq!(result.as_deref(), Ok(expected), "line {number}: {source:?}");
             }
             checked += 1;
         }
@@ -1139,7 +1143,11 @@ A|${0:-bbb}                 |     bbb
                 assert!(result.is_err(), "{input:?} gave {result:?}");
             } else {
                 let expected: Vec<&str> = expected.split(',').collect();
-                assert_eq!(result, Ok(expected.iter().map(|w| (*w).to_owned()).collect()), "{input:?}");
+                assert_eq!(
+                    result,
+                    Ok(expected.iter().map(|w| (*w).to_owned()).collect()),
+                    "{input:?}"
+                );
             }
         }
     }
@@ -1173,7 +1181,10 @@ A|${0:-bbb}                 |     bbb
             }
         );
         let e = err("${FOO:?}", &[("FOO", "")]);
-        assert_eq!(e.to_string(), "failed to process \"${FOO:?}\": FOO: is not allowed to be empty");
+        assert_eq!(
+            e.to_string(),
+            "failed to process \"${FOO:?}\": FOO: is not allowed to be empty"
+        );
     }
 
     /// BuildKit's `TestProcessWithMatches` (values and errors; the
@@ -1186,7 +1197,11 @@ A|${0:-bbb}                 |     bbb
             ("x ${UNUSED}", &[("DUMMY", "dummy")], Some("x ")),
             ("x ${FOO}", &[("FOO", "y")], Some("x y")),
             ("${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}", &fb, Some("xxx  ccc")),
-            ("${FOO:-aaa} ${BAR:-bbb} ${BAZ:-ccc}", &fb, Some("xxx bbb ccc")),
+            (
+                "${FOO:-aaa} ${BAR:-bbb} ${BAZ:-ccc}",
+                &fb,
+                Some("xxx bbb ccc"),
+            ),
             ("${FOO:-}", &fb, Some("xxx")),
             ("${FOO:-}", &[], Some("")),
             ("${FOO+aaa} ${BAR+bbb} ${BAZ+ccc}", &fb, Some("aaa bbb ")),
@@ -1203,7 +1218,11 @@ A|${0:-bbb}                 |     bbb
             ("${FOO=}", &[], None),
             // Special characters of regular expressions are literal; `}`
             // must be escaped not to end the `${}`.
-            (r"${FOO#()[]{\}^$.\*\?|\\}", &[("FOO", r"()[]{}^$.*?|\x")], Some("x")),
+            (
+                r"${FOO#()[]{\}^$.\*\?|\\}",
+                &[("FOO", r"()[]{}^$.*?|\x")],
+                Some("x"),
+            ),
             (r"${FOO%%\**}", &[("FOO", "xx**")], Some("xx")),
             ("${FOO#*x*y}", &[("FOO", "xxyy")], Some("y")),
             ("${FOO#*}", &[("FOO", "xxyy")], Some("xxyy")),
@@ -1213,10 +1232,18 @@ A|${0:-bbb}                 |     bbb
             ("${FOO##*x}", &[("FOO", "xxyy")], Some("yy")),
             ("${FOO##}", &[("FOO", "xxyy")], Some("xxyy")),
             (r"${FOO#?\?}", &[("FOO", "???y")], Some("?y")),
-            ("${ABC:-.}${FOO%x}${ABC:-.}", &[("FOO", "xxyy")], Some(".xxyy.")),
+            (
+                "${ABC:-.}${FOO%x}${ABC:-.}",
+                &[("FOO", "xxyy")],
+                Some(".xxyy."),
+            ),
             (r"${FOO%%\**\*}", &[("FOO", "a***yy*")], Some("a")),
             ("${FOO%}", &[("FOO", "xxyy")], Some("xxyy")),
-            ("${FOO%%$BAR}", &[("FOO", "xxyy"), ("BAR", "")], Some("xxyy")),
+            (
+                "${FOO%%$BAR}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("xxyy"),
+            ),
             ("${FOO:#}", &[], None),
             ("${FOO:##}", &[], None),
             ("${FOO:%}", &[], None),
@@ -1233,18 +1260,34 @@ A|${0:-bbb}                 |     bbb
             ),
             (
                 "${FOO/$NEEDLE/$REPLACEMENT} - ${FOO//$NEEDLE/$REPLACEMENT}",
-                &[("FOO", "/a/foo/b/c.txt"), ("NEEDLE", "/?/"), ("REPLACEMENT", "/")],
+                &[
+                    ("FOO", "/a/foo/b/c.txt"),
+                    ("NEEDLE", "/?/"),
+                    ("REPLACEMENT", "/"),
+                ],
                 Some("/foo/b/c.txt - /foo/c.txt"),
             ),
             (
                 "${FOO/$NEEDLE/$REPLACEMENT}",
-                &[("FOO", "http://google.de"), ("NEEDLE", "http://"), ("REPLACEMENT", "https://")],
+                &[
+                    ("FOO", "http://google.de"),
+                    ("NEEDLE", "http://"),
+                    ("REPLACEMENT", "https://"),
+                ],
                 Some("https://google.de"),
             ),
             // Escaped separators: the `\` before `/` in the replacement stays.
-            (r"${FOO//\//\/}", &[("FOO", "/tmp/foo.txt")], Some(r"\/tmp\/foo.txt")),
+            (
+                r"${FOO//\//\/}",
+                &[("FOO", "/tmp/foo.txt")],
+                Some(r"\/tmp\/foo.txt"),
+            ),
             // Partial input BuildKit keeps working on.
-            ("${FOO/$BAR/ww}", &[("FOO", "xxyy"), ("BAR", "")], Some("wwxxyy")),
+            (
+                "${FOO/$BAR/ww}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("wwxxyy"),
+            ),
             ("${FOO//ww}", &[("FOO", "xxyy")], None),
             ("${FOO//}", &[("FOO", "xxyy")], None),
             ("${FOO///}", &[("FOO", "xxyy")], Some("xxyy")),
@@ -1278,20 +1321,31 @@ A|${0:-bbb}                 |     bbb
             with(&[("TARGETARCH", "arm64"), ("TARGETVARIANT", "")]),
             "something-v1.2.3.linux-arm64.tar.gz"
         );
-        assert_eq!(with(&[("TARGETARCH", "arm64")]), "something-v1.2.3.linux-arm64.tar.gz");
+        assert_eq!(
+            with(&[("TARGETARCH", "arm64")]),
+            "something-v1.2.3.linux-arm64.tar.gz"
+        );
     }
 
     /// BuildKit's `TestGetEnv`: the last definition wins.
     #[test]
     fn pairs_last_one_wins() {
         let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-            list.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect()
+            list.iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
         };
         assert_eq!(Vars::get(&pairs(&[]), "foo"), None);
         assert_eq!(Vars::get(&pairs(&[("foo", "")]), "foo"), Some(""));
-        assert_eq!(Vars::get(&pairs(&[("foo", "bar"), ("car", "hat")]), "car"), Some("hat"));
+        assert_eq!(
+            Vars::get(&pairs(&[("foo", "bar"), ("car", "hat")]), "car"),
+            Some("hat")
+        );
         let list = pairs(&[("foo", "bar"), ("car", "hat"), ("car", "bike")]);
-        assert_eq!(process_word("$foo $car", &list, '\\').as_deref(), Ok("bar bike"));
+        assert_eq!(
+            process_word("$foo $car", &list, '\\').as_deref(),
+            Ok("bar bike")
+        );
         let map: HashMap<String, String> = [("a".to_owned(), "1".to_owned())].into_iter().collect();
         assert_eq!(process_word("${a}${b:-2}", &map, '\\').as_deref(), Ok("12"));
     }
@@ -1323,7 +1377,10 @@ A|${0:-bbb}                 |     bbb
         for bad in [r"${V#\x}", r"${V#a\}", r"${V%\\\}", r"${V/\x/y}"] {
             let e = err(bad, &value);
             assert!(
-                matches!(e.kind, ExpandErrorKind::InvalidPattern { .. } | ExpandErrorKind::MissingBrace),
+                matches!(
+                    e.kind,
+                    ExpandErrorKind::InvalidPattern { .. } | ExpandErrorKind::MissingBrace
+                ),
                 "{bad:?}: {e}"
             );
         }
@@ -1374,7 +1431,8 @@ A|${0:-bbb}                 |     bbb
         assert_eq!(ok("${V///-}", &v), "-a-b-c-");
         assert_eq!(ok(r"${V//b/[\$0]}", &v), r"a[\b]c");
         assert_eq!(ok(r"${V/b/[\$0]}", &v), r"a[\$0]c");
-        assert_eq!(ok(r"${V//b/\$\$}", &v), r"a\\$c");
+        assert_eq!(ok(r"${V//b/\$\$}", &v), r"a\$\$c");
+        assert_eq!(ok("${V//b/$R}", &[("V", "abc"), ("R", "$$")]), "a$c");
         assert_eq!(ok(r"${V//b/\$x}", &v), r"a\c");
         assert_eq!(ok(r"${V//b/\$.}", &v), r"a\$.c");
     }
@@ -1418,9 +1476,18 @@ A|${0:-bbb}                 |     bbb
             ("${}", ExpandErrorKind::BadSubstitution),
             ("${:-x}", ExpandErrorKind::BadSubstitution),
             ("${{x}", ExpandErrorKind::BadSubstitution),
-            ("${1abc}", ExpandErrorKind::UnsupportedModifier("a".to_owned())),
-            ("${VAR:=x}", ExpandErrorKind::UnsupportedModifier(":=".to_owned())),
-            ("${VAR:#x}", ExpandErrorKind::UnsupportedModifier(":#".to_owned())),
+            (
+                "${1abc}",
+                ExpandErrorKind::UnsupportedModifier("a".to_owned()),
+            ),
+            (
+                "${VAR:=x}",
+                ExpandErrorKind::UnsupportedModifier(":=".to_owned()),
+            ),
+            (
+                "${VAR:#x}",
+                ExpandErrorKind::UnsupportedModifier(":#".to_owned()),
+            ),
             ("'abc", ExpandErrorKind::UnterminatedSingleQuote),
             ("\"abc", ExpandErrorKind::UnterminatedDoubleQuote),
             ("\"abc\\\"", ExpandErrorKind::UnterminatedDoubleQuote),
@@ -1475,7 +1542,9 @@ A|${0:-bbb}                 |     bbb
         let mut errors = 0;
         for round in 0..20_000 {
             let len = rng.below(24);
-            let text: String = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+            let text: String = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
             let escape = if round % 5 == 0 { '`' } else { '\\' };
             let word = process_word(&text, &env, escape);
             let words = process_words(&text, &env, escape);
