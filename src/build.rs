@@ -41,17 +41,29 @@ pub(crate) struct ValidateArgs {
     policy: PolicyArgs,
 }
 
-/// `hoist build DIR --base REF (--tag REF | --registry ... --version V)`.
+/// `hoist build DIR --base REF (--tag REF | --registry ... --version V)`,
+/// or `hoist build -f Dockerfile CONTEXT --tag REF...`.
 #[derive(Args)]
 pub(crate) struct BuildArgs {
-    /// The function directory (user_function.py, optional requirements.txt).
+    /// The function directory (user_function.py, optional requirements.txt),
+    /// or with -f the build context.
     dir: PathBuf,
+    /// Build this Dockerfile with DIR as its context.
+    #[arg(short = 'f', long = "file", value_name = "DOCKERFILE", conflicts_with_all = ["base", "registry", "namespace", "user", "function", "version", "no_bytecode"])]
+    file: Option<PathBuf>,
+    /// A build argument of the Dockerfile (repeatable).
+    #[arg(long = "build-arg", value_name = "NAME=VALUE", requires = "file")]
+    build_args: Vec<String>,
+    /// The Dockerfile stage to build (default: the last).
+    #[arg(long, value_name = "STAGE", requires = "file")]
+    target: Option<String>,
     /// Base image: a reference or oci:DIR[:TAG].
-    #[arg(long, value_name = "IMAGE")]
-    base: Endpoint,
-    /// Name of the result, overriding the naming template.
-    #[arg(long, value_name = "REF", conflicts_with_all = ["registry", "namespace"])]
-    tag: Option<Reference>,
+    #[arg(long, value_name = "IMAGE", required_unless_present = "file")]
+    base: Option<Endpoint>,
+    /// Name of the result, overriding the naming template; repeat it to
+    /// push the same image under several names.
+    #[arg(long, value_name = "REF", conflicts_with_all = ["registry", "namespace"], required_if_eq("file", "file"))]
+    tag: Vec<Reference>,
     /// Registry of the templated name
     /// {registry}/{namespace}/functions/user-{user}-func-{function}:v{version}-{sha8}.
     #[arg(long, value_name = "HOST", required_unless_present = "tag")]
@@ -126,15 +138,24 @@ pub(crate) fn validate(g: &Global, args: ValidateArgs) -> Result<bool> {
 }
 
 pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
-    let dir = &args.dir;
-    let name = name(&args)?;
-    naming::check_tag(&name, args.allow_latest)?;
     if let Some(out) = &args.output
         && !matches!(out, Endpoint::Layout { .. })
     {
         bail!("--output takes an OCI layout (oci:DIR[:TAG]), not {out}; to push, use --tag");
     }
-    let mut spec = FunctionSpec::new(dir.clone(), args.base.clone(), name.clone());
+    if args.file.is_some() {
+        return dockerfile(g, client, args).await;
+    }
+    let dir = &args.dir;
+    if args.tag.len() > 1 {
+        bail!("a function build takes one --tag");
+    }
+    let name = name(&args)?;
+    naming::check_tag(&name, args.allow_latest)?;
+    let Some(base) = args.base.clone() else {
+        bail!("--base IMAGE is needed");
+    };
+    let mut spec = FunctionSpec::new(dir.clone(), base, name.clone());
     spec.user = args.user.clone();
     spec.function = args.function.clone();
     spec.version = args.version.clone();
@@ -203,7 +224,7 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
     if !g.quiet && !output.facts.stdlib_bytecode {
         eprintln!(
             "hoist: warning: base image {} ships no bytecode for the standard library of {}: every start compiles the standard modules it imports",
-            args.base, output.facts.interpreter
+            spec.base, output.facts.interpreter
         );
     }
     if g.json {
@@ -246,6 +267,85 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
     Ok(())
 }
 
+/// `hoist build -f Dockerfile CONTEXT --tag REF...`: builds into the
+/// store, then pushes to every tag (blobs a registry has are skipped or
+/// mounted, so a second tag on one registry uploads nothing again) or
+/// writes the layout of --output.
+async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
+    let file = args.file.clone().expect("checked by the caller");
+    let mut names = args.tag.clone();
+    if names.is_empty() {
+        bail!("--tag REF is needed");
+    }
+    if args.tag_from_git {
+        let sha = naming::git_short_sha(&args.dir)?;
+        for n in &mut names {
+            *n = n.with_tag(&format!("sha-{sha}"))?;
+        }
+    }
+    for n in &names {
+        naming::check_tag(n, args.allow_latest)?;
+    }
+    let mut spec = oci_build::DockerfileSpec::new(&file, &args.dir, names[0].clone());
+    for kv in &args.build_args {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--build-arg {kv}: not NAME=VALUE"))?;
+        spec.build_args.insert(k.to_owned(), v.to_owned());
+    }
+    spec.target = args.target.clone();
+    let mut builder = Builder::new(client.clone())?;
+    if let Some(c) = &args.cache_dir {
+        builder = builder.cache_dir(c);
+    }
+    if let Some(p) = &args.platform {
+        builder = builder.platform(p.clone());
+    }
+    let output = builder
+        .build_dockerfile(&spec)
+        .await
+        .with_context(|| format!("build {}", file.display()))?;
+    if !g.quiet && !g.json {
+        for step in &output.steps {
+            eprintln!("{step}");
+        }
+    }
+    let destinations: Vec<Endpoint> = match &args.output {
+        Some(Endpoint::Layout { dir, tag }) => vec![Endpoint::Layout {
+            dir: dir.clone(),
+            tag: Some(tag.clone().unwrap_or_else(|| output.store_tag.clone())),
+        }],
+        _ => names.iter().cloned().map(Endpoint::Registry).collect(),
+    };
+    let copier = Copier::new(client).jobs(g.jobs);
+    let mut pushed = Vec::new();
+    for dst in &destinations {
+        let report = copier
+            .push(&output.image, dst)
+            .await
+            .with_context(|| format!("push {dst}"))?;
+        pushed.push(serde_json::json!({"destination": dst.to_string(), "push": report}));
+    }
+    if g.json {
+        let value = serde_json::json!({
+            "digest": output.manifest_digest,
+            "config_digest": output.config_digest,
+            "added_layers": output.added_layers,
+            "steps": output.steps,
+            "destinations": pushed,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    for dst in &destinations {
+        match dst {
+            Endpoint::Registry(r) => println!("{}", r.with_digest(output.manifest_digest.clone())),
+            Endpoint::Layout { .. } => println!("{dst}@{}", output.manifest_digest),
+        }
+    }
+    Ok(())
+}
+
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e5).round() / 100.0
 }
@@ -265,7 +365,7 @@ fn invalid(problems: &[Problem]) -> anyhow::Error {
 /// The result's name: --tag, else the naming template; --tag-from-git
 /// replaces the tag with `sha-<short SHA>`.
 fn name(args: &BuildArgs) -> Result<Reference> {
-    let name = match &args.tag {
+    let name = match args.tag.first() {
         Some(t) => t.clone(),
         None => {
             let part = |v: &Option<String>| v.clone().unwrap_or_default();

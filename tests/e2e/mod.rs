@@ -4,6 +4,7 @@ mod auth;
 mod build;
 mod cli;
 mod copy;
+mod dockerfile;
 mod faults;
 mod functions;
 mod hostile;

@@ -182,6 +182,68 @@ where
     Ok(false)
 }
 
+/// Resolves `endpoint` for `platform` and copies its manifest, config and
+/// layers into `store`; returns the image and, for a registry image, its
+/// reference pinned by digest (a source to mount its layers from).
+pub(crate) async fn resolve_into_store(
+    client: &Client,
+    endpoint: &Endpoint,
+    platform: &Platform,
+    store: &Layout,
+) -> Result<(SourceImage<Layout>, Option<Reference>)> {
+    let (resolved, config, pinned) = match endpoint {
+        Endpoint::Registry(r) => {
+            let source = StoreFirst {
+                store,
+                source: client.clone(),
+            };
+            let image = oci_model::resolve(source, r, platform).await?;
+            copy_layers(&image, store).await?;
+            let pinned = image.reference().clone();
+            let (resolved, config) = parts(&image);
+            (resolved, config, Some(pinned))
+        }
+        Endpoint::Layout { dir, tag } => {
+            let layout = Layout::open(dir)?;
+            let r = layout.reference(tag.as_deref())?;
+            let source = StoreFirst {
+                store,
+                source: layout,
+            };
+            let image = oci_model::resolve(source, &r, platform).await?;
+            copy_layers(&image, store).await?;
+            let (resolved, config) = parts(&image);
+            (resolved, config, None)
+        }
+    };
+    store.write_blob(&config)?;
+    Ok((
+        SourceImage::with_config(store.clone(), resolved, config)?,
+        pinned,
+    ))
+}
+
+/// What names `image` and its config bytes, to read it again elsewhere.
+fn parts<S: Source>(image: &SourceImage<S>) -> (oci_model::Resolved, Vec<u8>) {
+    let resolved = oci_model::Resolved {
+        reference: image.reference().clone(),
+        manifest: image.manifest().clone(),
+        index: image.index().cloned(),
+    };
+    (resolved, image.config_bytes().to_vec())
+}
+
+/// Copies every layer of `image` into `store`.
+async fn copy_layers<S: Source>(
+    image: &SourceImage<StoreFirst<'_, S>>,
+    store: &Layout,
+) -> Result<()> {
+    for desc in image.manifest().layers() {
+        blob_to_store(image, store, desc).await?;
+    }
+    Ok(())
+}
+
 /// Reads the base, stores its layers and config, and learns its facts.
 pub(crate) async fn load(
     client: &Client,

@@ -212,14 +212,14 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// temporary file and renamed).
 #[derive(Clone)]
 pub struct Builder {
-    client: Client,
+    pub(crate) client: Client,
     http: reqwest::Client,
-    cache_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
     policy: Policy,
     resolver: ResolverSettings,
-    epoch: u64,
+    pub(crate) epoch: u64,
     label_prefix: String,
-    platform: Platform,
+    pub(crate) platform: Platform,
     sandbox: Option<SandboxConfig>,
     bytecode_limits: Limits,
 }

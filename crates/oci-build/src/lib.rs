@@ -52,6 +52,7 @@
 mod base;
 mod build;
 mod bytecode;
+mod dockerfile;
 mod facts;
 mod image;
 mod install;
@@ -66,6 +67,7 @@ pub use build::{
     default_cache_dir,
 };
 pub use bytecode::{Bytecode, NoBytecode};
+pub use dockerfile::{DockerfileOutput, DockerfileSpec, fuzz as dockerfile_fuzz};
 pub use facts::{BaseFacts, Libc};
 pub use function_check::{Policy, Problem};
 pub use install::{SCRIPTS, SITE_PACKAGES};
@@ -80,6 +82,18 @@ pub enum Error {
     Invalid {
         /// Every problem found, each naming file, line and column.
         problems: Vec<Problem>,
+    },
+    /// A Dockerfile that cannot be built: its problem, where.
+    #[error("{}:{line}:{column}: {message}", .path.display())]
+    Dockerfile {
+        /// The Dockerfile (or `.dockerignore`).
+        path: PathBuf,
+        /// 1-based line (0 when the problem has no place).
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
     },
     /// The validator could not read the function directory.
     #[error(transparent)]

@@ -1,4 +1,4 @@
-//! Dockerfile variable substitution, ported from BuildKit's
+//! Dockerfile variable substitution, ported from `BuildKit`'s
 //! `frontend/dockerfile/shell/lex.go` (the default `Lex`, as used for
 //! `ENV`, `ARG`, `LABEL`, `WORKDIR`, `COPY`, … : quotes are removed,
 //! escapes are processed and unset variables expand to "").
@@ -31,7 +31,7 @@ impl<S: BuildHasher> Vars for HashMap<String, String, S> {
 }
 
 /// Pairs in definition order; the last pair with a name wins, as with
-/// BuildKit's `EnvsFromSlice` (a later `ENV` overrides an earlier one).
+/// `BuildKit`'s `EnvsFromSlice` (a later `ENV` overrides an earlier one).
 impl Vars for Vec<(String, String)> {
     fn get(&self, name: &str) -> Option<&str> {
         self.iter()
@@ -51,7 +51,7 @@ pub(crate) struct ExpandError {
     pub(crate) kind: ExpandErrorKind,
 }
 
-/// What was wrong with the text; the messages are BuildKit's.
+/// What was wrong with the text; the messages are `BuildKit`'s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ExpandErrorKind {
     /// `'` without its closing `'`.
@@ -79,9 +79,12 @@ pub(crate) enum ExpandErrorKind {
     Required {
         /// The variable.
         name: String,
-        /// The message from the text, or BuildKit's default one.
+        /// The message from the text, or `BuildKit`'s default one.
         message: String,
     },
+    /// More than [`MAX_DEPTH`] nested `${…}`.
+    #[error("substitutions nested too deeply")]
+    TooDeep,
     /// A `#`, `%` or `/` pattern with a `\` that escapes nothing it may.
     #[error("invalid pattern ({pattern}) in substitution: invalid escape {escape}")]
     InvalidPattern {
@@ -94,17 +97,18 @@ pub(crate) enum ExpandErrorKind {
 
 /// Expands `$VAR`, `${VAR}`, `${VAR:-word}`, `${VAR:+word}`, `${VAR-word}`,
 /// `${VAR+word}`, `${VAR:?message}` / `${VAR?message}` (error when
-/// unset/empty), and the BuildKit forms `${VAR#pattern}`,
+/// unset/empty), and the `BuildKit` forms `${VAR#pattern}`,
 /// `${VAR##pattern}`, `${VAR%pattern}`, `${VAR%%pattern}`,
 /// `${VAR/pattern/replacement}`, `${VAR//pattern/replacement}` (patterns:
 /// `*` and `?` globs, literal otherwise), and removes quotes and escapes,
-/// exactly as BuildKit's `Lex.ProcessWord` does.
+/// exactly as `BuildKit`'s `Lex.ProcessWord` does.
 ///
-/// `escape` is the Dockerfile's escape character (`\`, or `` ` `` after
-/// `# escape=``): it makes the next character literal (`\$VAR` gives
-/// `$VAR`). Inside `'…'` nothing is expanded; inside `"…"` variables are,
-/// and the escape only escapes `"`, `$` and itself. Names are letters,
-/// digits and `_` not starting with a digit; like BuildKit, `$1`/`$12`
+/// `escape` is the Dockerfile's escape character (`\`, or a backtick after
+/// an `# escape=` directive): it makes the next character literal (`\$VAR`
+/// gives `$VAR`). Inside `'…'` nothing is expanded; inside `"…"` variables are,
+/// and the escape only escapes `"`, `$` and itself. Names are letters
+/// (any Unicode letter, as in `BuildKit`), digits and `_`, not starting
+/// with a digit; like `BuildKit`, `$1`/`$12`
 /// (positional) and `$@ $* $# $? $- $$ $! $0` (special) are names too,
 /// never set, so they expand to "". `$` before anything else is literal.
 ///
@@ -127,12 +131,12 @@ pub(crate) fn process_word(
 }
 
 /// Like [`process_word`], then splits the result into words on whitespace
-/// that was neither quoted, escaped nor inside a `${…}` word, as BuildKit's
+/// that was neither quoted, escaped nor inside a `${…}` word, as `BuildKit`'s
 /// `Lex.ProcessWords` does (used for `EXPOSE`): the value of a variable is
 /// split too, `""` alone gives no word, and `<<` plus the blanks after it
 /// stay one word with what follows (heredoc markers).
 ///
-/// One difference from BuildKit, on purpose: there, a `${VAR<op>word}`
+/// One difference from `BuildKit`, on purpose: there, a `${VAR<op>word}`
 /// drops the text of the current word before it (`a${X:-b}` gives `["b"]`,
 /// because the nested parse resets a shared buffer); here it gives
 /// `["ab"]`, as `process_word` and a shell do.
@@ -182,11 +186,11 @@ impl Scanner {
     }
 }
 
-/// Word splitting state, BuildKit's `wordsStruct`.
+/// Word splitting state, `BuildKit`'s `wordsStruct`.
 #[derive(Default)]
 struct Words {
     buf: String,
-    words: Vec<String>,
+    done: Vec<String>,
     in_word: bool,
 }
 
@@ -197,7 +201,7 @@ impl Words {
             // BuildKit only ends a word that has text: `''` sets `in_word`
             // with an empty buffer and never becomes a word.
             if self.in_word && !self.buf.is_empty() {
-                self.words.push(std::mem::take(&mut self.buf));
+                self.done.push(std::mem::take(&mut self.buf));
                 self.in_word = false;
             }
         } else {
@@ -223,16 +227,23 @@ impl Words {
 
     fn finish(mut self) -> Vec<String> {
         if !self.buf.is_empty() {
-            self.words.push(self.buf);
+            self.done.push(self.buf);
         }
-        self.words
+        self.done
     }
 }
+
+/// How deep `${…}` may nest (in words and quotes). Go's growable stacks
+/// have no such limit; here it keeps hostile input from exhausting the
+/// thread's stack.
+const MAX_DEPTH: usize = 200;
 
 struct Lexer<'a> {
     scanner: Scanner,
     vars: &'a dyn Vars,
     escape: char,
+    /// Current `${…}` nesting.
+    depth: usize,
 }
 
 impl<'a> Lexer<'a> {
@@ -241,11 +252,12 @@ impl<'a> Lexer<'a> {
             scanner: Scanner::new(text),
             vars,
             escape,
+            depth: 0,
         }
     }
 
     /// Processes up to `stop` (consumed) or the end of the text.
-    /// `raw_escapes` keeps escape characters in the result: BuildKit does
+    /// `raw_escapes` keeps escape characters in the result: `BuildKit` does
     /// that inside `#`, `%` and `/` patterns, whose own escapes (`\*`) are
     /// read later by the pattern parser.
     fn process_stop_on(
@@ -365,7 +377,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// `<` or `<<` plus the blanks after it, kept together as one word
-    /// (BuildKit's heredoc detection relies on it).
+    /// (`BuildKit`'s heredoc detection relies on it).
     fn process_possible_heredoc(&mut self) -> String {
         self.scanner.next();
         if self.scanner.peek() != Some('<') {
@@ -386,6 +398,16 @@ impl<'a> Lexer<'a> {
 
     /// `$…` at the current position.
     fn process_dollar(&mut self) -> Result<String, ExpandErrorKind> {
+        if self.depth >= MAX_DEPTH {
+            return Err(ExpandErrorKind::TooDeep);
+        }
+        self.depth += 1;
+        let result = self.process_dollar_at_depth();
+        self.depth -= 1;
+        result
+    }
+
+    fn process_dollar_at_depth(&mut self) -> Result<String, ExpandErrorKind> {
         self.scanner.next();
         if self.scanner.peek() != Some('{') {
             let name = self.process_name();
@@ -570,7 +592,7 @@ enum Tok {
     Star,
 }
 
-/// A shell pattern as BuildKit turns it into a regular expression
+/// A shell pattern as `BuildKit` turns it into a regular expression
 /// (`convertShellPatternToRegex`): `*`, `?`, and `\` escaping `*`, `?`,
 /// `\`, `}` and `/`; no bracket expressions.
 struct ShellPattern {
@@ -685,7 +707,7 @@ fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, Expan
     )
 }
 
-/// `${VAR%pattern}` / `${VAR%%pattern}`: BuildKit reverses pattern and
+/// `${VAR%pattern}` / `${VAR%%pattern}`: `BuildKit` reverses pattern and
 /// value to turn the shortest/longest suffix into a prefix.
 fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, ExpandErrorKind> {
     let reversed: String = value.chars().rev().collect();
@@ -795,6 +817,9 @@ fn extract_group_ref(text: &str) -> Option<(&str, &str)> {
 mod tests {
     use super::*;
 
+    /// Input, variables, expected result (`None`: an error).
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -820,7 +845,7 @@ mod tests {
         }
     }
 
-    /// BuildKit's `frontend/dockerfile/shell/envVarTest`, verbatim:
+    /// `BuildKit`'s `frontend/dockerfile/shell/envVarTest`, verbatim:
     /// `platform|input|expected` (A = all, U = Unix, W = Windows; `error`
     /// means an error is expected).
     const ENV_VAR_TEST: &str = r#"
@@ -1064,7 +1089,7 @@ A|${0:+bbb}                 |
 A|${0:-bbb}                 |     bbb
 "#;
 
-    /// BuildKit's `TestShellParser4EnvVars` over [`ENV_VAR_TEST`].
+    /// `BuildKit`'s `TestShellParser4EnvVars` over [`ENV_VAR_TEST`].
     #[test]
     fn buildkit_env_var_test_file() {
         let env = vars(&[
@@ -1096,7 +1121,7 @@ A|${0:-bbb}                 |     bbb
         assert!(checked > 200, "only {checked} cases");
     }
 
-    /// BuildKit's `frontend/dockerfile/shell/wordsTest` (`TestShellParser4Words`):
+    /// `BuildKit`'s `frontend/dockerfile/shell/wordsTest` (`TestShellParser4Words`):
     /// `ENV` lines add to the environment, the others are
     /// `input | comma-separated words`.
     #[test]
@@ -1152,7 +1177,7 @@ A|${0:-bbb}                 |     bbb
         }
     }
 
-    /// BuildKit's `TestShellParserMandatoryEnvVars`.
+    /// `BuildKit`'s `TestShellParserMandatoryEnvVars`.
     #[test]
     fn mandatory_vars() {
         let set = [("VAR", "plain"), ("ARG", "x")];
@@ -1187,12 +1212,12 @@ A|${0:-bbb}                 |     bbb
         );
     }
 
-    /// BuildKit's `TestProcessWithMatches` (values and errors; the
+    /// `BuildKit`'s `TestProcessWithMatches` (values and errors; the
     /// matched/unmatched sets are not part of this API).
     #[test]
     fn buildkit_process_with_matches() {
         let fb = [("FOO", "xxx"), ("BAR", "")];
-        let cases: &[(&str, &[(&str, &str)], Option<&str>)] = &[
+        let cases: &[Case] = &[
             ("x", &[("DUMMY", "dummy")], Some("x")),
             ("x ${UNUSED}", &[("DUMMY", "dummy")], Some("x ")),
             ("x ${FOO}", &[("FOO", "y")], Some("x y")),
@@ -1303,7 +1328,7 @@ A|${0:-bbb}                 |     bbb
         }
     }
 
-    /// BuildKit's `TestProcessWithMatchesPlatform`.
+    /// `BuildKit`'s `TestProcessWithMatchesPlatform`.
     #[test]
     fn release_file_name() {
         let release = "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz";
@@ -1327,7 +1352,7 @@ A|${0:-bbb}                 |     bbb
         );
     }
 
-    /// BuildKit's `TestGetEnv`: the last definition wins.
+    /// `BuildKit`'s `TestGetEnv`: the last definition wins.
     #[test]
     fn pairs_last_one_wins() {
         let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
@@ -1350,7 +1375,7 @@ A|${0:-bbb}                 |     bbb
         assert_eq!(process_word("${a}${b:-2}", &map, '\\').as_deref(), Ok("12"));
     }
 
-    /// BuildKit's `TestReversePattern`.
+    /// `BuildKit`'s `TestReversePattern`.
     #[test]
     fn reverse_patterns() {
         for (pattern, expected) in [
@@ -1365,7 +1390,7 @@ A|${0:-bbb}                 |     bbb
         }
     }
 
-    /// BuildKit's `TestConvertShellPatternToRegex`, through the operators.
+    /// `BuildKit`'s `TestConvertShellPatternToRegex`, through the operators.
     #[test]
     fn pattern_escapes() {
         let value = [("V", r"(()[]{}^$.*?|\x")];
@@ -1421,7 +1446,7 @@ A|${0:-bbb}                 |     bbb
         assert_eq!(ok("${V//*/x}", &v), "x\nx");
     }
 
-    /// `${V//…}` goes through Go's ReplaceAllString: empty matches next to
+    /// `${V//…}` goes through Go's `ReplaceAllString`: empty matches next to
     /// a match are skipped, `$0` (escaped from the lexer) is the match.
     #[test]
     fn replace_all_follows_go() {
@@ -1518,6 +1543,15 @@ A|${0:-bbb}                 |     bbb
         assert_eq!(words("a${X:-b c} d"), owned(&["ab", "c", "d"]));
         assert_eq!(words("'x' \"a\"${X:-b}"), owned(&["x", "ab"]));
         assert!(words("'x").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let nested = |depth: usize| format!("{}x{}", "${A:-\"".repeat(depth), "\"}".repeat(depth));
+        assert_eq!(ok(&nested(MAX_DEPTH - 1), &[]), "x");
+        assert_eq!(err(&nested(100_000), &[]).kind, ExpandErrorKind::TooDeep);
+        let unclosed = "${A:-".repeat(100_000);
+        assert!(word(&unclosed, &[]).is_err());
     }
 
     /// A small xorshift generator: deterministic, no dependency.

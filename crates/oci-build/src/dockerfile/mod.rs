@@ -1,0 +1,562 @@
+//! Dockerfile builds without a daemon ([`Builder::build_dockerfile`]).
+//!
+//! The Dockerfile is parsed by `parse-dockerfile` (spans, heredocs, parser
+//! directives); every instruction is then applied in order to a build
+//! state — the image config being made and the layers so far — with
+//! variables expanded as Docker expands them (`expand.rs`: build
+//! arguments in scope and the environment) and the context read through
+//! its `.dockerignore` (`ignore.rs`).
+//!
+//! What this front end does today: `FROM` (an image from a registry or an
+//! OCI layout, an earlier stage, or `scratch`; `--platform` checked;
+//! `AS name`; `--target`), `ARG` before and after `FROM` with
+//! `--build-arg`, `ENV`, `LABEL`, `MAINTAINER`, `WORKDIR`, `USER`, `CMD`,
+//! `ENTRYPOINT` (exec and shell form, through `SHELL`), `EXPOSE`,
+//! `VOLUME`, `STOPSIGNAL`, `HEALTHCHECK`, `ONBUILD` (recorded), `SHELL`,
+//! and `COPY`/`ADD` of context files (globs, directories by content,
+//! `--chown` with numeric ids, `--chmod`; links inside the context kept as
+//! links; nothing outside the context is ever read). Each `COPY`/`ADD`
+//! becomes one reproducible layer (sorted entries, the build epoch as
+//! every time); the same Dockerfile and context give the same digest.
+//! Instructions this front end cannot carry out yet (`RUN`, `COPY
+//! --from`, `ADD` of an archive or a URL, heredoc sources) fail the build
+//! with an error naming the instruction and its line.
+
+mod apply;
+mod expand;
+mod ignore;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use oci_model::{Descriptor, Digest, Endpoint, Image, Layout, Platform, Reference, SourceImage};
+use parse_dockerfile::{Command, Instruction, JsonOrStringArray};
+use serde_json::{Value, json};
+
+use crate::{Builder, Error, Result, io_at};
+use expand::Vars;
+use ignore::Ignore;
+
+/// The Dockerfile front end's parsers of untrusted text, for the fuzz
+/// targets in `fuzz/`. Not a stable API.
+#[doc(hidden)]
+pub mod fuzz {
+    use std::collections::BTreeMap;
+
+    /// Parses `text` as a Dockerfile and describes every instruction as
+    /// the build logs it, with its line and column; `None` when it does
+    /// not parse.
+    pub fn describe_all(text: &str) -> Option<Vec<(usize, usize, String)>> {
+        let parsed = parse_dockerfile::parse(text).ok()?;
+        Some(
+            parsed
+                .instructions
+                .iter()
+                .map(|i| {
+                    let (offset, line) = super::describe(i, text);
+                    let (l, c) = super::position(text, offset);
+                    (l, c, line)
+                })
+                .collect(),
+        )
+    }
+
+    /// Expands `text` into words as `ENV` and `COPY` do, with `A`, `B`
+    /// and `EMPTY` set, under escape character `escape`.
+    pub fn expand_words(text: &str, escape: char) -> Result<Vec<String>, String> {
+        let vars = BTreeMap::from([
+            ("A".to_owned(), "a b".to_owned()),
+            ("B".to_owned(), "${A}".to_owned()),
+            ("EMPTY".to_owned(), String::new()),
+        ]);
+        super::expand::process_words(text, &vars, escape).map_err(|e| e.to_string())
+    }
+
+    /// Whether `.dockerignore` text `patterns` excludes `path`, and whether
+    /// it may re-include something below it.
+    pub fn dockerignore(patterns: &str, path: &str) -> Result<(bool, bool), String> {
+        let ignore = super::Ignore::parse(patterns).map_err(|e| e.to_string())?;
+        Ok((ignore.excludes(path), ignore.may_include_below(path)))
+    }
+}
+
+/// What to build from a Dockerfile.
+///
+/// ```
+/// let spec = oci_build::DockerfileSpec::new("Dockerfile", ".", "registry.example/app:1.0".parse()?);
+/// assert!(spec.build_args.is_empty());
+/// # Ok::<(), oci_model::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DockerfileSpec {
+    /// The Dockerfile.
+    pub dockerfile: PathBuf,
+    /// The build context: the only directory `COPY` and `ADD` read.
+    pub context: PathBuf,
+    /// The name the image is meant to be pushed as.
+    pub name: Reference,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// The stage to build (default: the last).
+    pub target: Option<String>,
+}
+
+impl DockerfileSpec {
+    /// A build of `dockerfile` in `context`, named `name`.
+    pub fn new(
+        dockerfile: impl Into<PathBuf>,
+        context: impl Into<PathBuf>,
+        name: Reference,
+    ) -> Self {
+        Self {
+            dockerfile: dockerfile.into(),
+            context: context.into(),
+            name,
+            build_args: BTreeMap::new(),
+            target: None,
+        }
+    }
+}
+
+/// What a Dockerfile build made.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DockerfileOutput {
+    /// The image, read from the build store.
+    pub image: SourceImage<Layout>,
+    /// The build store.
+    pub store: PathBuf,
+    /// The image's tag in the store.
+    pub store_tag: String,
+    /// The name the image is meant to be pushed as.
+    pub reference: Reference,
+    /// The manifest digest.
+    pub manifest_digest: Digest,
+    /// The config digest.
+    pub config_digest: Digest,
+    /// The digests of the layers the build added, in order.
+    pub added_layers: Vec<Digest>,
+    /// Each instruction of the built stages as it was applied (`STEP n/m:
+    /// TEXT`), for logs.
+    pub steps: Vec<String>,
+}
+
+/// The build state of one stage.
+struct Stage {
+    name: Option<String>,
+    /// The image config JSON (base's, changed by the instructions).
+    config: Value,
+    /// Layers of the base, then added ones: descriptor and diff-id.
+    layers: Vec<(Descriptor, Digest)>,
+    added: Vec<Digest>,
+    /// A registry base's reference and layers, for cross-repository mounts.
+    mount_from: Option<(Reference, Vec<Digest>)>,
+    /// Build arguments declared in this stage, with their values.
+    args: BTreeMap<String, String>,
+    family: oci_model::media_type::Family,
+}
+
+/// The variables an instruction sees: the stage's declared arguments,
+/// then its environment (which wins, as in Docker).
+struct Scope<'a> {
+    args: &'a BTreeMap<String, String>,
+    env: Vec<(String, String)>,
+}
+
+impl Vars for Scope<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .or_else(|| self.args.get(name).map(String::as_str))
+    }
+}
+
+/// Arguments every build has without an `ARG` (Docker's predefined proxy
+/// arguments are left out: they would reach the image's history).
+fn predefined(platform: &Platform) -> BTreeMap<String, String> {
+    let mut args = BTreeMap::new();
+    let p = platform.to_string();
+    for (k, v) in [
+        ("TARGETPLATFORM", p.as_str()),
+        ("TARGETOS", platform.os.as_str()),
+        ("TARGETARCH", platform.architecture.as_str()),
+        ("BUILDPLATFORM", p.as_str()),
+        ("BUILDOS", platform.os.as_str()),
+        ("BUILDARCH", platform.architecture.as_str()),
+    ] {
+        args.insert(k.to_owned(), v.to_owned());
+    }
+    args.insert(
+        "TARGETVARIANT".to_owned(),
+        platform.variant.clone().unwrap_or_default(),
+    );
+    args
+}
+
+/// Line and column (1-based) of byte `offset` in `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |n| before.len() - n - 1)
+        + 1;
+    (line, column)
+}
+
+/// An error at byte `offset` of the Dockerfile.
+fn at(path: &Path, text: &str, offset: usize, message: impl Into<String>) -> Error {
+    let (line, column) = position(text, offset);
+    Error::Dockerfile {
+        path: path.to_owned(),
+        line,
+        column,
+        message: message.into(),
+    }
+}
+
+impl Builder {
+    /// Builds `spec` into the build store (see the module documentation of
+    /// `dockerfile` for what is supported); push the result with
+    /// `oci_push::Copier::push`.
+    pub async fn build_dockerfile(&self, spec: &DockerfileSpec) -> Result<DockerfileOutput> {
+        if self.cache_dir.as_os_str().is_empty() {
+            return Err(Error::NoCacheDir);
+        }
+        let path = &spec.dockerfile;
+        let text = fs_err::read_to_string(path).map_err(io_at(path))?;
+        let parsed = parse_dockerfile::parse(&text).map_err(|e| Error::Dockerfile {
+            path: path.clone(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        let escape = parsed
+            .parser_directives
+            .escape
+            .as_ref()
+            .map_or('\\', |d| d.value.value);
+        let context = spec.context.clone();
+        let ignore = match fs_err::read_to_string(context.join(".dockerignore")) {
+            Ok(t) => Ignore::parse(&t).map_err(|e| Error::Dockerfile {
+                path: context.join(".dockerignore"),
+                line: 0,
+                column: 0,
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ignore::parse("").map_err(|e| Error::Dockerfile {
+                    path: context.join(".dockerignore"),
+                    line: 0,
+                    column: 0,
+                    message: e.to_string(),
+                })?
+            }
+            Err(e) => return Err(io_at(&context)(e)),
+        };
+
+        // Global arguments: declared before the first FROM, usable in FROM.
+        let mut global = predefined(&self.platform);
+        for arg in parsed.global_args() {
+            for (name, default) in arg_pairs(&arg.arguments.value) {
+                let value = spec.build_args.get(&name).cloned().or_else(|| {
+                    default.and_then(|d| {
+                        let scope = Scope {
+                            args: &global,
+                            env: Vec::new(),
+                        };
+                        expand::process_word(&d, &scope, escape).ok()
+                    })
+                });
+                global.insert(name, value.unwrap_or_default());
+            }
+        }
+
+        let stages: Vec<_> = parsed.stages().collect();
+        let last = match &spec.target {
+            None => stages.len() - 1,
+            Some(t) => stages
+                .iter()
+                .position(|s| {
+                    s.from
+                        .as_
+                        .as_ref()
+                        .is_some_and(|(_, n)| n.value.eq_ignore_ascii_case(t))
+                })
+                .ok_or_else(|| Error::Dockerfile {
+                    path: path.clone(),
+                    line: 0,
+                    column: 0,
+                    message: format!("no stage named {t:?} (--target)"),
+                })?,
+        };
+        let store = Layout::create(self.store_path())?;
+        let mut built: Vec<Stage> = Vec::with_capacity(last + 1);
+        let mut steps = Vec::new();
+        let total: usize = stages[..=last]
+            .iter()
+            .map(|s| s.instructions.len() + 1)
+            .sum();
+        for stage in &stages[..=last] {
+            let from = stage.from;
+            let global_scope = Scope {
+                args: &global,
+                env: Vec::new(),
+            };
+            let image = expand::process_word(&from.image.value, &global_scope, escape)
+                .map_err(|e| at(path, &text, from.image.span.start, e.to_string()))?;
+            for flag in &from.options {
+                let name = flag.name.value.as_ref();
+                let value = flag.value.as_ref().map(|v| v.value.as_ref()).unwrap_or("");
+                let value = expand::process_word(value, &global_scope, escape)
+                    .map_err(|e| at(path, &text, flag.name.span.start, e.to_string()))?;
+                match name {
+                    "platform" => {
+                        let wanted: Platform = value.parse().map_err(|e: oci_model::Error| {
+                            at(path, &text, flag.name.span.start, e.to_string())
+                        })?;
+                        if !wanted.matches(&self.platform) && !self.platform.matches(&wanted) {
+                            return Err(at(
+                                path,
+                                &text,
+                                flag.name.span.start,
+                                format!(
+                                    "FROM --platform={wanted}: this build is for {} (pass --platform)",
+                                    self.platform
+                                ),
+                            ));
+                        }
+                    }
+                    other => {
+                        return Err(at(
+                            path,
+                            &text,
+                            flag.name.span.start,
+                            format!("FROM --{other} is not a FROM flag"),
+                        ));
+                    }
+                }
+            }
+            steps.push(format!("STEP {}/{total}: FROM {image}", steps.len() + 1));
+            let mut state = if let Some(i) = built.iter().position(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&image))
+            }) {
+                let prior = &built[i];
+                Stage {
+                    name: None,
+                    config: prior.config.clone(),
+                    layers: prior.layers.clone(),
+                    added: prior.added.clone(),
+                    mount_from: prior.mount_from.clone(),
+                    args: BTreeMap::new(),
+                    family: prior.family,
+                }
+            } else if image == "scratch" {
+                Stage {
+                    name: None,
+                    config: json!({
+                        "architecture": self.platform.architecture,
+                        "os": self.platform.os,
+                        "config": {},
+                        "rootfs": {"type": "layers", "diff_ids": []},
+                        "history": [],
+                    }),
+                    layers: Vec::new(),
+                    added: Vec::new(),
+                    mount_from: None,
+                    args: BTreeMap::new(),
+                    family: oci_model::media_type::Family::Oci,
+                }
+            } else {
+                let endpoint: Endpoint = image.parse().map_err(|e: oci_model::Error| {
+                    at(path, &text, from.image.span.start, e.to_string())
+                })?;
+                self.load_stage_base(&endpoint, &store).await?
+            };
+            state.name = from.as_.as_ref().map(|(_, n)| n.value.to_string());
+            for instruction in stage.instructions {
+                let (offset, line_text) = describe(instruction, &text);
+                steps.push(format!("STEP {}/{total}: {line_text}", steps.len() + 1));
+                self.apply(
+                    &mut state,
+                    instruction,
+                    &Ctx {
+                        path,
+                        text: &text,
+                        offset,
+                        escape,
+                        global: &global,
+                        build_args: &spec.build_args,
+                        context: &context,
+                        ignore: &ignore,
+                        store: &store,
+                    },
+                )?;
+            }
+            built.push(state);
+        }
+        let state = built.swap_remove(last);
+        self.finish_dockerfile(spec, state, &store, steps)
+    }
+
+    /// Reads a `FROM` image into the store.
+    async fn load_stage_base(&self, endpoint: &Endpoint, store: &Layout) -> Result<Stage> {
+        let (image, mount) =
+            crate::base::resolve_into_store(&self.client, endpoint, &self.platform, store).await?;
+        let config: Value = serde_json::from_slice(image.config_bytes()).map_err(|e| {
+            oci_model::Error::MalformedManifest {
+                reason: format!("config of {endpoint}: {e}"),
+            }
+        })?;
+        let diff_ids: Vec<Digest> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|d| d.as_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        let manifest = image.manifest();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(oci_model::Error::MalformedManifest {
+                reason: format!(
+                    "{endpoint}: {} layers but {} diff-ids in the config",
+                    manifest.layers().len(),
+                    diff_ids.len()
+                ),
+            }
+            .into());
+        }
+        let layers: Vec<(Descriptor, Digest)> =
+            manifest.layers().iter().cloned().zip(diff_ids).collect();
+        let mount_from = mount.map(|r| (r, layers.iter().map(|(d, _)| d.digest.clone()).collect()));
+        Ok(Stage {
+            name: None,
+            config,
+            layers,
+            added: Vec::new(),
+            mount_from,
+            args: BTreeMap::new(),
+            family: manifest.family(),
+        })
+    }
+}
+
+/// What applying one instruction needs besides the state.
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+    /// Where the instruction starts.
+    offset: usize,
+    escape: char,
+    global: &'a BTreeMap<String, String>,
+    build_args: &'a BTreeMap<String, String>,
+    context: &'a Path,
+    ignore: &'a Ignore,
+    store: &'a Layout,
+}
+
+impl Ctx<'_> {
+    fn error(&self, message: impl Into<String>) -> Error {
+        at(self.path, self.text, self.offset, message)
+    }
+}
+
+/// The instruction's start and its text on one line, for logs.
+fn describe(instruction: &Instruction<'_>, text: &str) -> (usize, String) {
+    let span = instruction_span(instruction);
+    let raw = &text[span.start.min(text.len())..span.end.min(text.len())];
+    let one_line: String = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    (span.start, one_line)
+}
+
+/// The span of a whole instruction, keyword to end.
+fn instruction_span(instruction: &Instruction<'_>) -> std::ops::Range<usize> {
+    use Instruction as I;
+    let (start, end) = match instruction {
+        I::Add(i) => (i.add.span.start, i.dest.span.end),
+        I::Arg(i) => (i.arg.span.start, i.arguments.span.end),
+        I::Cmd(i) => (i.cmd.span.start, command_end(&i.arguments)),
+        I::Copy(i) => (i.copy.span.start, i.dest.span.end),
+        I::Entrypoint(i) => (i.entrypoint.span.start, command_end(&i.arguments)),
+        I::Env(i) => (i.env.span.start, i.arguments.span.end),
+        I::Expose(i) => (
+            i.expose.span.start,
+            i.arguments.last().map_or(i.expose.span.end, |a| a.span.end),
+        ),
+        I::From(i) => (i.from.span.start, i.image.span.end),
+        I::Healthcheck(i) => (i.healthcheck.span.start, i.healthcheck.span.end),
+        I::Label(i) => (i.label.span.start, i.arguments.span.end),
+        I::Maintainer(i) => (i.maintainer.span.start, i.name.span.end),
+        I::Onbuild(i) => (i.onbuild.span.start, instruction_span(&i.instruction).end),
+        I::Run(i) => (i.run.span.start, command_end(&i.arguments)),
+        I::Shell(i) => (
+            i.shell.span.start,
+            i.arguments.last().map_or(i.shell.span.end, |a| a.span.end),
+        ),
+        I::Stopsignal(i) => (i.stopsignal.span.start, i.arguments.span.end),
+        I::User(i) => (i.user.span.start, i.arguments.span.end),
+        I::Volume(i) => (
+            i.volume.span.start,
+            match &i.arguments {
+                JsonOrStringArray::Json(j) => j.span.end,
+                JsonOrStringArray::String(s) => s.last().map_or(i.volume.span.end, |a| a.span.end),
+            },
+        ),
+        I::Workdir(i) => (i.workdir.span.start, i.arguments.span.end),
+        _ => (0, 0),
+    };
+    start..end.max(start)
+}
+
+fn command_end(command: &Command<'_>) -> usize {
+    match command {
+        Command::Exec(e) => e.span.end,
+        Command::Shell(s) => s.span.end,
+        _ => 0,
+    }
+}
+
+/// `NAME[=default]` pairs of an `ARG`.
+fn arg_pairs(raw: &str) -> Vec<(String, Option<String>)> {
+    raw.split_whitespace()
+        .map(|word| match word.split_once('=') {
+            Some((k, v)) => (k.to_owned(), Some(v.trim_matches('"').to_owned())),
+            None => (word.to_owned(), None),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based_lines_and_columns() {
+        let text = "FROM a\nCOPY x y\n\tRUN z";
+        assert_eq!(position(text, 0), (1, 1));
+        assert_eq!(position(text, 7), (2, 1));
+        assert_eq!(position(text, 12), (2, 6));
+        assert_eq!(position(text, 17), (3, 2));
+        assert_eq!(position(text, 1000), (3, 7));
+    }
+
+    #[test]
+    fn every_instruction_is_described_on_one_line() {
+        let text = "FROM scratch AS a\nENV A=1 \\\n    B=2\nCOPY --chmod=755 x /y\nCMD [\"a\", \"b\"]\n";
+        let steps = fuzz::describe_all(text).unwrap();
+        let lines: Vec<&str> = steps.iter().map(|(_, _, l)| l.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "FROM scratch",
+                "ENV A=1 \\ B=2",
+                "COPY --chmod=755 x /y",
+                "CMD [\"a\", \"b\"]"
+            ]
+        );
+        assert_eq!((steps[2].0, steps[2].1), (4, 1));
+    }
+}

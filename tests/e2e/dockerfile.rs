@@ -1,0 +1,277 @@
+//! `hoist build -f Dockerfile CONTEXT`: the image a Dockerfile describes,
+//! built without a daemon on testkit's Python base, run, reproducible,
+//! pushed to several tags; instructions it cannot carry out yet and inputs
+//! that escape the context are named errors.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{hoist, skopeo_digest};
+
+const DOCKERFILE: &str = r#"# A release image of a small app.
+ARG BASE
+FROM ${BASE} AS runtime
+ARG GREETING=hello
+ENV APP_HOME=/srv/app \
+    GREETING=${GREETING}
+LABEL org.example.team="platform" version=1
+WORKDIR $APP_HOME
+COPY app/ ./
+COPY --chmod=755 bin/*.sh /usr/local/bin/
+USER 1000:1000
+EXPOSE 8000
+CMD ["python3", "main.py"]
+
+FROM runtime AS release
+LABEL stage=release
+ENV MODE=release
+"#;
+
+/// A context with an app, a script, and files `.dockerignore` leaves out.
+fn context() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |rel: &str| dir.path().join(rel);
+    for d in ["app/data", "bin", "secrets"] {
+        std::fs::create_dir_all(p(d)).unwrap();
+    }
+    std::fs::write(
+        p("app/main.py"),
+        "import os\nprint(os.environ['GREETING'], os.environ.get('MODE'), open('data/word.txt').read().strip(), os.getcwd())\n",
+    )
+    .unwrap();
+    std::fs::write(p("app/data/word.txt"), "world\n").unwrap();
+    std::fs::write(p("app/notes.tmp"), "scratch").unwrap();
+    std::fs::write(p("bin/start.sh"), "#!/bin/sh\nexec python3 main.py\n").unwrap();
+    std::fs::write(p("secrets/key"), "HOST-SECRET").unwrap();
+    std::fs::write(p("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(p(".dockerignore"), "secrets\n**/*.tmp\n").unwrap();
+    dir
+}
+
+fn build(ctx: &Path, extra: &[&str]) -> std::process::Output {
+    let base = testkit::python_base().expect("python base image");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dockerfile-cache");
+    let owned = [
+        "build".to_owned(),
+        "-f".to_owned(),
+        ctx.join("Dockerfile").display().to_string(),
+        ctx.display().to_string(),
+        "--build-arg".to_owned(),
+        format!("BASE={}", base.oci_ref()),
+        "--cache-dir".to_owned(),
+        cache.display().to_string(),
+    ];
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    hoist(&args)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The config of the image `oci:DIR:TAG` names.
+async fn config(image: &str) -> Value {
+    let out = testkit::skopeo(&["inspect", "--config", image])
+        .await
+        .expect("skopeo inspect --config");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dockerfile_builds_runs_and_is_reproducible() {
+    let ctx = context();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:app", out_dir.path().display());
+    let out = build(
+        ctx.path(),
+        &["--tag", "127.0.0.1:1/acme/app:1.0", "--output", &layout],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let digest = printed.trim().rsplit('@').next().unwrap().to_owned();
+    assert!(digest.starts_with("sha256:"), "{printed}");
+    assert!(
+        text(&out.stderr).contains("STEP 1/"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // What the instructions said is in the config.
+    let c = config(&layout).await;
+    let env: Vec<&str> = c["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    for want in ["APP_HOME=/srv/app", "GREETING=hello", "MODE=release"] {
+        assert!(env.contains(&want), "{want} in {env:?}");
+    }
+    assert_eq!(c["config"]["WorkingDir"], "/srv/app");
+    assert_eq!(c["config"]["User"], "1000:1000");
+    assert_eq!(c["config"]["Labels"]["org.example.team"], "platform");
+    assert_eq!(c["config"]["Labels"]["stage"], "release");
+    assert!(c["config"]["ExposedPorts"].get("8000/tcp").is_some(), "{c}");
+    assert_eq!(c["config"]["Cmd"][1], "main.py");
+
+    // It runs: files copied by content, the environment, the directory.
+    let cache = tempfile::tempdir().unwrap();
+    let run = hoist(&[
+        "run",
+        &layout,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "hello release world /srv/app\n");
+    // .dockerignore kept the secrets and scratch files out; the script is
+    // executable.
+    let ls = hoist(&[
+        "run",
+        &layout,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--",
+        "python3",
+        "-c",
+        "import os; print(sorted(os.listdir('.')), os.access('/usr/local/bin/start.sh', os.X_OK), os.path.exists('/srv/app/secrets'))",
+    ]);
+    assert!(ls.status.success(), "{}", text(&ls.stderr));
+    assert_eq!(text(&ls.stdout), "['data', 'main.py'] True False\n");
+
+    // The same Dockerfile and context: the same digest.
+    let again_dir = tempfile::tempdir().unwrap();
+    let again_layout = format!("oci:{}:app", again_dir.path().display());
+    let again = build(
+        ctx.path(),
+        &[
+            "--tag",
+            "127.0.0.1:1/acme/app:1.0",
+            "--output",
+            &again_layout,
+        ],
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(
+        text(&again.stdout).trim().rsplit('@').next().unwrap(),
+        digest
+    );
+
+    // A build argument changes the image; --target picks a stage.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_layout = format!("oci:{}:app", other_dir.path().display());
+    let other = build(
+        ctx.path(),
+        &[
+            "--tag",
+            "127.0.0.1:1/acme/app:1.0",
+            "--output",
+            &other_layout,
+            "--build-arg",
+            "GREETING=bonjour",
+            "--target",
+            "runtime",
+        ],
+    );
+    assert!(other.status.success(), "{}", text(&other.stderr));
+    let c = config(&other_layout).await;
+    let env = c["config"]["Env"].to_string();
+    assert!(
+        env.contains("GREETING=bonjour") && !env.contains("MODE="),
+        "{env}"
+    );
+    assert!(c["config"]["Labels"].get("stage").is_none(), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_build_is_pushed_to_every_tag() {
+    let registry = testkit::Registry::start().await.unwrap();
+    let ctx = context();
+    let first = format!("{}/acme/app:1.0", registry.host());
+    let second = format!("{}/mirror/app:1.0", registry.host());
+    let out = build(ctx.path(), &["--tag", &first, "--tag", &second]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let a = skopeo_digest(&format!("docker://{first}")).await;
+    let b = skopeo_digest(&format!("docker://{second}")).await;
+    assert_eq!(a, b);
+    assert!(text(&out.stdout).contains(&a), "{}", text(&out.stdout));
+}
+
+#[test]
+fn what_cannot_be_built_is_named_with_its_line() {
+    let cases = [
+        (
+            "FROM scratch\nCOPY ../outside /x\n",
+            "Dockerfile:2:1: ",
+            "outside the build context",
+        ),
+        (
+            "FROM scratch\nRUN echo hi\n",
+            "Dockerfile:2:1: ",
+            "RUN is not supported yet",
+        ),
+        (
+            "FROM scratch\nCOPY missing.txt /x\n",
+            "Dockerfile:2:1: ",
+            "no such file",
+        ),
+        (
+            "FROM scratch\nADD https://example.invalid/x /x\n",
+            "Dockerfile:2:1: ",
+            "remote URLs are refused",
+        ),
+        (
+            "FROM scratch\nCOPY --from=other /a /b\n",
+            "Dockerfile:2:1: ",
+            "--from",
+        ),
+        (
+            "FROM scratch\nFROBNICATE now\n",
+            "Dockerfile:2:",
+            "FROBNICATE",
+        ),
+        ("FROM scratch\nENV X=${Y\n", "Dockerfile:2:1: ", ""),
+    ];
+    for (dockerfile, place, message) in cases {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let layout = format!("oci:{}:x", out.path().display());
+        let result = build(
+            ctx.path(),
+            &["--tag", "127.0.0.1:1/acme/x:1", "--output", &layout],
+        );
+        let err = text(&result.stderr);
+        assert!(!result.status.success(), "{dockerfile}");
+        assert!(
+            err.contains(place) && err.contains(message),
+            "{dockerfile:?}: {err}"
+        );
+        // Nothing was written to the destination.
+        assert!(
+            std::fs::read_dir(out.path()).unwrap().next().is_none(),
+            "{dockerfile:?}"
+        );
+    }
+    // A stage that does not exist.
+    let ctx = context();
+    let result = build(
+        ctx.path(),
+        &["--tag", "127.0.0.1:1/acme/x:1", "--target", "nope"],
+    );
+    assert!(
+        text(&result.stderr).contains("no stage named \"nope\""),
+        "{}",
+        text(&result.stderr)
+    );
+    // The latest tag is refused, as for function builds.
+    let result = build(ctx.path(), &["--tag", "127.0.0.1:1/acme/x:latest"]);
+    assert!(!result.status.success());
+    assert!(
+        text(&result.stderr).contains("latest"),
+        "{}",
+        text(&result.stderr)
+    );
+}
