@@ -57,6 +57,9 @@ pub(crate) struct BuildArgs {
     /// The Dockerfile stage to build (default: the last).
     #[arg(long, value_name = "STAGE", requires = "file")]
     target: Option<String>,
+    /// The network of the Dockerfile's RUN steps: none (default) or host.
+    #[arg(long, value_name = "none|host", requires = "file", value_parser = ["none", "host"])]
+    network: Option<String>,
     /// Base image: a reference or oci:DIR[:TAG].
     #[arg(long, value_name = "IMAGE", required_unless_present = "file")]
     base: Option<Endpoint>,
@@ -294,7 +297,13 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
         spec.build_args.insert(k.to_owned(), v.to_owned());
     }
     spec.target = args.target.clone();
+    spec.network = args.network.as_deref() == Some("host");
     let mut builder = Builder::new(client.clone())?;
+    // RUN steps run in the sandbox; without one (not root) they fail with
+    // a message saying so.
+    if let Ok(sandbox) = run::sandbox() {
+        builder = builder.sandbox(sandbox.config().clone());
+    }
     if let Some(c) = &args.cache_dir {
         builder = builder.cache_dir(c);
     }

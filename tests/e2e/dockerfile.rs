@@ -199,6 +199,73 @@ async fn one_build_is_pushed_to_every_tag() {
     assert!(text(&out.stdout).contains(&a), "{}", text(&out.stdout));
 }
 
+const WITH_RUN: &str = r#"ARG BASE
+FROM ${BASE}
+ARG WHO=builder
+WORKDIR /srv
+COPY app/ ./
+RUN ["python3", "-c", "import os; open('/srv/built.txt', 'w').write('built by ' + os.environ['WHO'])"]
+RUN python3 -c "import os; os.remove('/srv/data/word.txt'); print('removed')"
+CMD ["python3", "-c", "import os; print(open('/srv/built.txt').read(), os.path.exists('/srv/data/word.txt'))"]
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_steps_become_layers_with_whiteouts_and_are_cached() {
+    let ctx = context();
+    std::fs::write(ctx.path().join("Dockerfile"), WITH_RUN).unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:app", out_dir.path().display());
+    let out = build(
+        ctx.path(),
+        &["--tag", "127.0.0.1:1/acme/run:1.0", "--output", &layout],
+    );
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // The RUN's output is in the build's log.
+    assert!(log.contains("  removed"), "{log}");
+    let cache = tempfile::tempdir().unwrap();
+    let run = hoist(&[
+        "run",
+        &layout,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    // Written by one RUN; deleted from a lower layer by the next.
+    assert_eq!(text(&run.stdout), "built by builder False\n");
+
+    // Again: nothing runs, the same image comes out.
+    let again = build(
+        ctx.path(),
+        &["--tag", "127.0.0.1:1/acme/run:1.0", "--output", &layout],
+    );
+    let again_log = text(&again.stderr);
+    assert!(again.status.success(), "{again_log}");
+    assert!(!again_log.contains("  removed"), "{again_log}");
+    assert_eq!(again_log.matches("(cached").count(), 2, "{again_log}");
+    assert_eq!(
+        text(&again.stdout).trim().rsplit('@').next(),
+        text(&out.stdout).trim().rsplit('@').next()
+    );
+
+    // A failing RUN names its line and shows its output.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nRUN python3 -c \"import sys; print('about to fail'); sys.exit(3)\"\n",
+    )
+    .unwrap();
+    let failed = build(
+        ctx.path(),
+        &["--tag", "127.0.0.1:1/acme/run:1.0", "--output", &layout],
+    );
+    let err = text(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(
+        err.contains("Dockerfile:3:1: RUN exited with status 3") && err.contains("about to fail"),
+        "{err}"
+    );
+}
+
 #[test]
 fn what_cannot_be_built_is_named_with_its_line() {
     let cases = [
@@ -210,7 +277,12 @@ fn what_cannot_be_built_is_named_with_its_line() {
         (
             "FROM scratch\nRUN echo hi\n",
             "Dockerfile:2:1: ",
-            "RUN is not supported yet",
+            "'/bin/sh' not found",
+        ),
+        (
+            "FROM scratch\nRUN --mount=type=cache,target=/c echo hi\n",
+            "Dockerfile:2:1: ",
+            "RUN --mount",
         ),
         (
             "FROM scratch\nCOPY missing.txt /x\n",

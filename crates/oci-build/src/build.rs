@@ -220,7 +220,7 @@ pub struct Builder {
     pub(crate) epoch: u64,
     label_prefix: String,
     pub(crate) platform: Platform,
-    sandbox: Option<SandboxConfig>,
+    pub(crate) sandbox: Option<SandboxConfig>,
     bytecode_limits: Limits,
 }
 

@@ -89,11 +89,11 @@ impl Builder {
                 run_config(&mut state.config).insert("User".into(), Value::String(user));
             }
             Instruction::Cmd(c) => {
-                let args = command(&c.arguments, &state.config);
+                let args = command_line(&c.arguments, &state.config);
                 run_config(&mut state.config).insert("Cmd".into(), json!(args));
             }
             Instruction::Entrypoint(e) => {
-                let args = command(&e.arguments, &state.config);
+                let args = command_line(&e.arguments, &state.config);
                 let config = run_config(&mut state.config);
                 config.insert("Entrypoint".into(), json!(args));
                 // As Docker does: a new entrypoint drops an inherited command.
@@ -208,11 +208,7 @@ impl Builder {
                 )?;
                 empty_layer = false;
             }
-            Instruction::Run(_) => {
-                return Err(ctx.error(
-                    "RUN is not supported yet by hoist's Dockerfile builds (build the image with buildah, or move the step into the base image)",
-                ));
-            }
+            Instruction::Run(_) => return Err(ctx.error("RUN is applied by run_step")),
             Instruction::From(_) => return Err(ctx.error("FROM inside a stage")),
             _ => return Err(ctx.error(format!("{line}: not a supported instruction"))),
         }
@@ -336,7 +332,7 @@ impl Builder {
         Ok(())
     }
 
-    fn created(&self) -> String {
+    pub(super) fn created(&self) -> String {
         oci_model::rfc3339(self.epoch)
     }
 
@@ -463,7 +459,7 @@ fn run_config(config: &mut Value) -> &mut Map<String, Value> {
 }
 
 /// The environment of the config as pairs.
-fn env_pairs(config: &Value) -> Vec<(String, String)> {
+pub(super) fn env_pairs(config: &Value) -> Vec<(String, String)> {
     config["config"]["Env"]
         .as_array()
         .map(|a| {
@@ -535,7 +531,7 @@ pub(super) fn absolute(cwd: &str, path: &str) -> String {
 
 /// The command of a `CMD` or `ENTRYPOINT`: the exec form as written, the
 /// shell form through the stage's `SHELL` (default `/bin/sh -c`).
-fn command(c: &Command<'_>, config: &Value) -> Vec<String> {
+pub(super) fn command_line(c: &Command<'_>, config: &Value) -> Vec<String> {
     match c {
         Command::Exec(e) => e.value.iter().map(|s| s.value.to_string()).collect(),
         Command::Shell(s) => {
@@ -555,7 +551,7 @@ fn command(c: &Command<'_>, config: &Value) -> Vec<String> {
     }
 }
 
-fn push_history(config: &mut Value, created: &str, line: &str, empty: bool) {
+pub(super) fn push_history(config: &mut Value, created: &str, line: &str, empty: bool) {
     if !config["history"].is_array() {
         config["history"] = json!([]);
     }

@@ -13,18 +13,22 @@
 //! `--build-arg`, `ENV`, `LABEL`, `MAINTAINER`, `WORKDIR`, `USER`, `CMD`,
 //! `ENTRYPOINT` (exec and shell form, through `SHELL`), `EXPOSE`,
 //! `VOLUME`, `STOPSIGNAL`, `HEALTHCHECK`, `ONBUILD` (recorded), `SHELL`,
-//! and `COPY`/`ADD` of context files (globs, directories by content,
+//! `COPY`/`ADD` of context files (globs, directories by content,
 //! `--chown` with numeric ids, `--chmod`; links inside the context kept as
-//! links; nothing outside the context is ever read). Each `COPY`/`ADD`
-//! becomes one reproducible layer (sorted entries, the build epoch as
-//! every time); the same Dockerfile and context give the same digest.
-//! Instructions this front end cannot carry out yet (`RUN`, `COPY
-//! --from`, `ADD` of an archive or a URL, heredoc sources) fail the build
-//! with an error naming the instruction and its line.
+//! links; nothing outside the context is ever read), and `RUN` (shell and
+//! exec form) in the sandbox over the stage's layers, its changes captured
+//! as a layer with whiteouts (`run.rs`). Each `COPY`/`ADD`/`RUN` becomes
+//! one reproducible layer (sorted entries, the build epoch as every time);
+//! the same Dockerfile and context give the same digest, and a `RUN` whose
+//! inputs are unchanged is taken from the cache without running.
+//! Instructions this front end cannot carry out yet (`COPY --from`, `ADD`
+//! of an archive or a URL, heredocs, `RUN --mount`) fail the build with
+//! an error naming the instruction and its line.
 
 mod apply;
 mod expand;
 mod ignore;
+mod run;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -100,6 +104,11 @@ pub struct DockerfileSpec {
     pub build_args: BTreeMap<String, String>,
     /// The stage to build (default: the last).
     pub target: Option<String>,
+    /// Whether `RUN` may use the host's network (default: no network).
+    pub network: bool,
+    /// Limits of each `RUN` (default: the sandbox's, with a one-hour
+    /// timeout as the seeds' build limit).
+    pub limits: sandbox_run::Limits,
 }
 
 impl DockerfileSpec {
@@ -115,6 +124,12 @@ impl DockerfileSpec {
             name,
             build_args: BTreeMap::new(),
             target: None,
+            network: false,
+            limits: {
+                let mut limits = sandbox_run::Limits::default();
+                limits.timeout = std::time::Duration::from_secs(3600);
+                limits
+            },
         }
     }
 }
@@ -138,7 +153,7 @@ pub struct DockerfileOutput {
     /// The digests of the layers the build added, in order.
     pub added_layers: Vec<Digest>,
     /// Each instruction of the built stages as it was applied (`STEP n/m:
-    /// TEXT`), for logs.
+    /// TEXT`), each `RUN`'s output after it (indented), for logs.
     pub steps: Vec<String>,
 }
 
@@ -297,6 +312,7 @@ impl Builder {
         let store = Layout::create(self.store_path())?;
         let mut built: Vec<Stage> = Vec::with_capacity(last + 1);
         let mut steps = Vec::new();
+        let mut step = 0;
         let total: usize = stages[..=last]
             .iter()
             .map(|s| s.instructions.len() + 1)
@@ -341,7 +357,8 @@ impl Builder {
                     }
                 }
             }
-            steps.push(format!("STEP {}/{total}: FROM {image}", steps.len() + 1));
+            step += 1;
+            steps.push(format!("STEP {step}/{total}: FROM {image}"));
             let mut state = if let Some(i) = built.iter().position(|s| {
                 s.name
                     .as_deref()
@@ -382,22 +399,27 @@ impl Builder {
             state.name = from.as_.as_ref().map(|(_, n)| n.value.to_string());
             for instruction in stage.instructions {
                 let (offset, line_text) = describe(instruction, &text);
-                steps.push(format!("STEP {}/{total}: {line_text}", steps.len() + 1));
-                self.apply(
-                    &mut state,
-                    instruction,
-                    &Ctx {
-                        path,
-                        text: &text,
-                        offset,
-                        escape,
-                        global: &global,
-                        build_args: &spec.build_args,
-                        context: &context,
-                        ignore: &ignore,
-                        store: &store,
-                    },
-                )?;
+                step += 1;
+                steps.push(format!("STEP {step}/{total}: {line_text}"));
+                let ctx = Ctx {
+                    path,
+                    text: &text,
+                    offset,
+                    escape,
+                    global: &global,
+                    build_args: &spec.build_args,
+                    context: &context,
+                    ignore: &ignore,
+                    store: &store,
+                    network: spec.network,
+                    limits: &spec.limits,
+                };
+                if let Instruction::Run(run) = instruction {
+                    let log = self.run_step(&mut state, &ctx, run, &line_text).await?;
+                    steps.extend(log.lines().map(|l| format!("  {l}")));
+                } else {
+                    self.apply(&mut state, instruction, &ctx)?;
+                }
             }
             built.push(state);
         }
@@ -456,6 +478,8 @@ struct Ctx<'a> {
     context: &'a Path,
     ignore: &'a Ignore,
     store: &'a Layout,
+    network: bool,
+    limits: &'a sandbox_run::Limits,
 }
 
 impl Ctx<'_> {
@@ -545,7 +569,8 @@ mod tests {
 
     #[test]
     fn every_instruction_is_described_on_one_line() {
-        let text = "FROM scratch AS a\nENV A=1 \\\n    B=2\nCOPY --chmod=755 x /y\nCMD [\"a\", \"b\"]\n";
+        let text =
+            "FROM scratch AS a\nENV A=1 \\\n    B=2\nCOPY --chmod=755 x /y\nCMD [\"a\", \"b\"]\n";
         let steps = fuzz::describe_all(text).unwrap();
         let lines: Vec<&str> = steps.iter().map(|(_, _, l)| l.as_str()).collect();
         assert_eq!(

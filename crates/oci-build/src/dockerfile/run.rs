@@ -1,0 +1,308 @@
+//! `RUN`: the command runs in `sandbox-run` over an overlay of the stage's
+//! layers; what it changed (the overlay's upper layer, deletions as
+//! whiteouts) becomes the next layer.
+//!
+//! The stage so far is written to the build store as an image (config and
+//! manifest blobs, untagged) and pulled through a `layer-cache` under the
+//! cache directory (`rootfs/`, shared with bytecode compiles), which
+//! unpacks each layer once; the command then runs with the stage's
+//! environment (build arguments included, as Docker does), user (numeric,
+//! root by default) and working directory, no network unless the build
+//! allows it, and the build's limits. A layer is cached by everything that
+//! decides it — the stage's layers, the command, environment, user,
+//! directory, network and platform — so a repeated build runs nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use layer_cache::{Cache, CacheConfig};
+use oci_layer::{LayerWriter, WriteOptions};
+use oci_model::{Descriptor, Digest};
+use parse_dockerfile::{Command, RunInstruction};
+use sandbox_run::{Capture, Network, Outcome, Output, RootFs, RunSpec, Sandbox};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::apply::{absolute, command_line};
+use super::{Ctx, Scope, Stage};
+use crate::image::{self, LayerDesc};
+use crate::{Builder, Result, io_at};
+
+/// Version of the cached `RUN` layer entries and of their key's recipe.
+const FORMAT: &str = "hoist-dockerfile-run-v1";
+/// Output kept of one `RUN`.
+const LOG_BYTES: usize = 1 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct CachedLayer {
+    format: String,
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+}
+
+impl Builder {
+    /// Runs one `RUN` (or takes its layer from the cache) and adds its
+    /// layer to `state`; returns its output, for the build's log.
+    pub(super) async fn run_step(
+        &self,
+        state: &mut Stage,
+        ctx: &Ctx<'_>,
+        run: &RunInstruction<'_>,
+        line: &str,
+    ) -> Result<String> {
+        if let Some(flag) = run.options.first() {
+            return Err(ctx.error(format!("RUN --{} is not supported yet", flag.name.value)));
+        }
+        if !run.here_docs.is_empty() {
+            return Err(ctx.error("RUN with a heredoc is not supported yet"));
+        }
+        let Some(sandbox) = self.sandbox.clone() else {
+            return Err(ctx.error("RUN needs the sandbox (run hoist as root)"));
+        };
+        let args_scope = state.args.clone();
+        let scope = Scope {
+            args: &args_scope,
+            env: super::apply::env_pairs(&state.config),
+        };
+        let args = match &run.arguments {
+            Command::Exec(e) => e.value.iter().map(|s| s.value.to_string()).collect(),
+            Command::Shell(_) => command_line(&run.arguments, &state.config),
+            _ => return Err(ctx.error("RUN of an unknown form")),
+        };
+        if args.is_empty() {
+            return Err(ctx.error("RUN needs a command"));
+        }
+        // The environment: build arguments, then the image's (which win).
+        let mut env: BTreeMap<String, String> = state.args.clone();
+        for (k, v) in &scope.env {
+            env.insert(k.clone(), v.clone());
+        }
+        let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let user = state.config["config"]["User"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let (uid, gid) = match user.as_str() {
+            "" => (0, 0),
+            u => numeric_user(u).ok_or_else(|| {
+                ctx.error(format!("USER {u}: only numeric UID[:GID] runs RUN yet"))
+            })?,
+        };
+        let cwd = absolute(
+            state.config["config"]["WorkingDir"]
+                .as_str()
+                .filter(|d| !d.is_empty())
+                .unwrap_or("/"),
+            ".",
+        );
+        let network = ctx.network;
+        let diff_ids: Vec<String> = state.layers.iter().map(|(_, d)| d.to_string()).collect();
+        let key_text = serde_json::json!({
+            "format": FORMAT,
+            "layers": diff_ids,
+            "args": args,
+            "env": env,
+            "uid": uid,
+            "gid": gid,
+            "cwd": cwd,
+            "network": network,
+            "platform": self.platform.to_string(),
+            "epoch": self.epoch,
+        })
+        .to_string();
+        let key = Digest::of(key_text.as_bytes()).hex().to_owned();
+        let entry_path = self
+            .cache_dir
+            .join("dockerfile-run")
+            .join(format!("{key}.json"));
+        let cached = std::fs::read(&entry_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CachedLayer>(&b).ok())
+            .filter(|c| c.format == FORMAT && ctx.store.has_blob(&c.digest, Some(c.size)));
+        let (layer, log) = match cached {
+            Some(c) => (c, format!("(cached {})\n", c_digest_short(&key))),
+            None => {
+                let (layer, log) = self
+                    .run_fresh(state, ctx, sandbox, args, env, (uid, gid), cwd, network)
+                    .await?;
+                let bytes = serde_json::to_vec(&layer).expect("an entry serializes");
+                let dir = self.cache_dir.join("dockerfile-run");
+                std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+                let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_at(&dir))?;
+                std::fs::write(tmp.path(), bytes).map_err(io_at(tmp.path()))?;
+                tmp.persist(&entry_path)
+                    .map_err(|e| io_at(&entry_path)(e.error))?;
+                (layer, log)
+            }
+        };
+        let types = image::types(state.family);
+        state.layers.push((
+            Descriptor {
+                media_type: types.layer.to_owned(),
+                digest: layer.digest.clone(),
+                size: layer.size,
+                platform: None,
+            },
+            layer.diff_id.clone(),
+        ));
+        state.added.push(layer.digest);
+        if let Some(ids) = state.config["rootfs"]["diff_ids"].as_array_mut() {
+            ids.push(Value::String(layer.diff_id.to_string()));
+        }
+        super::apply::push_history(&mut state.config, &self.created(), line, false);
+        Ok(log)
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "the parts of one run")]
+    async fn run_fresh(
+        &self,
+        state: &Stage,
+        ctx: &Ctx<'_>,
+        sandbox: sandbox_run::SandboxConfig,
+        args: Vec<String>,
+        env: Vec<String>,
+        (uid, gid): (u32, u32),
+        cwd: String,
+        network: bool,
+    ) -> Result<(CachedLayer, String)> {
+        // The stage so far as an image in the store, to unpack its layers.
+        let config =
+            serde_json::to_vec(&state.config).map_err(|e| oci_model::Error::MalformedManifest {
+                reason: format!("the stage's config: {e}"),
+            })?;
+        let types = image::types(state.family);
+        let config_digest = ctx.store.write_blob(&config)?;
+        let config_desc = Descriptor {
+            media_type: types.config.to_owned(),
+            digest: config_digest,
+            size: config.len() as u64,
+            platform: None,
+        };
+        let layers: Vec<LayerDesc> = state
+            .layers
+            .iter()
+            .map(|(d, _)| LayerDesc {
+                media_type: d.media_type.clone(),
+                digest: d.digest.clone(),
+                size: d.size,
+                urls: None,
+                annotations: None,
+            })
+            .collect();
+        let manifest = image::manifest_bytes(state.family, &config_desc, layers, &BTreeMap::new());
+        let manifest_digest = ctx.store.write_blob(&manifest)?;
+        let mut cache_config = CacheConfig::new(self.cache_dir.join("rootfs"));
+        cache_config.platform = self.platform.clone();
+        let cache = Cache::open(cache_config).await?;
+        let reference = ctx.store.reference(None)?.with_digest(manifest_digest);
+        let image = cache.pull(&reference, ctx.store).await?;
+        drop(cache);
+
+        let tmp = self.cache_dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
+        let kept = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&tmp)
+            .map_err(io_at(&tmp))?;
+        let lower = if image.lower_dirs().is_empty() {
+            // `scratch`: an empty root of its own.
+            let empty = kept.path().join("..").join(format!(
+                "{}-empty",
+                kept.path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            std::fs::create_dir_all(&empty).map_err(io_at(&empty))?;
+            vec![empty]
+        } else {
+            image.lower_dirs()
+        };
+        let mut spec = RunSpec::new(RootFs::Overlay { lower }, args);
+        spec.env = env;
+        spec.uid = uid;
+        spec.gid = gid;
+        spec.cwd = cwd;
+        spec.readonly_root = false;
+        spec.limits = ctx.limits.clone();
+        spec.network = if network {
+            Network::Host
+        } else {
+            Network::None
+        };
+        spec.output = Output::Capture {
+            max_bytes: LOG_BYTES,
+        };
+        spec.capture = Some(Capture::new(kept.path()));
+        let result = crate::blocking("running a RUN step", move || {
+            let sandbox = Sandbox::new(sandbox)?;
+            Ok(sandbox.run(&spec)?)
+        })
+        .await?;
+        drop(image);
+        let mut log = String::from_utf8_lossy(&result.stdout).into_owned();
+        log.push_str(&String::from_utf8_lossy(&result.stderr));
+        let tail = || {
+            let lines: Vec<&str> = log.lines().rev().take(30).collect();
+            lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+        };
+        match &result.outcome {
+            Outcome::Exited(0) => {}
+            Outcome::Exited(code) => {
+                return Err(ctx.error(format!("RUN exited with status {code}:\n{}", tail())));
+            }
+            other => return Err(ctx.error(format!("RUN ended: {other:?}\n{}", tail()))),
+        }
+        match &result.captured {
+            Some(Ok(_)) => {}
+            Some(Err(refusal)) => {
+                return Err(ctx.error(format!("what RUN wrote cannot be a layer: {refusal}")));
+            }
+            None => return Err(ctx.error("RUN left nothing to capture")),
+        }
+        let mut w = LayerWriter::new(WriteOptions {
+            mtime: self.epoch,
+            ..WriteOptions::default()
+        });
+        w.add_tree(kept.path(), "")?;
+        let blob_path = kept.path().with_extension("layer");
+        let file = std::fs::File::create(&blob_path).map_err(io_at(&blob_path))?;
+        let info = w.finish(std::io::BufWriter::new(file))?;
+        let result = store_layer(ctx, &blob_path, &info.digest);
+        let _ = std::fs::remove_file(&blob_path);
+        result?;
+        Ok((
+            CachedLayer {
+                format: FORMAT.to_owned(),
+                digest: info.digest,
+                size: info.size,
+                diff_id: info.diff_id,
+            },
+            log,
+        ))
+    }
+}
+
+/// Moves the layer blob at `path` into the store, checked against
+/// `digest` as it is copied.
+fn store_layer(ctx: &Ctx<'_>, path: &Path, digest: &Digest) -> Result<()> {
+    if ctx.store.has_blob(digest, None) {
+        return Ok(());
+    }
+    let mut src = std::fs::File::open(path).map_err(io_at(path))?;
+    let mut w = ctx.store.verified_blob_writer()?;
+    std::io::copy(&mut src, &mut w).map_err(io_at(ctx.store.root()))?;
+    w.commit(Some(digest))?;
+    Ok(())
+}
+
+fn c_digest_short(key: &str) -> &str {
+    &key[..12.min(key.len())]
+}
+
+/// `UID[:GID]`, numeric (the group defaults to the user's number).
+fn numeric_user(user: &str) -> Option<(u32, u32)> {
+    let (u, g) = user.split_once(':').unwrap_or((user, user));
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
