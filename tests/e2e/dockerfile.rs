@@ -50,8 +50,16 @@ fn context() -> tempfile::TempDir {
 }
 
 fn build(ctx: &Path, extra: &[&str]) -> std::process::Output {
+    build_in(
+        ctx,
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("dockerfile-cache"),
+        extra,
+    )
+}
+
+/// `build` with its own build cache.
+fn build_in(ctx: &Path, cache: &Path, extra: &[&str]) -> std::process::Output {
     let base = testkit::python_base().expect("python base image");
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dockerfile-cache");
     let owned = [
         "build".to_owned(),
         "-f".to_owned(),
@@ -199,6 +207,43 @@ async fn one_build_is_pushed_to_every_tag() {
     assert!(text(&out.stdout).contains(&a), "{}", text(&out.stdout));
 }
 
+/// A multi-stage build: a builder stage makes files, the final stage
+/// copies only its result, from a directory whose lower layer had a file
+/// the builder deleted.
+const MULTI_STAGE: &str = r#"ARG BASE
+FROM ${BASE} AS builder
+WORKDIR /build
+COPY app/ ./src/
+RUN python3 -c "import os; os.remove('/build/src/data/word.txt'); open('/build/src/data/made.txt', 'w').write('made')"
+
+FROM ${BASE}
+COPY --from=builder /build/src/data /srv/data
+COPY --from=0 /build/src/main.py /srv/
+CMD ["python3", "-c", "import os; print(sorted(os.listdir('/srv')), sorted(os.listdir('/srv/data')))"]
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_from_takes_an_earlier_stage_s_merged_files() {
+    let ctx = context();
+    std::fs::write(ctx.path().join("Dockerfile"), MULTI_STAGE).unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:app", out_dir.path().display());
+    let out = build(
+        ctx.path(),
+        &["--tag", "127.0.0.1:1/acme/multi:1.0", "--output", &layout],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cache = tempfile::tempdir().unwrap();
+    let run = hoist(&[
+        "run",
+        &layout,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "['data', 'main.py'] ['made.txt']\n");
+}
+
 const WITH_RUN: &str = r#"ARG BASE
 FROM ${BASE}
 ARG WHO=builder
@@ -215,6 +260,9 @@ async fn run_steps_become_layers_with_whiteouts_and_are_cached() {
     std::fs::write(ctx.path().join("Dockerfile"), WITH_RUN).unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let layout = format!("oci:{}:app", out_dir.path().display());
+    // A cache of its own: the first build must run its steps.
+    let build_cache = tempfile::tempdir().unwrap();
+    let build = |ctx: &Path, extra: &[&str]| build_in(ctx, build_cache.path(), extra);
     let out = build(
         ctx.path(),
         &["--tag", "127.0.0.1:1/acme/run:1.0", "--output", &layout],
@@ -295,9 +343,9 @@ fn what_cannot_be_built_is_named_with_its_line() {
             "remote URLs are refused",
         ),
         (
-            "FROM scratch\nCOPY --from=other /a /b\n",
-            "Dockerfile:2:1: ",
-            "--from",
+            "FROM scratch AS one\nFROM scratch\nCOPY --from=one /missing /b\n",
+            "Dockerfile:3:1: ",
+            "/missing: no such file in the stage",
         ),
         (
             "FROM scratch\nFROBNICATE now\n",

@@ -177,11 +177,8 @@ impl Builder {
                 run_config(&mut state.config).insert("Healthcheck".into(), json!({"Test": test}));
             }
             Instruction::Copy(c) => {
-                if let Some(flag) = c.options.iter().find(|f| f.name.value == "from") {
-                    return Err(ctx.error(format!(
-                        "COPY --from={} is not supported yet",
-                        flag.value.as_ref().map_or("", |v| v.value.as_ref())
-                    )));
+                if c.options.iter().any(|f| f.name.value == "from") {
+                    return Err(ctx.error("COPY --from is applied by copy_from_step"));
                 }
                 self.copy(
                     state,
@@ -231,31 +228,7 @@ impl Builder {
         word: &dyn Fn(&str) -> Result<String>,
         line: &str,
     ) -> Result<()> {
-        let mut owner = (0u64, 0u64);
-        let mut chmod = None;
-        for (name, value) in flags {
-            let value = word(value)?;
-            match name.as_str() {
-                "chown" => {
-                    owner = parse_chown(&value).ok_or_else(|| {
-                        ctx.error(format!(
-                            "--chown={value}: only numeric UID[:GID] is supported yet"
-                        ))
-                    })?
-                }
-                "chmod" => {
-                    chmod = Some(
-                        u32::from_str_radix(&value, 8)
-                            .ok()
-                            .filter(|m| *m <= 0o7777)
-                            .ok_or_else(|| {
-                                ctx.error(format!("--chmod={value}: not an octal mode"))
-                            })?,
-                    )
-                }
-                other => return Err(ctx.error(format!("--{other} is not supported yet"))),
-            }
-        }
+        let (owner, chmod) = copy_flags(ctx, flags, word)?;
         let mut paths = Vec::with_capacity(sources.len());
         for source in sources {
             match source {
@@ -307,6 +280,17 @@ impl Builder {
                 add_entry(ctx, &mut w, &rel, &target, chmod, &mut entries)?;
             }
         }
+        self.finish_layer(state, ctx, w, line)
+    }
+
+    /// Writes the layer `w` into the store and adds it to `state`.
+    pub(super) fn finish_layer(
+        &self,
+        state: &mut Stage,
+        ctx: &Ctx<'_>,
+        w: LayerWriter<'_>,
+        line: &str,
+    ) -> Result<()> {
         let mut blob = Vec::new();
         let info = w.finish(&mut blob)?;
         if !ctx.store.has_blob(&info.digest, Some(info.size)) {
@@ -405,8 +389,42 @@ impl Builder {
     }
 }
 
+/// The owner (`--chown`, numeric) and mode (`--chmod`, octal) of a
+/// `COPY`'s entries; any other flag but `--from` is an error.
+pub(super) fn copy_flags(
+    ctx: &Ctx<'_>,
+    flags: &[(String, String)],
+    word: &dyn Fn(&str) -> Result<String>,
+) -> Result<((u64, u64), Option<u32>)> {
+    let mut owner = (0u64, 0u64);
+    let mut chmod = None;
+    for (name, value) in flags {
+        let value = word(value)?;
+        match name.as_str() {
+            "chown" => {
+                owner = parse_chown(&value).ok_or_else(|| {
+                    ctx.error(format!(
+                        "--chown={value}: only numeric UID[:GID] is supported yet"
+                    ))
+                })?
+            }
+            "chmod" => {
+                chmod = Some(
+                    u32::from_str_radix(&value, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| ctx.error(format!("--chmod={value}: not an octal mode")))?,
+                )
+            }
+            "from" => {}
+            other => return Err(ctx.error(format!("--{other} is not supported yet"))),
+        }
+    }
+    Ok((owner, chmod))
+}
+
 /// `--name=value` flags as pairs.
-fn scope_args(flags: &[parse_dockerfile::Flag<'_>]) -> Vec<(String, String)> {
+pub(super) fn scope_args(flags: &[parse_dockerfile::Flag<'_>]) -> Vec<(String, String)> {
     flags
         .iter()
         .map(|f| {
@@ -494,6 +512,11 @@ fn insert_set(config: &mut Value, field: &str, key: String) {
         *set = json!({});
     }
     set.as_object_mut().map(|s| s.insert(key, json!({})));
+}
+
+/// The stage's working directory (`/` when unset).
+pub(super) fn working_dir_of(config: &Value) -> String {
+    working_dir(config)
 }
 
 fn working_dir(config: &Value) -> String {

@@ -21,14 +21,18 @@
 //! one reproducible layer (sorted entries, the build epoch as every time);
 //! the same Dockerfile and context give the same digest, and a `RUN` whose
 //! inputs are unchanged is taken from the cache without running.
-//! Instructions this front end cannot carry out yet (`COPY --from`, `ADD`
-//! of an archive or a URL, heredocs, `RUN --mount`) fail the build with
-//! an error naming the instruction and its line.
+//! `COPY --from` reads an earlier stage (or an image) through the merged
+//! view of its unpacked layers (`from.rs`, `union.rs`). Instructions this
+//! front end cannot carry out yet (patterns in `COPY --from`, `ADD` of an
+//! archive or a URL, heredocs, `RUN --mount`) fail the build with an error
+//! naming the instruction and its line.
 
 mod apply;
 mod expand;
+mod from;
 mod ignore;
 mod run;
+mod union;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -417,6 +421,38 @@ impl Builder {
                 if let Instruction::Run(run) = instruction {
                     let log = self.run_step(&mut state, &ctx, run, &line_text).await?;
                     steps.extend(log.lines().map(|l| format!("  {l}")));
+                } else if let Instruction::Copy(copy) = instruction
+                    && let Some(flag) = copy.options.iter().find(|f| f.name.value == "from")
+                {
+                    let raw = flag.value.as_ref().map_or("", |v| v.value.as_ref());
+                    let scope = Scope {
+                        args: &state.args,
+                        env: apply::env_pairs(&state.config),
+                    };
+                    let name = expand::process_word(raw, &scope, escape)
+                        .map_err(|e| ctx.error(e.to_string()))?;
+                    let by_name = built.iter().position(|s| {
+                        s.name
+                            .as_deref()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+                    });
+                    let by_index = name.parse::<usize>().ok().filter(|i| *i < built.len());
+                    let loaded;
+                    let source = match by_name.or(by_index) {
+                        Some(i) => &built[i],
+                        None => {
+                            let endpoint: Endpoint =
+                                name.parse().map_err(|e: oci_model::Error| {
+                                    ctx.error(format!(
+                                        "COPY --from={name}: not a stage or an image: {e}"
+                                    ))
+                                })?;
+                            loaded = self.load_stage_base(&endpoint, &store).await?;
+                            &loaded
+                        }
+                    };
+                    self.copy_from_step(&mut state, source, &ctx, copy, &line_text)
+                        .await?;
                 } else {
                     self.apply(&mut state, instruction, &ctx)?;
                 }

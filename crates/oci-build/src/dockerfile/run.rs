@@ -166,39 +166,7 @@ impl Builder {
         cwd: String,
         network: bool,
     ) -> Result<(CachedLayer, String)> {
-        // The stage so far as an image in the store, to unpack its layers.
-        let config =
-            serde_json::to_vec(&state.config).map_err(|e| oci_model::Error::MalformedManifest {
-                reason: format!("the stage's config: {e}"),
-            })?;
-        let types = image::types(state.family);
-        let config_digest = ctx.store.write_blob(&config)?;
-        let config_desc = Descriptor {
-            media_type: types.config.to_owned(),
-            digest: config_digest,
-            size: config.len() as u64,
-            platform: None,
-        };
-        let layers: Vec<LayerDesc> = state
-            .layers
-            .iter()
-            .map(|(d, _)| LayerDesc {
-                media_type: d.media_type.clone(),
-                digest: d.digest.clone(),
-                size: d.size,
-                urls: None,
-                annotations: None,
-            })
-            .collect();
-        let manifest = image::manifest_bytes(state.family, &config_desc, layers, &BTreeMap::new());
-        let manifest_digest = ctx.store.write_blob(&manifest)?;
-        let mut cache_config = CacheConfig::new(self.cache_dir.join("rootfs"));
-        cache_config.platform = self.platform.clone();
-        let cache = Cache::open(cache_config).await?;
-        let reference = ctx.store.reference(None)?.with_digest(manifest_digest);
-        let image = cache.pull(&reference, ctx.store).await?;
-        drop(cache);
-
+        let image = self.materialize(state, ctx).await?;
         let tmp = self.cache_dir.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
         let kept = tempfile::Builder::new()
@@ -281,6 +249,48 @@ impl Builder {
             },
             log,
         ))
+    }
+}
+
+impl Builder {
+    /// The stage so far, written to the store as an (untagged) image and
+    /// unpacked by the `rootfs/` layer cache: its layer directories.
+    pub(super) async fn materialize(
+        &self,
+        state: &Stage,
+        ctx: &Ctx<'_>,
+    ) -> Result<layer_cache::CachedImage> {
+        let config =
+            serde_json::to_vec(&state.config).map_err(|e| oci_model::Error::MalformedManifest {
+                reason: format!("the stage's config: {e}"),
+            })?;
+        let types = image::types(state.family);
+        let config_digest = ctx.store.write_blob(&config)?;
+        let config_desc = Descriptor {
+            media_type: types.config.to_owned(),
+            digest: config_digest,
+            size: config.len() as u64,
+            platform: None,
+        };
+        let layers: Vec<LayerDesc> = state
+            .layers
+            .iter()
+            .map(|(d, _)| LayerDesc {
+                media_type: d.media_type.clone(),
+                digest: d.digest.clone(),
+                size: d.size,
+                urls: None,
+                annotations: None,
+            })
+            .collect();
+        let manifest = image::manifest_bytes(state.family, &config_desc, layers, &BTreeMap::new());
+        let manifest_digest = ctx.store.write_blob(&manifest)?;
+        let mut cache_config = CacheConfig::new(self.cache_dir.join("rootfs"));
+        cache_config.platform = self.platform.clone();
+        let cache = Cache::open(cache_config).await?;
+        let reference = ctx.store.reference(None)?.with_digest(manifest_digest);
+        // The cache is closed at once; the image's pins keep its layers.
+        Ok(cache.pull(&reference, ctx.store).await?)
     }
 }
 

@@ -1,0 +1,129 @@
+//! `COPY --from=STAGE|IMAGE`: files of an earlier stage (or of an image)
+//! through the merged view of its unpacked layers (`union.rs`).
+
+use std::path::{Path, PathBuf};
+
+use oci_layer::{LayerWriter, WriteOptions};
+use parse_dockerfile::{CopyInstruction, Source};
+
+use super::apply::{absolute, copy_flags, scope_args, working_dir_of};
+use super::union::{Entry, Union};
+use super::{Ctx, Scope, Stage, expand};
+use crate::{Builder, Result, io_at};
+
+/// The most entries one `COPY --from` copies.
+const MAX_ENTRIES: usize = 1 << 20;
+
+impl Builder {
+    /// Copies what `copy` names from `source` into a new layer of `state`.
+    pub(super) async fn copy_from_step(
+        &self,
+        state: &mut Stage,
+        source: &Stage,
+        ctx: &Ctx<'_>,
+        copy: &CopyInstruction<'_>,
+        line: &str,
+    ) -> Result<()> {
+        let args = state.args.clone();
+        let scope = Scope {
+            args: &args,
+            env: super::apply::env_pairs(&state.config),
+        };
+        let word = |raw: &str| {
+            expand::process_word(raw, &scope, ctx.escape).map_err(|e| ctx.error(e.to_string()))
+        };
+        let (owner, chmod) = copy_flags(ctx, &scope_args(&copy.options), &word)?;
+        let mut paths = Vec::with_capacity(copy.src.len());
+        for s in &copy.src {
+            match s {
+                Source::Path(p) => paths.push(word(&p.value)?),
+                _ => return Err(ctx.error("heredoc sources are not supported yet")),
+            }
+        }
+        if let Some(glob) = paths.iter().find(|p| p.contains(['*', '?', '['])) {
+            return Err(ctx.error(format!(
+                "COPY --from of a pattern ({glob}) is not supported yet"
+            )));
+        }
+        let dest = word(&copy.dest.value)?;
+        let dest_is_dir = dest.ends_with('/') || paths.len() > 1;
+        let dest = absolute(&working_dir_of(&state.config), &dest);
+        let image = self.materialize(source, ctx).await?;
+        let union = Union::new(image.lower_dirs());
+        let mut w = LayerWriter::new(WriteOptions {
+            mtime: self.epoch,
+            uid: owner.0,
+            gid: owner.1,
+            ..WriteOptions::default()
+        });
+        let mut entries = 0usize;
+        for src in &paths {
+            let rel = PathBuf::from(absolute("/", src).trim_start_matches('/'));
+            let Some(entry) = union.lookup(&rel) else {
+                return Err(ctx.error(format!("{src}: no such file in the stage")));
+            };
+            let target = match (&entry, dest_is_dir) {
+                (Entry::Dir, _) => PathBuf::from(&dest),
+                (_, true) => Path::new(&dest).join(rel.file_name().unwrap_or_default()),
+                (_, false) => PathBuf::from(&dest),
+            };
+            add(
+                ctx,
+                &union,
+                &mut w,
+                &rel,
+                entry,
+                &target,
+                chmod,
+                &mut entries,
+            )?;
+        }
+        drop(image);
+        self.finish_layer(state, ctx, w, line)
+    }
+}
+
+/// Adds the merged `entry` at `rel` as `target`, directories with their
+/// merged contents.
+#[allow(clippy::too_many_arguments, reason = "one walk's state")]
+fn add(
+    ctx: &Ctx<'_>,
+    union: &Union,
+    w: &mut LayerWriter<'_>,
+    rel: &Path,
+    entry: Entry,
+    target: &Path,
+    chmod: Option<u32>,
+    entries: &mut usize,
+) -> Result<()> {
+    let mut stack = vec![(rel.to_owned(), entry, target.to_owned())];
+    while let Some((rel, entry, target)) = stack.pop() {
+        *entries += 1;
+        if *entries > MAX_ENTRIES {
+            return Err(ctx.error(format!("more than {MAX_ENTRIES} entries to copy")));
+        }
+        let in_image = target.strip_prefix("/").unwrap_or(&target).to_owned();
+        match entry {
+            Entry::Dir => {
+                if !in_image.as_os_str().is_empty() {
+                    w.add_dir(&in_image)?;
+                }
+                for (name, child) in union.read_dir(&rel) {
+                    stack.push((rel.join(&name), child, target.join(&name)));
+                }
+            }
+            Entry::Symlink(host) => {
+                let link = std::fs::read_link(&host).map_err(io_at(&host))?;
+                w.add_symlink(&in_image, link)?;
+            }
+            Entry::File(host) => {
+                use std::os::unix::fs::MetadataExt;
+                let meta = std::fs::symlink_metadata(&host).map_err(io_at(&host))?;
+                let mode = chmod.unwrap_or(meta.mode() & 0o7777);
+                let file = std::fs::File::open(&host).map_err(io_at(&host))?;
+                w.add_file(&in_image, mode, meta.len(), file)?;
+            }
+        }
+    }
+    Ok(())
+}
