@@ -395,3 +395,117 @@ fn what_cannot_be_built_is_named_with_its_line() {
         text(&result.stderr)
     );
 }
+
+/// Every path of an unpacked root: `dir`, `file:<sha256>` or
+/// `link:<target>`, leaving out what runtimes make (mount points, `/tmp`).
+fn tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest as _;
+    const RUNTIME: &[&str] = &[
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "etc/hosts",
+        "etc/hostname",
+        "etc/resolv.conf",
+    ];
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_owned()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if RUNTIME
+                .iter()
+                .any(|r| rel == *r || rel.starts_with(&format!("{r}/")))
+            {
+                continue;
+            }
+            let kind = e.file_type().unwrap();
+            let what = if kind.is_symlink() {
+                format!("link:{}", std::fs::read_link(&path).unwrap().display())
+            } else if kind.is_dir() {
+                todo.push(path.clone());
+                "dir".to_owned()
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                format!("file:{}", hex::encode(sha2::Sha256::digest(&bytes)))
+            };
+            out.insert(rel, what);
+        }
+    }
+    out
+}
+
+/// Unpacks `oci:DIR:TAG` with umoci; the root directory.
+async fn unpack(image: &str, into: &Path) -> std::path::PathBuf {
+    let layout = image.strip_prefix("oci:").unwrap();
+    testkit::umoci(&["unpack", "--image", layout, into.to_str().unwrap()])
+        .await
+        .expect("umoci unpack");
+    into.join("rootfs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buildah_builds_the_same_file_trees() {
+    let base = testkit::python_base().expect("python base image");
+    let work = tempfile::tempdir().unwrap();
+    for (name, dockerfile) in [
+        ("main", DOCKERFILE),
+        ("run", WITH_RUN),
+        ("multi", MULTI_STAGE),
+    ] {
+        let ctx = context();
+        std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+        let ours = format!("oci:{}:{name}", work.path().join("ours").display());
+        let out = build(
+            ctx.path(),
+            &["--tag", "127.0.0.1:1/acme/cmp:1", "--output", &ours],
+        );
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+
+        let storage = work.path().join(format!("buildah-{name}"));
+        let buildah = |args: &[&str]| {
+            let out = std::process::Command::new("buildah")
+                .arg("--root")
+                .arg(storage.join("root"))
+                .arg("--runroot")
+                .arg(storage.join("run"))
+                .args(["--storage-driver", "vfs"])
+                .args(args)
+                .output()
+                .expect("buildah");
+            assert!(
+                out.status.success(),
+                "buildah {args:?}: {}",
+                text(&out.stderr)
+            );
+        };
+        let theirs = format!("oci:{}:{name}", work.path().join("theirs").display());
+        let tag = format!("localhost/cmp-{name}:1");
+        buildah(&[
+            "bud",
+            "--isolation",
+            "chroot",
+            "--build-arg",
+            &format!("BASE={}", base.oci_ref()),
+            "-t",
+            &tag,
+            ctx.path().to_str().unwrap(),
+        ]);
+        buildah(&["push", &tag, &theirs]);
+        let a = tree(&unpack(&ours, &work.path().join(format!("unpack-ours-{name}"))).await);
+        let b = tree(&unpack(&theirs, &work.path().join(format!("unpack-theirs-{name}"))).await);
+        let only_ours: Vec<_> = a.iter().filter(|(k, v)| b.get(*k) != Some(v)).collect();
+        let only_theirs: Vec<_> = b.iter().filter(|(k, v)| a.get(*k) != Some(v)).collect();
+        assert!(
+            only_ours.is_empty() && only_theirs.is_empty(),
+            "{name}: hoist only {only_ours:?}\nbuildah only {only_theirs:?}"
+        );
+    }
+}
