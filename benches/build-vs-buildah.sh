@@ -85,15 +85,6 @@ fi
 [[ $BENCH_PYTHON_BASE == oci:*:* ]] || die "BENCH_PYTHON_BASE must be oci:DIR:TAG, got '$BENCH_PYTHON_BASE'"
 
 # ---------------------------------------------------------------- workspace
-BUILDAH=()
-# drop_buildah_storage: remove the containers and images of buildah's private
-# storage (unmounts what it mounted); runs on exit
-drop_buildah_storage() {
-    if ((${#BUILDAH[@]})); then
-        "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
-        "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
-    fi
-}
 setup_workspace hoist-bench-build drop_buildah_storage
 
 # image_config REPO TAG -> the image config JSON
@@ -217,30 +208,8 @@ CMD ["/usr/bin/python3.11", "/opt/hoist/runner.py"]
 EOF
 printf 'Dockerfile\n' >"$CTX/.dockerignore"
 
-# buildah with private storage in $WORK, so the machine's images are untouched.
-DRIVER="${BUILDAH_DRIVER:-overlay}"
-for driver in "$DRIVER" vfs; do
-    BUILDAH=(buildah --root "$WORK/buildah-$driver/root" --runroot "$WORK/buildah-$driver/run" --storage-driver "$driver")
-    if "${BUILDAH[@]}" pull --quiet --tls-verify=false "$BASE_REF" >"$WORK/base-id" 2>"$WORK/pull.err"; then
-        DRIVER=$driver
-        break
-    fi
-    log "buildah with the $driver driver cannot pull the base:"
-    sed 's/^/    /' "$WORK/pull.err" >&2
-    [[ $driver == vfs ]] && die "buildah does not work here"
-done
-BASE_ID=$(tail -n1 "$WORK/base-id")
-log "buildah storage driver: $DRIVER (base image $BASE_ID)"
+setup_buildah "$BASE_REF"
 
-# drop_buildah_images: every image but the base, and every working container
-drop_buildah_images() {
-    local id
-    "${BUILDAH[@]}" rm --all >/dev/null
-    for id in $("${BUILDAH[@]}" images --all --noheading --no-trunc --quiet); do
-        [[ ${id#sha256:} == "${BASE_ID#sha256:}" ]] && continue
-        "${BUILDAH[@]}" rmi --force "$id" >/dev/null 2>&1 || true
-    done
-}
 # buildah_build_push LAYERS REPO: build the context and push it as $REG/REPO:1
 buildah_build_push() {
     "${BUILDAH[@]}" build --quiet --layers="$1" --pull=false --tls-verify=false \

@@ -247,3 +247,42 @@ adjust_config() {
         | .linux.resources.cpu = {quota: 200000, period: 100000}
         | .linux.resources.pids = {limit: 256}' "$1" >"$2"
 }
+
+# setup_buildah BASE_REF: buildah with private storage in $WORK (the
+# machine's images are untouched) that has pulled BASE_REF; sets BUILDAH
+# (the command), DRIVER (BUILDAH_DRIVER, default overlay; vfs when that
+# cannot pull) and BASE_ID. Register drop_buildah_storage as the cleanup.
+BUILDAH=()
+setup_buildah() {
+    local driver
+    DRIVER="${BUILDAH_DRIVER:-overlay}"
+    for driver in "$DRIVER" vfs; do
+        BUILDAH=(buildah --root "$WORK/buildah-$driver/root" --runroot "$WORK/buildah-$driver/run" --storage-driver "$driver")
+        if "${BUILDAH[@]}" pull --quiet --tls-verify=false "$1" >"$WORK/base-id" 2>"$WORK/pull.err"; then
+            DRIVER=$driver
+            break
+        fi
+        log "buildah with the $driver driver cannot pull the base:"
+        sed 's/^/    /' "$WORK/pull.err" >&2
+        [[ $driver == vfs ]] && die "buildah does not work here"
+    done
+    BASE_ID=$(tail -n1 "$WORK/base-id")
+    log "buildah storage driver: $DRIVER (base image $BASE_ID)"
+}
+# drop_buildah_images: every image but the base, and every working container
+drop_buildah_images() {
+    local id
+    "${BUILDAH[@]}" rm --all >/dev/null
+    for id in $("${BUILDAH[@]}" images --all --noheading --no-trunc --quiet); do
+        [[ ${id#sha256:} == "${BASE_ID#sha256:}" ]] && continue
+        "${BUILDAH[@]}" rmi --force "$id" >/dev/null 2>&1 || true
+    done
+}
+# drop_buildah_storage: remove the containers and images of the private
+# storage (unmounts what it mounted)
+drop_buildah_storage() {
+    if ((${#BUILDAH[@]})); then
+        "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+        "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
+    fi
+}
