@@ -4,19 +4,32 @@
 //! inside the text.
 #![no_main]
 
+use std::collections::BTreeMap;
+
+use dockerfile_syntax::expand::process_words;
+use dockerfile_syntax::ignore::Ignore;
+use dockerfile_syntax::{describe, parse_dockerfile, position};
 use libfuzzer_sys::fuzz_target;
-use oci_build::dockerfile_fuzz::{describe_all, dockerignore, expand_words};
 
 fuzz_target!(|text: &str| {
-    if let Some(steps) = describe_all(text) {
+    if let Ok(parsed) = parse_dockerfile::parse(text) {
         let lines = text.lines().count().max(1);
-        for (line, column, _) in steps {
+        for instruction in &parsed.instructions {
+            let (offset, _) = describe(instruction, text);
+            let (line, column) = position(text, offset);
             assert!(line >= 1 && line <= lines + 1 && column >= 1, "{line}:{column}");
         }
     }
+    let vars = BTreeMap::from([
+        ("A".to_owned(), "a b".to_owned()),
+        ("B".to_owned(), "${A}".to_owned()),
+        ("EMPTY".to_owned(), String::new()),
+    ]);
     for escape in ['\\', '`'] {
-        let _ = expand_words(text, escape);
+        let _ = process_words(text, &vars, escape);
     }
     let (patterns, path) = text.split_once('\0').unwrap_or((text, "a/b.txt"));
-    let _ = dockerignore(patterns, path);
+    if let Ok(ignore) = Ignore::parse(patterns) {
+        let _ = (ignore.excludes(path), ignore.may_include_below(path));
+    }
 });

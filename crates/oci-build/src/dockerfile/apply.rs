@@ -5,15 +5,17 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use dockerfile_syntax::parse_dockerfile::{
+    Command, HealthcheckArguments, Instruction, JsonOrStringArray, Source,
+};
 use oci_layer::{LayerWriter, WriteOptions};
 use oci_model::{Descriptor, Layout, Manifest, Resolved, SourceImage};
-use parse_dockerfile::{Command, HealthcheckArguments, Instruction, JsonOrStringArray, Source};
 use serde_json::{Map, Value, json};
 
-use super::expand;
 use super::{Ctx, DockerfileOutput, DockerfileSpec, Scope, Stage};
 use crate::image::{self, LayerDesc};
 use crate::{Builder, Result, io_at};
+use dockerfile_syntax::expand;
 
 /// File names that `ADD` would unpack, which this front end does not yet.
 const ARCHIVES: &[&str] = &[
@@ -43,7 +45,7 @@ impl Builder {
         let words = |raw: &str| {
             expand::process_words(raw, &scope, ctx.escape).map_err(|e| ctx.error(e.to_string()))
         };
-        let (_, line) = super::describe(instruction, ctx.text);
+        let (_, line) = dockerfile_syntax::describe(instruction, ctx.text);
         let mut empty_layer = true;
         match instruction {
             Instruction::Arg(arg) => {
@@ -145,7 +147,7 @@ impl Builder {
                 run_config(&mut state.config).insert("Shell".into(), json!(shell));
             }
             Instruction::Onbuild(o) => {
-                let (_, inner) = super::describe(&o.instruction, ctx.text);
+                let (_, inner) = dockerfile_syntax::describe(&o.instruction, ctx.text);
                 if let Some(list) = run_config(&mut state.config)
                     .entry("OnBuild")
                     .or_insert_with(|| json!([]))
@@ -424,7 +426,9 @@ pub(super) fn copy_flags(
 }
 
 /// `--name=value` flags as pairs.
-pub(super) fn scope_args(flags: &[parse_dockerfile::Flag<'_>]) -> Vec<(String, String)> {
+pub(super) fn scope_args(
+    flags: &[dockerfile_syntax::parse_dockerfile::Flag<'_>],
+) -> Vec<(String, String)> {
     flags
         .iter()
         .map(|f| {

@@ -3,13 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+use dockerfile_syntax::parse_dockerfile::{CopyInstruction, Source};
 use oci_layer::{LayerWriter, WriteOptions};
-use parse_dockerfile::{CopyInstruction, Source};
 
 use super::apply::{absolute, copy_flags, scope_args, working_dir_of};
 use super::union::{Entry, Union};
-use super::{Ctx, Scope, Stage, expand};
+use super::{Ctx, Scope, Stage};
 use crate::{Builder, Result, io_at};
+use dockerfile_syntax::expand;
 
 /// The most entries one `COPY --from` copies.
 const MAX_ENTRIES: usize = 1 << 20;

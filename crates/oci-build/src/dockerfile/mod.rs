@@ -28,65 +28,21 @@
 //! naming the instruction and its line.
 
 mod apply;
-mod expand;
 mod from;
-mod ignore;
 mod run;
 mod union;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use dockerfile_syntax::parse_dockerfile::{self, Instruction};
 use oci_model::{Descriptor, Digest, Endpoint, Image, Layout, Platform, Reference, SourceImage};
-use parse_dockerfile::{Command, Instruction, JsonOrStringArray};
 use serde_json::{Value, json};
 
 use crate::{Builder, Error, Result, io_at};
-use expand::Vars;
-use ignore::Ignore;
-
-/// The Dockerfile front end's parsers of untrusted text, for the fuzz
-/// targets in `fuzz/`. Not a stable API.
-#[doc(hidden)]
-pub mod fuzz {
-    use std::collections::BTreeMap;
-
-    /// Parses `text` as a Dockerfile and describes every instruction as
-    /// the build logs it, with its line and column; `None` when it does
-    /// not parse.
-    pub fn describe_all(text: &str) -> Option<Vec<(usize, usize, String)>> {
-        let parsed = parse_dockerfile::parse(text).ok()?;
-        Some(
-            parsed
-                .instructions
-                .iter()
-                .map(|i| {
-                    let (offset, line) = super::describe(i, text);
-                    let (l, c) = super::position(text, offset);
-                    (l, c, line)
-                })
-                .collect(),
-        )
-    }
-
-    /// Expands `text` into words as `ENV` and `COPY` do, with `A`, `B`
-    /// and `EMPTY` set, under escape character `escape`.
-    pub fn expand_words(text: &str, escape: char) -> Result<Vec<String>, String> {
-        let vars = BTreeMap::from([
-            ("A".to_owned(), "a b".to_owned()),
-            ("B".to_owned(), "${A}".to_owned()),
-            ("EMPTY".to_owned(), String::new()),
-        ]);
-        super::expand::process_words(text, &vars, escape).map_err(|e| e.to_string())
-    }
-
-    /// Whether `.dockerignore` text `patterns` excludes `path`, and whether
-    /// it may re-include something below it.
-    pub fn dockerignore(patterns: &str, path: &str) -> Result<(bool, bool), String> {
-        let ignore = super::Ignore::parse(patterns).map_err(|e| e.to_string())?;
-        Ok((ignore.excludes(path), ignore.may_include_below(path)))
-    }
-}
+use dockerfile_syntax::expand::{self, Vars};
+use dockerfile_syntax::ignore::Ignore;
+use dockerfile_syntax::{describe, position};
 
 /// What to build from a Dockerfile.
 ///
@@ -214,17 +170,6 @@ fn predefined(platform: &Platform) -> BTreeMap<String, String> {
         platform.variant.clone().unwrap_or_default(),
     );
     args
-}
-
-/// Line and column (1-based) of byte `offset` in `text`.
-fn position(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |n| before.len() - n - 1)
-        + 1;
-    (line, column)
 }
 
 /// An error at byte `offset` of the Dockerfile.
@@ -524,61 +469,6 @@ impl Ctx<'_> {
     }
 }
 
-/// The instruction's start and its text on one line, for logs.
-fn describe(instruction: &Instruction<'_>, text: &str) -> (usize, String) {
-    let span = instruction_span(instruction);
-    let raw = &text[span.start.min(text.len())..span.end.min(text.len())];
-    let one_line: String = raw.split_whitespace().collect::<Vec<_>>().join(" ");
-    (span.start, one_line)
-}
-
-/// The span of a whole instruction, keyword to end.
-fn instruction_span(instruction: &Instruction<'_>) -> std::ops::Range<usize> {
-    use Instruction as I;
-    let (start, end) = match instruction {
-        I::Add(i) => (i.add.span.start, i.dest.span.end),
-        I::Arg(i) => (i.arg.span.start, i.arguments.span.end),
-        I::Cmd(i) => (i.cmd.span.start, command_end(&i.arguments)),
-        I::Copy(i) => (i.copy.span.start, i.dest.span.end),
-        I::Entrypoint(i) => (i.entrypoint.span.start, command_end(&i.arguments)),
-        I::Env(i) => (i.env.span.start, i.arguments.span.end),
-        I::Expose(i) => (
-            i.expose.span.start,
-            i.arguments.last().map_or(i.expose.span.end, |a| a.span.end),
-        ),
-        I::From(i) => (i.from.span.start, i.image.span.end),
-        I::Healthcheck(i) => (i.healthcheck.span.start, i.healthcheck.span.end),
-        I::Label(i) => (i.label.span.start, i.arguments.span.end),
-        I::Maintainer(i) => (i.maintainer.span.start, i.name.span.end),
-        I::Onbuild(i) => (i.onbuild.span.start, instruction_span(&i.instruction).end),
-        I::Run(i) => (i.run.span.start, command_end(&i.arguments)),
-        I::Shell(i) => (
-            i.shell.span.start,
-            i.arguments.last().map_or(i.shell.span.end, |a| a.span.end),
-        ),
-        I::Stopsignal(i) => (i.stopsignal.span.start, i.arguments.span.end),
-        I::User(i) => (i.user.span.start, i.arguments.span.end),
-        I::Volume(i) => (
-            i.volume.span.start,
-            match &i.arguments {
-                JsonOrStringArray::Json(j) => j.span.end,
-                JsonOrStringArray::String(s) => s.last().map_or(i.volume.span.end, |a| a.span.end),
-            },
-        ),
-        I::Workdir(i) => (i.workdir.span.start, i.arguments.span.end),
-        _ => (0, 0),
-    };
-    start..end.max(start)
-}
-
-fn command_end(command: &Command<'_>) -> usize {
-    match command {
-        Command::Exec(e) => e.span.end,
-        Command::Shell(s) => s.span.end,
-        _ => 0,
-    }
-}
-
 /// `NAME[=default]` pairs of an `ARG`.
 fn arg_pairs(raw: &str) -> Vec<(String, Option<String>)> {
     raw.split_whitespace()
@@ -587,37 +477,4 @@ fn arg_pairs(raw: &str) -> Vec<(String, Option<String>)> {
             None => (word.to_owned(), None),
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_are_one_based_lines_and_columns() {
-        let text = "FROM a\nCOPY x y\n\tRUN z";
-        assert_eq!(position(text, 0), (1, 1));
-        assert_eq!(position(text, 7), (2, 1));
-        assert_eq!(position(text, 12), (2, 6));
-        assert_eq!(position(text, 17), (3, 2));
-        assert_eq!(position(text, 1000), (3, 7));
-    }
-
-    #[test]
-    fn every_instruction_is_described_on_one_line() {
-        let text =
-            "FROM scratch AS a\nENV A=1 \\\n    B=2\nCOPY --chmod=755 x /y\nCMD [\"a\", \"b\"]\n";
-        let steps = fuzz::describe_all(text).unwrap();
-        let lines: Vec<&str> = steps.iter().map(|(_, _, l)| l.as_str()).collect();
-        assert_eq!(
-            lines,
-            [
-                "FROM scratch",
-                "ENV A=1 \\ B=2",
-                "COPY --chmod=755 x /y",
-                "CMD [\"a\", \"b\"]"
-            ]
-        );
-        assert_eq!((steps[2].0, steps[2].1), (4, 1));
-    }
 }

@@ -15,10 +15,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use dockerfile_syntax::parse_dockerfile::{Command, RunInstruction};
 use layer_cache::{Cache, CacheConfig};
 use oci_layer::{LayerWriter, WriteOptions};
 use oci_model::{Descriptor, Digest};
-use parse_dockerfile::{Command, RunInstruction};
 use sandbox_run::{Capture, Network, Outcome, Output, RootFs, RunSpec, Sandbox};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -18,7 +18,7 @@
 
 /// The parsed `.dockerignore`: patterns in file order.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Ignore {
+pub struct Ignore {
     patterns: Vec<Pattern>,
     /// Whether any pattern starts with `!`.
     exclusions: bool,
@@ -28,13 +28,13 @@ pub(crate) struct Ignore {
 /// expression errors, fail on when matching).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(".dockerignore line {line}: invalid pattern {pattern:?}: {reason}")]
-pub(crate) struct IgnoreError {
+pub struct IgnoreError {
     /// 1-based line number.
-    pub(crate) line: usize,
+    pub line: usize,
     /// The line, trimmed.
-    pub(crate) pattern: String,
+    pub pattern: String,
     /// What is wrong with it.
-    pub(crate) reason: String,
+    pub reason: String,
 }
 
 impl Ignore {
@@ -55,7 +55,7 @@ impl Ignore {
     /// or `?` inside `[...]` (Docker's translation mangles them into
     /// nested expressions) and the escapes `\p`, `\P` and `\Q` (Unicode
     /// classes and quoting, not implemented).
-    pub(crate) fn parse(text: &str) -> Result<Self, IgnoreError> {
+    pub fn parse(text: &str) -> Result<Self, IgnoreError> {
         let mut patterns = Vec::new();
         for (index, raw) in text.split('\n').enumerate() {
             let raw = if index == 0 {
@@ -106,7 +106,7 @@ impl Ignore {
     /// parent directories matches the last matching pattern that decides
     /// it. The path is cleaned first (a leading `/` is ignored); the
     /// context root itself is never excluded.
-    pub(crate) fn excludes(&self, path: &str) -> bool {
+    pub fn excludes(&self, path: &str) -> bool {
         let path = clean(path.trim_start_matches('/'));
         if path == "." {
             return false;
@@ -144,7 +144,7 @@ impl Ignore {
     /// `/*` or `/**`), always; otherwise when such a pattern lies inside
     /// `dir` (or is `dir`). The answer does not depend on whether `dir` is
     /// excluded.
-    pub(crate) fn may_include_below(&self, dir: &str) -> bool {
+    pub fn may_include_below(&self, dir: &str) -> bool {
         const PATTERN_CHARS: &[char] = &['*', '[', ']', '?', '^', '\\'];
         let negations = || self.patterns.iter().filter(|p| p.exclusion);
         if negations().any(|p| without_trailing_glob(&p.text).contains(PATTERN_CHARS)) {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 
 /// Looks up a variable; `None` = unset.
-pub(crate) trait Vars {
+pub trait Vars {
     /// The value of `name`, or `None` when it is unset (set but empty is
     /// `Some("")`, which `${VAR-word}` and `${VAR:-word}` tell apart).
     fn get(&self, name: &str) -> Option<&str>;
@@ -44,16 +44,16 @@ impl Vars for Vec<(String, String)> {
 /// Expansion failed; `text` is the whole input, `kind` what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("failed to process {text:?}: {kind}")]
-pub(crate) struct ExpandError {
+pub struct ExpandError {
     /// The text given to [`process_word`] or [`process_words`].
-    pub(crate) text: String,
+    pub text: String,
     /// What went wrong.
-    pub(crate) kind: ExpandErrorKind,
+    pub kind: ExpandErrorKind,
 }
 
 /// What was wrong with the text; the messages are `BuildKit`'s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ExpandErrorKind {
+pub enum ExpandErrorKind {
     /// `'` without its closing `'`.
     #[error("unexpected end of statement while looking for matching single-quote")]
     UnterminatedSingleQuote,
@@ -116,11 +116,7 @@ pub(crate) enum ExpandErrorKind {
 /// Malformed text (`${`, `${VAR`, `${1abc}`, unterminated quotes,
 /// unsupported operators) and `?` operators whose variable is unset or
 /// empty; the error carries the text.
-pub(crate) fn process_word(
-    text: &str,
-    vars: &dyn Vars,
-    escape: char,
-) -> Result<String, ExpandError> {
+pub fn process_word(text: &str, vars: &dyn Vars, escape: char) -> Result<String, ExpandError> {
     let mut lexer = Lexer::new(text, vars, escape);
     lexer
         .process_stop_on(None, false, None)
@@ -143,7 +139,7 @@ pub(crate) fn process_word(
 ///
 /// # Errors
 /// As [`process_word`].
-pub(crate) fn process_words(
+pub fn process_words(
     text: &str,
     vars: &dyn Vars,
     escape: char,
