@@ -296,6 +296,21 @@ async fn run_steps_become_layers_with_whiteouts_and_are_cached() {
         text(&out.stdout).trim().rsplit('@').next()
     );
 
+    // WORKDIR makes a missing directory, as Docker does; RUN runs as the
+    // numeric USER.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nWORKDIR /new/dir\nUSER 1000:1000\nRUN python3 -c \"import os; print(os.getcwd(), os.getuid())\"\n",
+    )
+    .unwrap();
+    let made = build(
+        ctx.path(),
+        &["--tag", "127.0.0.1:1/acme/run:1.0", "--output", &layout],
+    );
+    let made_log = text(&made.stderr);
+    assert!(made.status.success(), "{made_log}");
+    assert!(made_log.contains("  /new/dir 1000"), "{made_log}");
+
     // A failing RUN names its line and shows its output.
     std::fs::write(
         ctx.path().join("Dockerfile"),

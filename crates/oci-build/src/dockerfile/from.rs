@@ -84,6 +84,48 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// Makes the stage's working directory, as Docker does, when the
+    /// stage's files lack it: one layer holding the directory (and its
+    /// missing parents, 0755 root). A file in its place is an error.
+    pub(super) async fn make_workdir(
+        &self,
+        state: &mut Stage,
+        ctx: &Ctx<'_>,
+        line: &str,
+    ) -> Result<()> {
+        let dir = working_dir_of(&state.config);
+        let rel = PathBuf::from(dir.trim_start_matches('/'));
+        if rel.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let image = self.materialize(state, ctx).await?;
+        let found = Union::new(image.lower_dirs()).lookup(&rel);
+        drop(image);
+        match found {
+            Some(Entry::Dir) => Ok(()),
+            Some(_) => Err(ctx.error(format!("WORKDIR {dir}: not a directory in the image"))),
+            None => {
+                let mut w = LayerWriter::new(WriteOptions {
+                    mtime: self.epoch,
+                    ..WriteOptions::default()
+                });
+                w.add_dir(&rel)?;
+                self.finish_layer(state, ctx, w, line)?;
+                // The WORKDIR's history entry was written as an empty
+                // layer; it has one now.
+                if let Some(history) = state.config["history"].as_array_mut() {
+                    let n = history.len();
+                    if n >= 2 {
+                        history.remove(n - 2);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Adds the merged `entry` at `rel` as `target`, directories with their
 /// merged contents.
 #[allow(clippy::too_many_arguments, reason = "one walk's state")]

@@ -400,6 +400,9 @@ impl Builder {
                         .await?;
                 } else {
                     self.apply(&mut state, instruction, &ctx)?;
+                    if let Instruction::Workdir(_) = instruction {
+                        self.make_workdir(&mut state, &ctx, &line_text).await?;
+                    }
                 }
             }
             built.push(state);
