@@ -390,6 +390,34 @@ fn what_cannot_be_built_is_named_with_its_line() {
             "{dockerfile:?}"
         );
     }
+    // A link in the context never leads the build out of it.
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(secret.path().join("key"), "HOST-SECRET").unwrap();
+    for (copy, message) in [
+        ("COPY link/key /x", "goes through a link"),
+        ("COPY link/* /x/", "no such file"),
+    ] {
+        let ctx = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(secret.path(), ctx.path().join("link")).unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM scratch\n{copy}\n"),
+        )
+        .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let layout = format!("oci:{}:x", out.path().display());
+        let result = build(
+            ctx.path(),
+            &["--tag", "127.0.0.1:1/acme/x:1", "--output", &layout],
+        );
+        let err = text(&result.stderr);
+        assert!(!result.status.success(), "{copy}");
+        assert!(
+            err.contains("Dockerfile:2:1: ") && err.contains(message),
+            "{copy}: {err}"
+        );
+    }
+
     // A stage that does not exist.
     let ctx = context();
     let result = build(

@@ -614,8 +614,23 @@ fn context_matches(ctx: &Ctx<'_>, src: &str) -> Result<Vec<PathBuf>> {
         }
     }
     let is_glob = |p: &str| p.contains(['*', '?', '[']);
+    // No component but the last may be a link: its target is outside the
+    // context's control (`link -> /etc`).
+    let through_link = |rel: &Path| {
+        let mut here = ctx.context.to_path_buf();
+        let n = rel.iter().count();
+        rel.iter().take(n.saturating_sub(1)).any(|part| {
+            here.push(part);
+            std::fs::symlink_metadata(&here).is_ok_and(|m| !m.is_dir())
+        })
+    };
     if !parts.iter().any(|p| is_glob(p)) {
         let rel: PathBuf = parts.iter().collect();
+        if through_link(&rel) {
+            return Err(ctx.error(format!(
+                "{src}: goes through a link; copy the link's target instead"
+            )));
+        }
         let host = ctx.context.join(&rel);
         let rel_text = parts.join("/");
         return Ok(match std::fs::symlink_metadata(&host) {
@@ -623,11 +638,17 @@ fn context_matches(ctx: &Ctx<'_>, src: &str) -> Result<Vec<PathBuf>> {
             _ => Vec::new(),
         });
     }
-    // Globs match one level each, from the context's root.
+    // Globs match one level each, from the context's root, descending only
+    // into real directories.
     let mut found = vec![PathBuf::new()];
     for part in parts {
         let mut next = Vec::new();
         for dir in &found {
+            let real_dir = dir.as_os_str().is_empty()
+                || std::fs::symlink_metadata(ctx.context.join(dir)).is_ok_and(|m| m.is_dir());
+            if !real_dir {
+                continue;
+            }
             if !is_glob(part) {
                 let p = dir.join(part);
                 if std::fs::symlink_metadata(ctx.context.join(&p)).is_ok() {

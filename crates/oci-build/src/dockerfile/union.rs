@@ -35,6 +35,30 @@ fn is_opaque(dir: &Path) -> bool {
     matches!(rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut buf), Ok(1) if buf[0] == b'y')
 }
 
+/// What a layer holds at a path that should be a directory.
+enum Presence {
+    /// A directory, every component of the way a real directory.
+    Dir(PathBuf),
+    /// Nothing there: lower layers decide.
+    Absent,
+    /// A whiteout or a non-directory (a link included) on the way: lower
+    /// layers are hidden.
+    Hidden,
+}
+
+fn dir_in(layer: &Path, rel: &Path) -> Presence {
+    let mut here = layer.to_owned();
+    for part in rel {
+        here.push(part);
+        match std::fs::symlink_metadata(&here) {
+            Err(_) => return Presence::Absent,
+            Ok(m) if is_whiteout(&m) || !m.is_dir() => return Presence::Hidden,
+            Ok(_) => {}
+        }
+    }
+    Presence::Dir(here)
+}
+
 impl Union {
     pub(super) fn new(layers: Vec<PathBuf>) -> Self {
         Self { layers }
@@ -88,16 +112,14 @@ impl Union {
     pub(super) fn read_dir(&self, rel: &Path) -> BTreeMap<String, Entry> {
         let mut seen: BTreeMap<String, Option<Entry>> = BTreeMap::new();
         for layer in &self.layers {
-            let dir = layer.join(rel);
-            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-                continue;
+            // Each component checked in this layer: a link on the way
+            // (whose target is on the host, not in the image) ends the
+            // merge, as any non-directory does in overlayfs.
+            let dir = match dir_in(layer, rel) {
+                Presence::Dir(dir) => dir,
+                Presence::Absent => continue,
+                Presence::Hidden => break,
             };
-            if is_whiteout(&meta) {
-                break;
-            }
-            if !meta.is_dir() {
-                break;
-            }
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
@@ -180,5 +202,14 @@ mod tests {
             u.lookup(Path::new("app/link")),
             Some(Entry::Symlink(_))
         ));
+
+        // A lower layer's link where a directory is: never followed to the
+        // host, in a lookup or a listing.
+        let host = tempfile::tempdir().unwrap();
+        w(host.path(), "sub/secret", "HOST");
+        std::os::unix::fs::symlink(host.path(), low.path().join("escape")).unwrap();
+        std::fs::create_dir_all(top.path().join("escape/sub")).unwrap();
+        assert_eq!(u.lookup(Path::new("escape/sub/secret")), None);
+        assert!(u.read_dir(Path::new("escape/sub")).is_empty());
     }
 }
