@@ -121,7 +121,7 @@ impl Builder {
             .and_then(|b| serde_json::from_slice::<CachedLayer>(&b).ok())
             .filter(|c| c.format == FORMAT && ctx.store.has_blob(&c.digest, Some(c.size)));
         let (layer, log) = match cached {
-            Some(c) => (c, format!("(cached {})\n", c_digest_short(&key))),
+            Some(c) => (c, format!("(cached {})\n", short(&key))),
             None => {
                 let (layer, log) = self
                     .run_fresh(state, ctx, sandbox, args, env, (uid, gid), cwd, network)
@@ -173,17 +173,13 @@ impl Builder {
             .prefix("run-")
             .tempdir_in(&tmp)
             .map_err(io_at(&tmp))?;
+        // `scratch`: an empty root of its own, removed with its guard.
+        let empty = tempfile::Builder::new()
+            .prefix("run-root-")
+            .tempdir_in(&tmp)
+            .map_err(io_at(&tmp))?;
         let lower = if image.lower_dirs().is_empty() {
-            // `scratch`: an empty root of its own.
-            let empty = kept.path().join("..").join(format!(
-                "{}-empty",
-                kept.path()
-                    .file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            std::fs::create_dir_all(&empty).map_err(io_at(&empty))?;
-            vec![empty]
+            vec![empty.path().to_owned()]
         } else {
             image.lower_dirs()
         };
@@ -307,7 +303,8 @@ fn store_layer(ctx: &Ctx<'_>, path: &Path, digest: &Digest) -> Result<()> {
     Ok(())
 }
 
-fn c_digest_short(key: &str) -> &str {
+/// The first hex digits of a cache key, for the log.
+fn short(key: &str) -> &str {
     &key[..12.min(key.len())]
 }
 
