@@ -83,6 +83,17 @@ pub struct ApiArgs {
     /// A registry a request may name its own base image in (repeatable).
     #[arg(long = "base-registry", value_name = "HOST")]
     pub base_registries: Vec<String>,
+    /// A registry release builds may push to (repeatable; none: release
+    /// builds are refused).
+    #[arg(long = "release-registry", value_name = "HOST")]
+    pub release_registries: Vec<String>,
+    /// Let a release build ask for the network in its `RUN` steps
+    /// (`"network": "host"`).
+    #[arg(long)]
+    pub release_network: bool,
+    /// The largest artifact an upload may be, in MiB.
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    pub max_artifact: u64,
     /// Submissions per second per key.
     #[arg(long, default_value_t = 5.0, value_name = "N")]
     pub rate: f64,
@@ -103,6 +114,9 @@ impl ApiArgs {
         let mut config = ApiConfig::default();
         config.public_url = self.public_url.clone();
         config.base_registries = self.base_registries.clone();
+        config.release_registries = self.release_registries.clone();
+        config.release_network = self.release_network;
+        config.max_artifact_bytes = self.max_artifact.saturating_mul(1 << 20);
         config.submissions_per_second = self.rate;
         config.submission_burst = self.burst;
         config.extra_metrics = extra_metrics;
@@ -151,6 +165,15 @@ pub struct WorkerArgs {
     /// MiB of memory the idle warm sandboxes may hold together.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub warm_memory: u64,
+    /// Seconds a release build may take, artifacts to push.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub release_timeout: u64,
+    /// MiB of memory each `RUN` of a release build may use.
+    #[arg(long, value_name = "MIB")]
+    pub release_memory: Option<u64>,
+    /// GiB the artifacts of one release build may take together.
+    #[arg(long, default_value_t = 10, value_name = "GIB")]
+    pub release_context: u64,
 }
 
 impl WorkerArgs {
@@ -183,6 +206,12 @@ impl WorkerArgs {
         config.warm.max_idle = self.warm;
         config.warm.idle_timeout = Duration::from_secs(self.warm_idle);
         config.warm.max_idle_memory = self.warm_memory.saturating_mul(1 << 20);
+        config.release.timeout = Duration::from_secs(self.release_timeout.max(1));
+        config.release.limits.timeout = config.release.timeout;
+        if let Some(mib) = self.release_memory {
+            config.release.limits.memory_bytes = mib.saturating_mul(1 << 20);
+        }
+        config.release.max_context_bytes = self.release_context.saturating_mul(1 << 30);
         Ok(config)
     }
 

@@ -10,6 +10,7 @@ mod functions;
 mod hostile;
 mod interop;
 mod peer;
+mod releases;
 mod run;
 mod service;
 mod warm;

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const CODE: &str = "def handler(inputs):\n    return {'greeting': 'hello ' + inputs['name']}\n";
 
 /// A child process killed when the test ends, however it ends.
-struct Proc(Child);
+pub(super) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -36,10 +36,10 @@ fn free_port() -> u16 {
 
 /// An HTTP client of the API at `url` with `key`.
 #[derive(Clone)]
-struct Client {
+pub(super) struct Client {
     http: reqwest::Client,
-    url: String,
-    key: String,
+    pub(super) url: String,
+    pub(super) key: String,
 }
 
 impl Client {
@@ -51,11 +51,16 @@ impl Client {
         }
     }
 
-    fn as_key(&self, key: &str) -> Self {
+    pub(super) fn as_key(&self, key: &str) -> Self {
         Self::new(&self.url, key)
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(super) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -72,11 +77,11 @@ impl Client {
         (status, value)
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(super) async fn get(&self, path: &str) -> (u16, Value) {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(super) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
@@ -121,7 +126,7 @@ impl Client {
     }
 
     /// Polls build `id` until it is final; its record.
-    async fn build_done(&self, id: &str, within: Duration) -> Value {
+    pub(super) async fn build_done(&self, id: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let (status, body) = self.get(&format!("/v1/builds/{id}")).await;
@@ -140,14 +145,14 @@ impl Client {
 }
 
 /// `hoist serve` on a fresh data directory, the Python base as default.
-struct Serve {
+pub(super) struct Serve {
     proc: Proc,
-    data: tempfile::TempDir,
-    client: Client,
+    pub(super) data: tempfile::TempDir,
+    pub(super) client: Client,
 }
 
 impl Serve {
-    fn start(extra: &[&str]) -> Self {
+    pub(super) fn start(extra: &[&str]) -> Self {
         Self::start_in(tempfile::tempdir().unwrap(), extra)
     }
 
@@ -198,7 +203,7 @@ impl Serve {
     }
 
     /// A key of another owner, made with `hoist-api keys create`.
-    fn other_key(&self, owner: &str) -> String {
+    pub(super) fn other_key(&self, owner: &str) -> String {
         let database = format!("sqlite://{}", self.data.path().join("hoist.db").display());
         create_key(&database, owner)
     }
@@ -219,7 +224,7 @@ fn create_key(database: &str, owner: &str) -> String {
 }
 
 /// Every message of a build's WebSocket stream until the server closes it.
-async fn stream(url: &str, build: &str, key: Option<&str>) -> Vec<Value> {
+pub(super) async fn stream(url: &str, build: &str, key: Option<&str>) -> Vec<Value> {
     let ws = format!("{}/v1/builds/{build}/stream", url.replacen("http", "ws", 1));
     let mut request = ws.into_client_request().unwrap();
     if let Some(key) = key {

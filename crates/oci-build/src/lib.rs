@@ -67,7 +67,7 @@ pub use build::{
     default_cache_dir,
 };
 pub use bytecode::{Bytecode, NoBytecode};
-pub use dockerfile::{DockerfileOutput, DockerfileSpec};
+pub use dockerfile::{DockerfileEvent, DockerfileOutput, DockerfileProgress, DockerfileSpec};
 pub use facts::{BaseFacts, Libc};
 pub use function_check::{Policy, Problem};
 pub use install::{SCRIPTS, SITE_PACKAGES};

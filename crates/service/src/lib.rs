@@ -124,6 +124,9 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// A request body could not be read to its end.
+    #[error("the request body: {0}")]
+    Body(String),
     /// The result cache's Redis failed.
     #[error("result cache: {0}")]
     ResultCache(String),
@@ -176,6 +179,22 @@ pub(crate) mod keys {
     /// A task's captured standard error.
     pub fn stderr(task: Uuid) -> String {
         format!("tasks/{task}/stderr.log")
+    }
+
+    /// An uploaded artifact's bytes.
+    pub fn artifact(artifact: Uuid) -> String {
+        format!("artifacts/{artifact}/data")
+    }
+
+    /// An uploaded artifact's record (name, size, digest, owner), written
+    /// after its bytes: an artifact without one does not exist.
+    pub fn artifact_record(artifact: Uuid) -> String {
+        format!("artifacts/{artifact}/artifact.json")
+    }
+
+    /// A release build's Dockerfile.
+    pub fn dockerfile(build: Uuid) -> String {
+        format!("releases/{build}/Dockerfile")
     }
 }
 

@@ -34,6 +34,7 @@ mod union;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use dockerfile_syntax::parse_dockerfile::{self, Instruction};
 use oci_model::{Descriptor, Digest, Endpoint, Image, Layout, Platform, Reference, SourceImage};
@@ -44,14 +45,38 @@ use dockerfile_syntax::expand::{self, Vars};
 use dockerfile_syntax::ignore::Ignore;
 use dockerfile_syntax::{describe, position};
 
+/// What a Dockerfile build reports as it goes (see
+/// [`DockerfileSpec::on_event`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DockerfileEvent {
+    /// Step `index` (from 1) of `total` begins: `FROM` or the instruction
+    /// as written.
+    Step {
+        /// This step's number, from 1.
+        index: usize,
+        /// The steps of the stages built.
+        total: usize,
+        /// The instruction.
+        text: String,
+    },
+    /// A line a `RUN` wrote (or the note that it came from the cache),
+    /// once the step is over.
+    Output(String),
+}
+
+/// A callback taking a build's events.
+pub type DockerfileProgress = Arc<dyn Fn(&DockerfileEvent) + Send + Sync>;
+
 /// What to build from a Dockerfile.
 ///
 /// ```
-/// let spec = oci_build::DockerfileSpec::new("Dockerfile", ".", "registry.example/app:1.0".parse()?);
+/// let mut spec = oci_build::DockerfileSpec::new("Dockerfile", ".", "registry.example/app:1.0".parse()?);
 /// assert!(spec.build_args.is_empty());
+/// spec.on_event(|event| eprintln!("{event:?}"));
 /// # Ok::<(), oci_model::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct DockerfileSpec {
     /// The Dockerfile.
@@ -69,6 +94,22 @@ pub struct DockerfileSpec {
     /// Limits of each `RUN` (default: the sandbox's, with a one-hour
     /// timeout as the seeds' build limit).
     pub limits: sandbox_run::Limits,
+    /// Told of every step as it starts and of what each `RUN` wrote.
+    pub progress: Option<DockerfileProgress>,
+}
+
+impl std::fmt::Debug for DockerfileSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerfileSpec")
+            .field("dockerfile", &self.dockerfile)
+            .field("context", &self.context)
+            .field("name", &self.name)
+            .field("build_args", &self.build_args)
+            .field("target", &self.target)
+            .field("network", &self.network)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DockerfileSpec {
@@ -90,6 +131,42 @@ impl DockerfileSpec {
                 limits.timeout = std::time::Duration::from_secs(3600);
                 limits
             },
+            progress: None,
+        }
+    }
+
+    /// Calls `f` with every [`DockerfileEvent`] of the build, as it
+    /// happens (from the build's task: `f` should be quick).
+    pub fn on_event(&mut self, f: impl Fn(&DockerfileEvent) + Send + Sync + 'static) {
+        self.progress = Some(Arc::new(f));
+    }
+}
+
+/// The build's step log, kept for [`DockerfileOutput::steps`] and told to
+/// the spec's callback as it grows.
+struct StepLog<'a> {
+    lines: Vec<String>,
+    progress: Option<&'a DockerfileProgress>,
+}
+
+impl StepLog<'_> {
+    fn step(&mut self, index: usize, total: usize, text: &str) {
+        self.lines.push(format!("STEP {index}/{total}: {text}"));
+        if let Some(f) = self.progress {
+            f(&DockerfileEvent::Step {
+                index,
+                total,
+                text: text.to_owned(),
+            });
+        }
+    }
+
+    fn output(&mut self, text: &str) {
+        for line in text.lines() {
+            self.lines.push(format!("  {line}"));
+            if let Some(f) = self.progress {
+                f(&DockerfileEvent::Output(line.to_owned()));
+            }
         }
     }
 }
@@ -260,7 +337,10 @@ impl Builder {
         };
         let store = Layout::create(self.store_path())?;
         let mut built: Vec<Stage> = Vec::with_capacity(last + 1);
-        let mut steps = Vec::new();
+        let mut steps = StepLog {
+            lines: Vec::new(),
+            progress: spec.progress.as_ref(),
+        };
         let mut step = 0;
         let total: usize = stages[..=last]
             .iter()
@@ -307,7 +387,7 @@ impl Builder {
                 }
             }
             step += 1;
-            steps.push(format!("STEP {step}/{total}: FROM {image}"));
+            steps.step(step, total, &format!("FROM {image}"));
             let mut state = if let Some(i) = built.iter().position(|s| {
                 s.name
                     .as_deref()
@@ -349,7 +429,7 @@ impl Builder {
             for instruction in stage.instructions {
                 let (offset, line_text) = describe(instruction, &text);
                 step += 1;
-                steps.push(format!("STEP {step}/{total}: {line_text}"));
+                steps.step(step, total, &line_text);
                 let ctx = Ctx {
                     path,
                     text: &text,
@@ -365,7 +445,7 @@ impl Builder {
                 };
                 if let Instruction::Run(run) = instruction {
                     let log = self.run_step(&mut state, &ctx, run, &line_text).await?;
-                    steps.extend(log.lines().map(|l| format!("  {l}")));
+                    steps.output(&log);
                 } else if let Instruction::Copy(copy) = instruction
                     && let Some(flag) = copy.options.iter().find(|f| f.name.value == "from")
                 {
@@ -408,7 +488,7 @@ impl Builder {
             built.push(state);
         }
         let state = built.swap_remove(last);
-        self.finish_dockerfile(spec, state, &store, steps)
+        self.finish_dockerfile(spec, state, &store, steps.lines)
     }
 
     /// Reads a `FROM` image into the store.

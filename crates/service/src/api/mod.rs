@@ -15,6 +15,7 @@
 mod builds;
 mod functions;
 mod openapi;
+mod releases;
 mod system;
 mod tasks;
 
@@ -66,6 +67,13 @@ pub struct ApiConfig {
     /// Registries a request may name its own base image in (none by
     /// default: only the service's default base is used).
     pub base_registries: Vec<String>,
+    /// Registries release builds may push to (none by default: releases
+    /// are refused until one is allowed).
+    pub release_registries: Vec<String>,
+    /// Whether a release build may ask for the network in `RUN` (no).
+    pub release_network: bool,
+    /// The largest artifact an upload may be (2 GiB).
+    pub max_artifact_bytes: u64,
     /// The URL clients reach the API at, for `websocket_url` (default: the
     /// request's `Host`).
     pub public_url: Option<String>,
@@ -84,6 +92,9 @@ impl Default for ApiConfig {
             result_ttl: Duration::from_secs(3600),
             policy: function_check::Policy::default(),
             base_registries: Vec::new(),
+            release_registries: Vec::new(),
+            release_network: false,
+            max_artifact_bytes: 2 << 30,
             public_url: None,
             extra_metrics: None,
         }
@@ -153,6 +164,12 @@ impl Api {
     /// The router: every route, with the body limit and request metrics.
     pub fn router(&self) -> Router {
         let limit = self.inner.config.max_body_bytes;
+        // Uploads have their own, larger limit; they are streamed.
+        let uploads = Router::new()
+            .route("/v1/artifacts", post(releases::upload))
+            .layer(RequestBodyLimitLayer::new(
+                usize::try_from(self.inner.config.max_artifact_bytes).unwrap_or(usize::MAX),
+            ));
         Router::new()
             .route(
                 "/v1/functions",
@@ -164,6 +181,8 @@ impl Api {
             )
             .route("/v1/functions/{id}/invoke", post(functions::invoke))
             .route("/v1/tasks/{id}", get(tasks::show))
+            .route("/v1/artifacts/{id}", get(releases::show_artifact))
+            .route("/v1/releases/build", post(releases::create))
             .route("/v1/builds", get(builds::list))
             .route("/v1/builds/{id}", get(builds::show).delete(builds::cancel))
             .route("/v1/builds/{id}/stream", get(builds::stream))
@@ -171,6 +190,7 @@ impl Api {
             .route("/metrics", get(system::metrics))
             .route("/openapi.json", get(system::openapi))
             .layer(RequestBodyLimitLayer::new(limit))
+            .merge(uploads)
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 count_requests,

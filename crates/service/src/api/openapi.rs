@@ -3,16 +3,17 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{builds, functions, system, tasks};
+use super::{builds, functions, releases, system, tasks};
 
 /// The API's OpenAPI 3 document: `ApiDoc::openapi()`.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "hoist", description = "Function platform API: submit functions, watch their builds, invoke them."),
+    info(title = "hoist", description = "Function platform API: submit functions and release builds, watch their builds, invoke functions."),
     paths(
         functions::create, functions::list, functions::show, functions::delete, functions::invoke,
         tasks::show,
         builds::show, builds::list, builds::cancel, builds::stream,
+        releases::create, releases::upload, releases::show_artifact,
         system::health, system::metrics, system::openapi,
     ),
     components(schemas(
@@ -20,6 +21,7 @@ use super::{builds, functions, system, tasks};
         functions::FunctionList, functions::Invoke,
         tasks::TaskView, tasks::Logs,
         builds::BuildView, builds::BuildList, builds::Cancelled,
+        releases::CreateRelease, releases::ReleaseCreated, releases::ArtifactView,
         system::Health, super::ErrorBody, super::ErrorDetail,
     )),
     modifiers(&Bearer),

@@ -49,19 +49,28 @@ pub(crate) struct Built {
 /// Why a build failed, and at which step.
 #[derive(Debug)]
 pub(crate) struct Failed {
-    pub step: &'static str,
+    pub step: String,
     pub error: String,
 }
 
 impl Failed {
-    fn at(step: &'static str) -> impl FnOnce(String) -> Failed {
-        move |error| Failed { step, error }
+    pub(super) fn at(step: &'static str) -> impl FnOnce(String) -> Failed {
+        move |error| Failed {
+            step: step.to_owned(),
+            error,
+        }
     }
 }
 
 /// Records progress. Progress is advice: a record that cannot be updated
 /// does not fail the build.
-async fn record_step(jobs: &Jobs, id: Uuid, status: BuildStatus, percent: u8, step: &'static str) {
+pub(super) async fn record_step(
+    jobs: &Jobs,
+    id: Uuid,
+    status: BuildStatus,
+    percent: u8,
+    step: &'static str,
+) {
     let update = super::progress(status, percent, step);
     if let Err(e) = jobs.update_build(id, update).await {
         tracing::warn!(build = %id, error = %e, "recording progress");
@@ -69,10 +78,46 @@ async fn record_step(jobs: &Jobs, id: Uuid, status: BuildStatus, percent: u8, st
 }
 
 /// Records one build log line (advice too).
-async fn record_log(jobs: &Jobs, id: Uuid, line: String) {
+pub(super) async fn record_log(jobs: &Jobs, id: Uuid, line: String) {
     if let Err(e) = jobs.log_build(id, &line).await {
         tracing::warn!(build = %id, error = %e, "recording a log line");
     }
+}
+
+/// Progress of a push of `total` bytes: 85 to 99 % as bytes move, each
+/// new percent recorded once, in order, by the returned task (which ends
+/// when the sink is dropped: await it after the push, so that no progress
+/// is recorded after the build's end).
+pub(super) fn push_progress(
+    jobs: &Jobs,
+    id: Uuid,
+    total: u64,
+) -> (oci_push::Progress, tokio::task::JoinHandle<()>) {
+    let total = total.max(1);
+    let (percents, mut received) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let sent = AtomicU64::new(0);
+    let sink: oci_push::Progress = Arc::new(move |e: Event| {
+        let n = match e {
+            Event::BlobProgress { bytes, .. } => bytes,
+            Event::BlobDone { size, how, .. } if how != oci_push::BlobHow::Copied => size,
+            _ => return,
+        };
+        let done = sent.fetch_add(n, Ordering::Relaxed) + n;
+        let _ = percents.send(85 + done.min(total) * 14 / total);
+    });
+    let jobs = jobs.clone();
+    let recorder = tokio::spawn(async move {
+        let mut recorded = 85;
+        while let Some(percent) = received.recv().await {
+            // Sinks run on several threads: sends may come out of order.
+            if percent > recorded {
+                recorded = percent;
+                let update = super::progress(BuildStatus::Pushing, percent as u8, "pushing");
+                let _ = jobs.update_build(id, update).await;
+            }
+        }
+    });
+    (sink, recorder)
 }
 
 /// Runs the build job `id` of `spec`.
@@ -150,37 +195,14 @@ pub(crate) async fn run(
             (dst, url)
         }
     };
-    let total = built.image_size.max(1);
-    let sent = Arc::new(AtomicU64::new(0));
-    let reported = Arc::new(AtomicU64::new(85));
-    let progress = {
-        let sent = sent.clone();
-        let reported = reported.clone();
-        let jobs = ctx.jobs.clone();
-        let handle = tokio::runtime::Handle::current();
-        Arc::new(move |e: Event| {
-            let n = match e {
-                Event::BlobProgress { bytes, .. } => bytes,
-                Event::BlobDone { size, how, .. } if how != oci_push::BlobHow::Copied => size,
-                _ => return,
-            };
-            let done = sent.fetch_add(n, Ordering::Relaxed) + n;
-            // 85..99 while bytes move; a record update per percent at most.
-            let percent = 85 + (done.min(total) * 14 / total);
-            if reported.fetch_max(percent, Ordering::Relaxed) < percent {
-                let jobs = jobs.clone();
-                handle.spawn(async move {
-                    let update = super::progress(BuildStatus::Pushing, percent as u8, "pushing");
-                    let _ = jobs.update_build(id, update).await;
-                });
-            }
-        })
-    };
+    let (progress, recorder) = push_progress(jobs, id, built.image_size);
     let report = Copier::new(ctx.client.clone())
         .progress(progress)
         .push(&built.image, &dst)
         .await
-        .map_err(|e| Failed::at("pushing")(e.to_string()))?;
+        .map_err(|e| Failed::at("pushing")(e.to_string()));
+    let _ = recorder.await;
+    let report = report?;
     record_log(
         jobs,
         id,

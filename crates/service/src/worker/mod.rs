@@ -17,6 +17,7 @@
 //!   pulled into the layer cache in the background.
 
 mod build;
+mod release;
 mod task;
 mod warm;
 
@@ -35,6 +36,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use build::FunctionBuildSpec;
+pub use release::{ArtifactRef, ReleaseBuildSpec};
 pub use warm::WarmPolicy;
 
 use crate::{ImageTarget, Metrics, Objects, Result};
@@ -82,6 +84,39 @@ pub struct WorkerConfig {
     /// Sandboxes kept warm between tasks of a function (see
     /// [`WarmPolicy`]).
     pub warm: WarmPolicy,
+    /// Limits of release builds.
+    pub release: ReleaseLimits,
+}
+
+/// Limits of one release build (a Dockerfile build).
+///
+/// ```
+/// let limits = service::worker::ReleaseLimits::default();
+/// assert_eq!(limits.timeout.as_secs(), 3600);
+/// assert_eq!(limits.max_context_bytes, 10 << 30);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ReleaseLimits {
+    /// The whole build, artifacts to push (one hour, as the seeds).
+    pub timeout: Duration,
+    /// The artifacts copied into the context, together (10 GiB).
+    pub max_context_bytes: u64,
+    /// Memory, CPU, processes and time of each `RUN` (the sandbox's
+    /// defaults, with the build's hour as its time).
+    pub limits: sandbox_run::Limits,
+}
+
+impl Default for ReleaseLimits {
+    fn default() -> Self {
+        let mut limits = sandbox_run::Limits::default();
+        limits.timeout = Duration::from_secs(3600);
+        Self {
+            timeout: Duration::from_secs(3600),
+            max_context_bytes: 10 << 30,
+            limits,
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -104,6 +139,7 @@ impl WorkerConfig {
             lease: Duration::from_secs(60),
             attempts: 5,
             warm: WarmPolicy::default(),
+            release: ReleaseLimits::default(),
         }
     }
 
@@ -395,7 +431,7 @@ async fn run_build(ctx: &Context, id: uuid::Uuid) -> Done {
         BuildResult::Cancelled
     } else {
         tokio::select! {
-            r = build_function(ctx, &build) => r,
+            r = build_one(ctx, &build) => r,
             () = cancelled(ctx, id) => BuildResult::Cancelled,
         }
     };
@@ -413,6 +449,45 @@ async fn run_build(ctx: &Context, id: uuid::Uuid) -> Done {
             tracing::warn!(build = %id, error = %e, "recording a build's result");
             Done::GiveBack
         }
+    }
+}
+
+async fn build_one(ctx: &Context, record: &Build) -> BuildResult {
+    match record.kind {
+        jobs::BuildKind::Function => build_function(ctx, record).await,
+        jobs::BuildKind::Release => build_release(ctx, record).await,
+    }
+}
+
+async fn build_release(ctx: &Context, record: &Build) -> BuildResult {
+    let spec: ReleaseBuildSpec = match serde_json::from_value(record.spec.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            return BuildResult::Failed {
+                error: format!("not a release build: {e}"),
+                step: Some("reading the job".into()),
+            };
+        }
+    };
+    match release::run(ctx, record.id, &spec).await {
+        Ok(built) => BuildResult::Completed {
+            image_url: built.image_url,
+            image_digest: built.digest,
+            size_bytes: built.size_bytes,
+        },
+        Err(failed) => failed_build(ctx, record, failed).await,
+    }
+}
+
+/// Logs a failed build's error and makes its result.
+async fn failed_build(ctx: &Context, record: &Build, failed: build::Failed) -> BuildResult {
+    let _ = ctx
+        .jobs
+        .log_build(record.id, &format!("{}: {}", failed.step, failed.error))
+        .await;
+    BuildResult::Failed {
+        error: failed.error,
+        step: Some(failed.step),
     }
 }
 
@@ -448,16 +523,7 @@ async fn build_function(ctx: &Context, record: &Build) -> BuildResult {
                 size_bytes: built.size_bytes,
             }
         }
-        Err(failed) => {
-            let _ = ctx
-                .jobs
-                .log_build(record.id, &format!("{}: {}", failed.step, failed.error))
-                .await;
-            BuildResult::Failed {
-                error: failed.error,
-                step: Some(failed.step.into()),
-            }
-        }
+        Err(failed) => failed_build(ctx, record, failed).await,
     }
 }
 
