@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -563,12 +564,15 @@ async fn api_and_two_workers_over_postgres_redis_and_s3() {
     let key = create_key(&database, "alice");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    let registry_host = registry.host();
     let mut api_args = store.to_vec();
     api_args.extend([
         "--listen",
         listen.as_str(),
         "--result-cache",
         queue.as_str(),
+        "--release-registry",
+        registry_host.as_str(),
     ]);
     let mut api_proc = spawn(env!("CARGO_BIN_EXE_hoist-api"), &api_args, &env);
     let target = format!("{}/fns", registry.host());
@@ -665,6 +669,44 @@ async fn api_and_two_workers_over_postgres_redis_and_s3() {
         !s3_is_empty(s3.dir()),
         "the object store holds code and outputs"
     );
+
+    // A release: its artifact uploaded to S3 in parts (9 MiB: two of
+    // them), copied into the build's context, pushed to the registry.
+    let model: Vec<u8> = (0..9u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let uploaded = reqwest::Client::new()
+        .post(format!("{url}/v1/artifacts?name=model.bin"))
+        .bearer_auth(&key)
+        .body(model.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status().as_u16(), 201);
+    let artifact: Value = serde_json::from_str(&uploaded.text().await.unwrap()).unwrap();
+    let dockerfile = format!("FROM {base_ref}\nCOPY model.bin /opt/model.bin\n");
+    let (status, created) = api
+        .post(
+            "/v1/releases/build",
+            json!({
+                "dockerfile": base64::engine::general_purpose::STANDARD.encode(dockerfile),
+                "target_registry": registry_host,
+                "image_name": "acme/model",
+                "image_tag": "2.0.0",
+                "artifact_ids": [artifact["id"]],
+            }),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let done = api
+        .build_done(
+            created["job_id"].as_str().unwrap(),
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let digest = super::skopeo_digest(&format!("docker://{registry_host}/acme/model:2.0.0")).await;
+    assert_eq!(done["image_digest"], digest.as_str(), "{done}");
     drop(workers);
     drop(api_proc);
 }
