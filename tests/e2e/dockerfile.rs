@@ -552,3 +552,116 @@ async fn buildah_builds_the_same_file_trees() {
         );
     }
 }
+
+/// `build` on testkit's BusyBox base (`BASE`), which has a shell's tools.
+fn build_busybox(ctx: &Path, cache: &Path, extra: &[&str]) -> std::process::Output {
+    let base = testkit::busybox_base().expect("busybox base image");
+    let owned = [
+        "build".to_owned(),
+        "-f".to_owned(),
+        ctx.join("Dockerfile").display().to_string(),
+        ctx.display().to_string(),
+        "--build-arg".to_owned(),
+        format!("BASE={}", base.oci_ref()),
+        "--cache-dir".to_owned(),
+        cache.display().to_string(),
+        "--tag".to_owned(),
+        "127.0.0.1:1/acme/bb:1".to_owned(),
+    ];
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    hoist(&args)
+}
+
+/// Runs `sh -c SCRIPT` in `oci:DIR:TAG`; its output.
+fn run_sh(layout: &str, script: &str) -> String {
+    let cache = tempfile::tempdir().unwrap();
+    let run = hoist(&[
+        "run",
+        layout,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    text(&run.stdout)
+}
+
+const HEREDOCS: &str = "ARG BASE
+FROM ${BASE}
+ARG WHO=world
+ENV GREETING=hello
+RUN <<EOF
+echo \"plain $GREETING $WHO\" > /plain.txt
+EOF
+RUN <<-EOF
+\t#!/bin/sh -e
+\techo \"script $0 $WHO\" > /script.txt
+\tEOF
+RUN cat <<A > /a.txt && cat <<\"B\" > /b.txt
+a $WHO
+A
+b $WHO
+B
+COPY <<EOF /etc/greeting
+$GREETING ${WHO} \"quoted\" \\$WHO
+EOF
+COPY <<\"ONE\" <<-TWO /files/
+one $WHO
+ONE
+\ttwo $WHO
+\tTWO
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heredocs_run_as_scripts_and_copy_as_files() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), HEREDOCS).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:hd", out_dir.path().display());
+    let out = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = run_sh(
+        &layout,
+        "cat /plain.txt /script.txt /a.txt /b.txt /etc/greeting /files/ONE /files/TWO",
+    );
+    assert_eq!(
+        seen,
+        "plain hello world\nscript /io/EOF world\na world\nb $WHO\n\
+         hello world \"quoted\" $WHO\none $WHO\ntwo world\n"
+    );
+    // The script was never part of a layer.
+    let tree = tree(&unpack(&layout, &out_dir.path().join("unpacked")).await);
+    assert!(!tree.keys().any(|k| k.starts_with("io")), "{tree:?}");
+
+    // An unchanged body comes from the cache; a changed one runs again.
+    let again = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stderr).matches("(cached").count(), 3);
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        HEREDOCS.replace("plain $GREETING", "changed $GREETING"),
+    )
+    .unwrap();
+    let changed = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+    assert!(changed.status.success(), "{}", text(&changed.stderr));
+    assert_eq!(text(&changed.stderr).matches("(cached").count(), 0);
+
+    // A heredoc without its end is named at its marker.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY <<EOF /x\nno end\n",
+    )
+    .unwrap();
+    let bad = build_busybox(ctx.path(), cache.path(), &[]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("Dockerfile:2:6: unterminated heredoc \"EOF\""),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -16,6 +16,7 @@ use super::{Ctx, DockerfileOutput, DockerfileSpec, Scope, Stage};
 use crate::image::{self, LayerDesc};
 use crate::{Builder, Result, io_at};
 use dockerfile_syntax::expand;
+use dockerfile_syntax::heredoc::Heredoc;
 
 /// File names that `ADD` would unpack, which this front end does not yet.
 const ARCHIVES: &[&str] = &[
@@ -185,6 +186,7 @@ impl Builder {
                 self.copy(
                     state,
                     ctx,
+                    &scope,
                     &scope_args(&c.options),
                     &c.src,
                     &c.dest.value,
@@ -198,6 +200,7 @@ impl Builder {
                 self.copy(
                     state,
                     ctx,
+                    &scope,
                     &scope_args(&a.options),
                     &a.src,
                     &a.dest.value,
@@ -223,6 +226,7 @@ impl Builder {
         &self,
         state: &mut Stage,
         ctx: &Ctx<'_>,
+        scope: &Scope<'_>,
         flags: &[(String, String)],
         sources: &[Source<'_>],
         dest: &str,
@@ -232,17 +236,21 @@ impl Builder {
     ) -> Result<()> {
         let (owner, chmod) = copy_flags(ctx, flags, word)?;
         let mut paths = Vec::with_capacity(sources.len());
+        let mut inline = Vec::new();
         for source in sources {
             match source {
-                Source::Path(p) => paths.push(word(&p.value)?),
-                _ => return Err(ctx.error("heredoc sources are not supported yet")),
+                Source::Path(p) => match heredoc_at(ctx, &p.span) {
+                    Some(doc) => inline.push(heredoc_file(ctx, doc, scope)?),
+                    None => paths.push(word(&p.value)?),
+                },
+                _ => return Err(ctx.error("a heredoc the front end did not find")),
             }
         }
-        if paths.is_empty() {
+        if paths.is_empty() && inline.is_empty() {
             return Err(ctx.error("nothing to copy"));
         }
         let dest = word(dest)?;
-        let dest_is_dir = dest.ends_with('/') || paths.len() > 1;
+        let dest_is_dir = dest.ends_with('/') || paths.len() + inline.len() > 1;
         let dest = absolute(&working_dir(&state.config), &dest);
         let mut w = LayerWriter::new(WriteOptions {
             mtime: self.epoch,
@@ -251,6 +259,15 @@ impl Builder {
             ..WriteOptions::default()
         });
         let mut entries = 0usize;
+        for (name, data) in inline {
+            let target = if dest_is_dir {
+                Path::new(&dest).join(&name)
+            } else {
+                PathBuf::from(&dest)
+            };
+            let in_image = target.strip_prefix("/").unwrap_or(&target).to_owned();
+            w.add_bytes(in_image, chmod.unwrap_or(0o644), data)?;
+        }
         for src in &paths {
             if add && src.contains("://") {
                 return Err(ctx.error(format!("ADD {src}: remote URLs are refused")));
@@ -589,6 +606,27 @@ pub(super) fn push_history(config: &mut Value, created: &str, line: &str, empty:
     if let Some(h) = config["history"].as_array_mut() {
         h.push(entry);
     }
+}
+
+/// The heredoc whose marker is the source word at `span`, if any.
+pub(super) fn heredoc_at<'a>(ctx: &Ctx<'a>, span: &std::ops::Range<usize>) -> Option<&'a Heredoc> {
+    ctx.heredocs.iter().find(|d| span.contains(&d.marker))
+}
+
+/// A `COPY`/`ADD` heredoc as the file it makes: its name and contents,
+/// tabs chomped for `<<-`, expanded as `BuildKit` does when its delimiter
+/// was unquoted.
+fn heredoc_file(ctx: &Ctx<'_>, doc: &Heredoc, scope: &Scope<'_>) -> Result<(String, Vec<u8>)> {
+    if doc.name.contains('/') || doc.name == "." || doc.name == ".." {
+        return Err(ctx.error(format!("heredoc {:?}: not a file name", doc.name)));
+    }
+    let data = doc.data();
+    let data = if doc.expand {
+        expand::process_heredoc(&data, scope).map_err(|e| ctx.error(e.to_string()))?
+    } else {
+        data
+    };
+    Ok((doc.name.clone(), data.into_bytes()))
 }
 
 /// `UID[:GID]`, numeric.

@@ -41,6 +41,7 @@ use serde_json::{Value, json};
 
 use crate::{Builder, Error, Result, io_at};
 use dockerfile_syntax::expand::{self, Vars};
+use dockerfile_syntax::heredoc::{self, Heredoc};
 use dockerfile_syntax::ignore::Ignore;
 use dockerfile_syntax::{describe, position};
 
@@ -193,7 +194,11 @@ impl Builder {
         }
         let path = &spec.dockerfile;
         let text = fs_err::read_to_string(path).map_err(io_at(path))?;
-        let parsed = parse_dockerfile::parse(&text).map_err(|e| Error::Dockerfile {
+        // Heredoc bodies out of the parser's way, offsets unchanged: the
+        // original text stays the one errors and logs quote.
+        let prepared =
+            heredoc::prepare(&text).map_err(|e| at(path, &text, e.offset(), e.to_string()))?;
+        let parsed = parse_dockerfile::parse(&prepared.text).map_err(|e| Error::Dockerfile {
             path: path.clone(),
             line: e.line(),
             column: e.column(),
@@ -354,6 +359,7 @@ impl Builder {
                     path,
                     text: &text,
                     offset,
+                    heredocs: prepared.heredocs.get(&offset).map_or(&[], Vec::as_slice),
                     escape,
                     global: &global,
                     build_args: &spec.build_args,
@@ -456,6 +462,8 @@ struct Ctx<'a> {
     text: &'a str,
     /// Where the instruction starts.
     offset: usize,
+    /// The instruction's heredocs, in the order of their markers.
+    heredocs: &'a [Heredoc],
     escape: char,
     global: &'a BTreeMap<String, String>,
     build_args: &'a BTreeMap<String, String>,

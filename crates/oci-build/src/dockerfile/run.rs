@@ -19,7 +19,7 @@ use dockerfile_syntax::parse_dockerfile::{Command, RunInstruction};
 use layer_cache::{Cache, CacheConfig};
 use oci_layer::{LayerWriter, WriteOptions};
 use oci_model::{Descriptor, Digest};
-use sandbox_run::{Capture, Network, Outcome, Output, RootFs, RunSpec, Sandbox};
+use sandbox_run::{Capture, Io, Network, Outcome, Output, RootFs, RunSpec, Sandbox};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -27,6 +27,7 @@ use super::apply::{absolute, command_line};
 use super::{Ctx, Scope, Stage};
 use crate::image::{self, LayerDesc};
 use crate::{Builder, Result, io_at};
+use dockerfile_syntax::heredoc;
 
 /// Version of the cached `RUN` layer entries and of their key's recipe.
 const FORMAT: &str = "hoist-dockerfile-run-v1";
@@ -54,9 +55,6 @@ impl Builder {
         if let Some(flag) = run.options.first() {
             return Err(ctx.error(format!("RUN --{} is not supported yet", flag.name.value)));
         }
-        if !run.here_docs.is_empty() {
-            return Err(ctx.error("RUN with a heredoc is not supported yet"));
-        }
         let Some(sandbox) = self.sandbox.clone() else {
             return Err(ctx.error("RUN needs the sandbox (run hoist as root)"));
         };
@@ -65,8 +63,15 @@ impl Builder {
             args: &args_scope,
             env: super::apply::env_pairs(&state.config),
         };
+        let mut script = None;
         let args = match &run.arguments {
             Command::Exec(e) => e.value.iter().map(|s| s.value.to_string()).collect(),
+            Command::Shell(s) if !ctx.heredocs.is_empty() => {
+                let raw = &ctx.text[s.span.clone()];
+                let (args, file) = heredoc_command(ctx, raw, &state.config)?;
+                script = file;
+                args
+            }
             Command::Shell(_) => command_line(&run.arguments, &state.config),
             _ => return Err(ctx.error("RUN of an unknown form")),
         };
@@ -107,6 +112,7 @@ impl Builder {
             "gid": gid,
             "cwd": cwd,
             "network": network,
+            "heredocs": ctx.heredocs.iter().map(|d| (&d.name, &d.content, d.chomp)).collect::<Vec<_>>(),
             "platform": self.platform.to_string(),
             "epoch": self.epoch,
         })
@@ -124,7 +130,20 @@ impl Builder {
             Some(c) => (c, format!("(cached {})\n", short(&key))),
             None => {
                 let (layer, log) = self
-                    .run_fresh(state, ctx, sandbox, args, env, (uid, gid), cwd, network)
+                    .run_fresh(
+                        state,
+                        ctx,
+                        sandbox,
+                        Job {
+                            args,
+                            env,
+                            uid,
+                            gid,
+                            cwd,
+                            network,
+                            script,
+                        },
+                    )
                     .await?;
                 let bytes = serde_json::to_vec(&layer).expect("an entry serializes");
                 let dir = self.cache_dir.join("dockerfile-run");
@@ -154,18 +173,22 @@ impl Builder {
         Ok(log)
     }
 
-    #[allow(clippy::too_many_arguments, reason = "the parts of one run")]
     async fn run_fresh(
         &self,
         state: &Stage,
         ctx: &Ctx<'_>,
         sandbox: sandbox_run::SandboxConfig,
-        args: Vec<String>,
-        env: Vec<String>,
-        (uid, gid): (u32, u32),
-        cwd: String,
-        network: bool,
+        job: Job,
     ) -> Result<(CachedLayer, String)> {
+        let Job {
+            args,
+            env,
+            uid,
+            gid,
+            cwd,
+            network,
+            script,
+        } = job;
         let image = self.materialize(state, ctx).await?;
         let tmp = self.cache_dir.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
@@ -199,6 +222,20 @@ impl Builder {
             max_bytes: LOG_BYTES,
         };
         spec.capture = Some(Capture::new(kept.path()));
+        // A `#!` heredoc: the script in the run's own `/io`, read by its
+        // interpreter, never part of the layer.
+        let inputs = tempfile::Builder::new()
+            .prefix("run-io-")
+            .tempdir_in(&tmp)
+            .map_err(io_at(&tmp))?;
+        if let Some((name, data)) = &script {
+            let file = inputs.path().join(name);
+            std::fs::write(&file, data).map_err(io_at(&file))?;
+            let mut io = Io::new(inputs.path());
+            io.inputs = vec![name.clone()];
+            io.size_bytes = io.size_bytes.max(data.len() as u64 * 2);
+            spec.io = Some(io);
+        }
         let result = crate::blocking("running a RUN step", move || {
             let sandbox = Sandbox::new(sandbox)?;
             Ok(sandbox.run(&spec)?)
@@ -301,6 +338,103 @@ fn store_layer(ctx: &Ctx<'_>, path: &Path, digest: &Digest) -> Result<()> {
     std::io::copy(&mut src, &mut w).map_err(io_at(ctx.store.root()))?;
     w.commit(Some(digest))?;
     Ok(())
+}
+
+/// What one `RUN` runs, as it runs.
+struct Job {
+    args: Vec<String>,
+    env: Vec<String>,
+    uid: u32,
+    gid: u32,
+    cwd: String,
+    network: bool,
+    /// A `#!` heredoc's file name and contents, put in `/io`.
+    script: Option<(String, String)>,
+}
+
+/// The command of a shell-form `RUN` with heredocs, as `BuildKit` makes
+/// it: a `RUN <<EOF` alone runs the body with the stage's shell, or, when
+/// the body starts with `#!`, as a script file run by that interpreter
+/// (returned with the file to provide); any other line goes to the shell
+/// with the heredocs written back after it, for the shell to read.
+fn heredoc_command(
+    ctx: &Ctx<'_>,
+    raw: &str,
+    config: &Value,
+) -> Result<(Vec<String>, Option<(String, String)>)> {
+    let mut line = String::with_capacity(raw.len());
+    let mut rest = raw;
+    // Line continuations out, as the parser joins the lines.
+    while let Some(i) = rest.find(ctx.escape) {
+        line.push_str(&rest[..i]);
+        let after = &rest[i + ctx.escape.len_utf8()..];
+        let blank = after.len() - after.trim_start_matches([' ', '\t', '\r']).len();
+        if after[blank..].starts_with('\n') {
+            rest = &after[blank + 1..];
+        } else {
+            line.push(ctx.escape);
+            rest = after;
+        }
+    }
+    line.push_str(rest);
+    let line = line.trim();
+    let docs = ctx.heredocs;
+    let shell = |body: String| {
+        let mut args = shell_of(config);
+        args.push(body);
+        args
+    };
+    if let [doc] = docs
+        && heredoc::parse_marker(line).is_some()
+    {
+        let data = doc.data();
+        let Some(first) = data.strip_prefix("#!").and_then(|d| d.lines().next()) else {
+            return Ok((shell(data), None));
+        };
+        // As the kernel reads a `#!` line: the interpreter, then at most
+        // one argument, then the script's path.
+        let first = first.trim();
+        let (interpreter, arg) = match first.split_once([' ', '\t']) {
+            Some((i, a)) => (i, Some(a.trim())),
+            None => (first, None),
+        };
+        if interpreter.is_empty() {
+            return Err(ctx.error(format!("heredoc {}: `#!` without an interpreter", doc.name)));
+        }
+        let plain = !doc.name.is_empty()
+            && doc.name != "."
+            && doc.name != ".."
+            && !doc.name.contains(['/', '\0']);
+        let name = if plain {
+            doc.name.clone()
+        } else {
+            "heredoc".to_owned()
+        };
+        let mut args = vec![interpreter.to_owned()];
+        args.extend(arg.filter(|a| !a.is_empty()).map(str::to_owned));
+        args.push(format!("/io/{name}"));
+        return Ok((args, Some((name, data))));
+    }
+    let mut full = line.to_owned();
+    for doc in docs {
+        full.push('\n');
+        full.push_str(&doc.content);
+        full.push_str(&doc.name);
+    }
+    Ok((shell(full), None))
+}
+
+/// The stage's `SHELL` (default `/bin/sh -c`).
+fn shell_of(config: &Value) -> Vec<String> {
+    config["config"]["Shell"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .filter(|v: &Vec<String>| !v.is_empty())
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
 }
 
 /// The first hex digits of a cache key, for the log.
