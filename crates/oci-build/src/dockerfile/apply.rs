@@ -12,16 +12,13 @@ use oci_layer::{LayerWriter, WriteOptions};
 use oci_model::{Descriptor, Layout, Manifest, Resolved, SourceImage};
 use serde_json::{Map, Value, json};
 
+use super::archive;
 use super::{Ctx, DockerfileOutput, DockerfileSpec, Scope, Stage};
 use crate::image::{self, LayerDesc};
 use crate::{Builder, Result, io_at};
 use dockerfile_syntax::expand;
 use dockerfile_syntax::heredoc::Heredoc;
 
-/// File names that `ADD` would unpack, which this front end does not yet.
-const ARCHIVES: &[&str] = &[
-    ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst",
-];
 /// The most entries one `COPY` walks: a context is a directory tree, not a
 /// disk.
 const MAX_ENTRIES: usize = 1 << 20;
@@ -259,6 +256,8 @@ impl Builder {
             ..WriteOptions::default()
         });
         let mut entries = 0usize;
+        // Unpacked archives, read when the layer is written.
+        let mut unpacked = Vec::new();
         for (name, data) in inline {
             let target = if dest_is_dir {
                 Path::new(&dest).join(&name)
@@ -272,11 +271,6 @@ impl Builder {
             if add && src.contains("://") {
                 return Err(ctx.error(format!("ADD {src}: remote URLs are refused")));
             }
-            if add && ARCHIVES.iter().any(|a| src.ends_with(a)) {
-                return Err(ctx.error(format!(
-                    "ADD {src}: unpacking archives is not supported yet"
-                )));
-            }
             let matches = context_matches(ctx, src)?;
             if matches.is_empty() {
                 return Err(ctx.error(format!("{src}: no such file in the context")));
@@ -285,6 +279,16 @@ impl Builder {
             for rel in matches {
                 let host = ctx.context.join(&rel);
                 let meta = std::fs::symlink_metadata(&host).map_err(io_at(&host))?;
+                if add
+                    && meta.is_file()
+                    && let Some(format) = archive::detect(&host).map_err(io_at(&host))?
+                {
+                    let guard = self.unpack_archive(ctx, &rel, &host, format)?;
+                    let in_image = dest.trim_start_matches('/');
+                    w.add_tree(guard.path().join("tree"), in_image)?;
+                    unpacked.push(guard);
+                    continue;
+                }
                 let name = rel.file_name().map(PathBuf::from).unwrap_or_default();
                 let target = if meta.is_dir() || several {
                     let base = PathBuf::from(&dest);
@@ -299,7 +303,36 @@ impl Builder {
                 add_entry(ctx, &mut w, &rel, &target, chmod, &mut entries)?;
             }
         }
-        self.finish_layer(state, ctx, w, line)
+        self.finish_layer(state, ctx, w, line)?;
+        drop(unpacked);
+        Ok(())
+    }
+
+    /// Unpacks the context's archive `rel` into a fresh directory of the
+    /// build's (`tree` inside the returned one).
+    fn unpack_archive(
+        &self,
+        ctx: &Ctx<'_>,
+        rel: &Path,
+        host: &Path,
+        format: archive::Format,
+    ) -> Result<tempfile::TempDir> {
+        let tmp = self.cache_dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
+        let guard = tempfile::Builder::new()
+            .prefix("add-")
+            .tempdir_in(&tmp)
+            .map_err(io_at(&tmp))?;
+        let name = rel.display();
+        let stats = archive::extract(host, format, &guard.path().join("tree"))
+            .map_err(|e| ctx.error(format!("ADD {name}: {e}")))?;
+        if let Some(w) = stats.whiteouts.first().or(stats.opaque_dirs.first()) {
+            return Err(ctx.error(format!(
+                "ADD {name}: {}: a `.wh.` entry, which a layer would read as a deletion",
+                w.display()
+            )));
+        }
+        Ok(guard)
     }
 
     /// Writes the layer `w` into the store and adds it to `state`.
@@ -408,7 +441,7 @@ impl Builder {
     }
 }
 
-/// The owner (`--chown`, numeric) and mode (`--chmod`, octal) of a
+/// The owner (`--chown`, resolved before) and mode (`--chmod`, octal) of a
 /// `COPY`'s entries; any other flag but `--from` is an error.
 pub(super) fn copy_flags(
     ctx: &Ctx<'_>,
@@ -421,11 +454,10 @@ pub(super) fn copy_flags(
         let value = word(value)?;
         match name.as_str() {
             "chown" => {
-                owner = parse_chown(&value).ok_or_else(|| {
-                    ctx.error(format!(
-                        "--chown={value}: only numeric UID[:GID] is supported yet"
-                    ))
-                })?
+                let (uid, gid) = ctx
+                    .owner
+                    .ok_or_else(|| ctx.error(format!("--chown={value}: not resolved")))?;
+                owner = (u64::from(uid), u64::from(gid));
             }
             "chmod" => {
                 chmod = Some(
@@ -629,12 +661,6 @@ fn heredoc_file(ctx: &Ctx<'_>, doc: &Heredoc, scope: &Scope<'_>) -> Result<(Stri
     Ok((doc.name.clone(), data.into_bytes()))
 }
 
-/// `UID[:GID]`, numeric.
-fn parse_chown(value: &str) -> Option<(u64, u64)> {
-    let (u, g) = value.split_once(':').unwrap_or((value, value));
-    Some((u.parse().ok()?, g.parse().ok()?))
-}
-
 /// The context paths (relative, `/`-separated) a `COPY` source names:
 /// the path itself, or every entry its glob matches. A source that climbs
 /// out of the context is an error.
@@ -823,12 +849,5 @@ mod tests {
         assert!(glob("[a-c]x", "bx"));
         assert!(!glob("[!a-c]x", "bx"));
         assert!(glob("*", ""));
-    }
-
-    #[test]
-    fn chown_takes_numbers_only() {
-        assert_eq!(parse_chown("1000"), Some((1000, 1000)));
-        assert_eq!(parse_chown("1:2"), Some((1, 2)));
-        assert_eq!(parse_chown("app"), None);
     }
 }

@@ -6,9 +6,12 @@
 //! manifest blobs, untagged) and pulled through a `layer-cache` under the
 //! cache directory (`rootfs/`, shared with bytecode compiles), which
 //! unpacks each layer once; the command then runs with the stage's
-//! environment (build arguments included, as Docker does), user (numeric,
-//! root by default) and working directory, no network unless the build
-//! allows it, and the build's limits. A layer is cached by everything that
+//! environment (build arguments included, as Docker does), user (a number
+//! or a name of the stage's `/etc/passwd`, root by default) and working
+//! directory, Docker's default capabilities but `MKNOD` (seccomp and no
+//! new privileges kept), no network unless the build allows it, and the
+//! build's limits. The layer records the owners and permission bits the
+//! command left, setuid included, as Docker does. A layer is cached by everything that
 //! decides it — the stage's layers, the command, environment, user,
 //! directory, network and platform — so a repeated build runs nothing.
 
@@ -30,7 +33,7 @@ use crate::{Builder, Result, io_at};
 use dockerfile_syntax::heredoc;
 
 /// Version of the cached `RUN` layer entries and of their key's recipe.
-const FORMAT: &str = "hoist-dockerfile-run-v1";
+const FORMAT: &str = "hoist-dockerfile-run-v2";
 /// Output kept of one `RUN`.
 const LOG_BYTES: usize = 1 << 20;
 
@@ -52,9 +55,6 @@ impl Builder {
         run: &RunInstruction<'_>,
         line: &str,
     ) -> Result<String> {
-        if let Some(flag) = run.options.first() {
-            return Err(ctx.error(format!("RUN --{} is not supported yet", flag.name.value)));
-        }
         let Some(sandbox) = self.sandbox.clone() else {
             return Err(ctx.error("RUN needs the sandbox (run hoist as root)"));
         };
@@ -63,6 +63,19 @@ impl Builder {
             args: &args_scope,
             env: super::apply::env_pairs(&state.config),
         };
+        let workdir = super::apply::working_dir_of(&state.config);
+        let mut mounts = Vec::new();
+        for flag in &run.options {
+            let raw = flag.value.as_ref().map_or("", |v| v.value.as_ref());
+            match flag.name.value.as_ref() {
+                "mount" => {
+                    let value = dockerfile_syntax::expand::process_word(raw, &scope, ctx.escape)
+                        .map_err(|e| ctx.error(e.to_string()))?;
+                    mounts.push(super::mounts::parse(&value, &workdir).map_err(|e| ctx.error(e))?);
+                }
+                other => return Err(ctx.error(format!("RUN --{other} is not supported"))),
+            }
+        }
         let mut script = None;
         let args = match &run.arguments {
             Command::Exec(e) => e.value.iter().map(|s| s.value.to_string()).collect(),
@@ -88,12 +101,9 @@ impl Builder {
             .as_str()
             .unwrap_or("")
             .to_owned();
-        let (uid, gid) = match user.as_str() {
-            "" => (0, 0),
-            u => numeric_user(u).ok_or_else(|| {
-                ctx.error(format!("USER {u}: only numeric UID[:GID] runs RUN yet"))
-            })?,
-        };
+        let (uid, gid) = self
+            .resolve_user(state, ctx, &user, super::user::NoGroup::Primary, "USER")
+            .await?;
         let cwd = absolute(
             state.config["config"]["WorkingDir"]
                 .as_str()
@@ -112,6 +122,7 @@ impl Builder {
             "gid": gid,
             "cwd": cwd,
             "network": network,
+            "mounts": mounts,
             "heredocs": ctx.heredocs.iter().map(|d| (&d.name, &d.content, d.chomp)).collect::<Vec<_>>(),
             "platform": self.platform.to_string(),
             "epoch": self.epoch,
@@ -142,6 +153,7 @@ impl Builder {
                             cwd,
                             network,
                             script,
+                            mounts,
                         },
                     )
                     .await?;
@@ -188,6 +200,7 @@ impl Builder {
             cwd,
             network,
             script,
+            mounts,
         } = job;
         let image = self.materialize(state, ctx).await?;
         let tmp = self.cache_dir.join("tmp");
@@ -212,6 +225,8 @@ impl Builder {
         spec.gid = gid;
         spec.cwd = cwd;
         spec.readonly_root = false;
+        // What Docker gives a RUN: root may chown, install setuid files...
+        spec.capabilities = sandbox_run::Capability::DOCKER_DEFAULT.to_vec();
         spec.limits = ctx.limits.clone();
         spec.network = if network {
             Network::Host
@@ -236,7 +251,30 @@ impl Builder {
             io.size_bytes = io.size_bytes.max(data.len() as u64 * 2);
             spec.io = Some(io);
         }
+        let root = self.cache_dir.join("dockerfile-cache");
+        let mut locks = Vec::new();
+        for m in &mounts {
+            let (dir, lock) = m.directory(&root).map_err(io_at(&root))?;
+            spec.binds
+                .push(sandbox_run::Bind::new(dir, m.target.clone()));
+            if m.exclusive {
+                locks.push(lock);
+            }
+        }
         let result = crate::blocking("running a RUN step", move || {
+            // `locked`/`private` caches: one RUN at a time, held while it runs.
+            let mut held = Vec::new();
+            for lock in &locks {
+                let file = std::fs::File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(lock)
+                    .map_err(io_at(lock))?;
+                rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+                    .map_err(|e| io_at(lock)(e.into()))?;
+                held.push(file);
+            }
             let sandbox = Sandbox::new(sandbox)?;
             Ok(sandbox.run(&spec)?)
         })
@@ -262,8 +300,10 @@ impl Builder {
             }
             None => return Err(ctx.error("RUN left nothing to capture")),
         }
+        // Owners and modes as the RUN left them, as Docker records them.
         let mut w = LayerWriter::new(WriteOptions {
             mtime: self.epoch,
+            keep_host_metadata: true,
             ..WriteOptions::default()
         });
         w.add_tree(kept.path(), "")?;
@@ -350,6 +390,8 @@ struct Job {
     network: bool,
     /// A `#!` heredoc's file name and contents, put in `/io`.
     script: Option<(String, String)>,
+    /// `--mount=type=cache` directories.
+    mounts: Vec<super::mounts::CacheMount>,
 }
 
 /// The command of a shell-form `RUN` with heredocs, as `BuildKit` makes
@@ -440,10 +482,4 @@ fn shell_of(config: &Value) -> Vec<String> {
 /// The first hex digits of a cache key, for the log.
 fn short(key: &str) -> &str {
     &key[..12.min(key.len())]
-}
-
-/// `UID[:GID]`, numeric (the group defaults to the user's number).
-fn numeric_user(user: &str) -> Option<(u32, u32)> {
-    let (u, g) = user.split_once(':').unwrap_or((user, user));
-    Some((u.parse().ok()?, g.parse().ok()?))
 }
