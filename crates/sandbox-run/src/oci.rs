@@ -437,6 +437,18 @@ mod tests {
                 }),
                 "capture directory kept is not absolute",
             ),
+            (
+                Box::new(|s| s.binds = vec![crate::Bind::new("/cache", "/proc/x")]),
+                "outside the sandbox's own mounts",
+            ),
+            (
+                Box::new(|s| s.binds = vec![crate::Bind::new("/cache", "/a/../etc")]),
+                "plain absolute target",
+            ),
+            (
+                Box::new(|s| s.binds = vec![crate::Bind::new("cache", "/c")]),
+                "absolute source",
+            ),
         ];
         for (change, expected) in cases {
             let mut run = spec();
@@ -448,6 +460,25 @@ mod tests {
             );
         }
         validate(&spec()).unwrap();
+        let mut run = spec();
+        run.binds = vec![crate::Bind::new("/cache/pip", "/root/.cache/pip")];
+        validate(&run).unwrap();
+        let bound: Spec = serde_json::from_value(config(
+            &run,
+            Path::new("/b/rootfs"),
+            "/hoist/x",
+            Path::new("/b/io"),
+            None,
+        ))
+        .unwrap();
+        let mount = bound
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/root/.cache/pip"))
+            .unwrap();
+        assert_eq!(mount.source().as_deref(), Some(Path::new("/cache/pip")));
         // What the mount options could not carry is fine in a layer path.
         let mut run = spec();
         run.rootfs = RootFs::Overlay {

@@ -123,9 +123,10 @@ pub(super) fn extract(
     })?;
     let stream =
         decoder(format, file).map_err(|source| oci_layer::Error::CorruptStream { source })?;
-    let mut options = UnpackOptions::default();
-    options.max_entries = MAX_ENTRIES;
-    options.max_total_bytes = MAX_BYTES;
+    let options = UnpackOptions {
+        max_entries: MAX_ENTRIES,
+        max_total_bytes: MAX_BYTES,
+    };
     oci_layer::unpack(stream, Compression::None, into, &options)
 }
 

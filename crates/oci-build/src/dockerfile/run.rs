@@ -380,6 +380,9 @@ fn store_layer(ctx: &Ctx<'_>, path: &Path, digest: &Digest) -> Result<()> {
     Ok(())
 }
 
+/// A `#!` heredoc's file name and contents, for the run's `/io`.
+type Script = (String, String);
+
 /// What one `RUN` runs, as it runs.
 struct Job {
     args: Vec<String>,
@@ -389,7 +392,7 @@ struct Job {
     cwd: String,
     network: bool,
     /// A `#!` heredoc's file name and contents, put in `/io`.
-    script: Option<(String, String)>,
+    script: Option<Script>,
     /// `--mount=type=cache` directories.
     mounts: Vec<super::mounts::CacheMount>,
 }
@@ -403,7 +406,7 @@ fn heredoc_command(
     ctx: &Ctx<'_>,
     raw: &str,
     config: &Value,
-) -> Result<(Vec<String>, Option<(String, String)>)> {
+) -> Result<(Vec<String>, Option<Script>)> {
     let mut line = String::with_capacity(raw.len());
     let mut rest = raw;
     // Line continuations out, as the parser joins the lines.
