@@ -343,9 +343,14 @@ fn what_cannot_be_built_is_named_with_its_line() {
             "'/bin/sh' not found",
         ),
         (
-            "FROM scratch\nRUN --mount=type=cache,target=/c echo hi\n",
+            "FROM scratch\nRUN --mount=type=ssh echo hi\n",
             "Dockerfile:2:1: ",
-            "RUN --mount",
+            "RUN --mount=type=ssh is not supported (only type=cache)",
+        ),
+        (
+            "FROM scratch\nRUN --network=none echo hi\n",
+            "Dockerfile:2:1: ",
+            "RUN --network is not supported",
         ),
         (
             "FROM scratch\nCOPY missing.txt /x\n",
@@ -551,4 +556,425 @@ async fn buildah_builds_the_same_file_trees() {
             "{name}: hoist only {only_ours:?}\nbuildah only {only_theirs:?}"
         );
     }
+}
+
+/// `build` on testkit's BusyBox base (`BASE`), which has a shell's tools.
+fn build_busybox(ctx: &Path, cache: &Path, extra: &[&str]) -> std::process::Output {
+    let base = testkit::busybox_base().expect("busybox base image");
+    let owned = [
+        "build".to_owned(),
+        "-f".to_owned(),
+        ctx.join("Dockerfile").display().to_string(),
+        ctx.display().to_string(),
+        "--build-arg".to_owned(),
+        format!("BASE={}", base.oci_ref()),
+        "--cache-dir".to_owned(),
+        cache.display().to_string(),
+        "--tag".to_owned(),
+        "127.0.0.1:1/acme/bb:1".to_owned(),
+    ];
+    let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    hoist(&args)
+}
+
+/// Runs `sh -c SCRIPT` in `oci:DIR:TAG`; its output.
+fn run_sh(layout: &str, script: &str) -> String {
+    let cache = tempfile::tempdir().unwrap();
+    let run = hoist(&[
+        "run",
+        layout,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    text(&run.stdout)
+}
+
+const HEREDOCS: &str = "ARG BASE
+FROM ${BASE}
+ARG WHO=world
+ENV GREETING=hello
+RUN <<EOF
+echo \"plain $GREETING $WHO\" > /plain.txt
+EOF
+RUN <<-EOF
+\t#!/bin/sh -e
+\techo \"script $0 $WHO\" > /script.txt
+\tEOF
+RUN cat <<A > /a.txt && cat <<\"B\" > /b.txt
+a $WHO
+A
+b $WHO
+B
+COPY <<EOF /etc/greeting
+$GREETING ${WHO} \"quoted\" \\$WHO
+EOF
+COPY <<\"ONE\" <<-TWO /files/
+one $WHO
+ONE
+\ttwo $WHO
+\tTWO
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heredocs_run_as_scripts_and_copy_as_files() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), HEREDOCS).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:hd", out_dir.path().display());
+    let out = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = run_sh(
+        &layout,
+        "cat /plain.txt /script.txt /a.txt /b.txt /etc/greeting /files/ONE /files/TWO",
+    );
+    assert_eq!(
+        seen,
+        "plain hello world\nscript /io/EOF world\na world\nb $WHO\n\
+         hello world \"quoted\" $WHO\none $WHO\ntwo world\n"
+    );
+    // The script was never part of a layer.
+    let tree = tree(&unpack(&layout, &out_dir.path().join("unpacked")).await);
+    assert!(!tree.keys().any(|k| k.starts_with("io")), "{tree:?}");
+
+    // An unchanged body comes from the cache; a changed one runs again.
+    let again = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stderr).matches("(cached").count(), 3);
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        HEREDOCS.replace("plain $GREETING", "changed $GREETING"),
+    )
+    .unwrap();
+    let changed = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+    assert!(changed.status.success(), "{}", text(&changed.stderr));
+    assert_eq!(text(&changed.stderr).matches("(cached").count(), 0);
+
+    // A heredoc without its end is named at its marker.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY <<EOF /x\nno end\n",
+    )
+    .unwrap();
+    let bad = build_busybox(ctx.path(), cache.path(), &[]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("Dockerfile:2:6: unterminated heredoc \"EOF\""),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+/// Writes archives with Python's `tarfile`, which writes any entry asked
+/// for, hostile ones included: `SPEC` is a list of
+/// `(name, kind, data_or_target, claimed_size)`.
+fn python_tar(path: &Path, mode: &str, spec: &str) {
+    let script = format!(
+        r#"
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "{mode}") as t:
+    for name, kind, data, size in {spec}:
+        i = tarfile.TarInfo(name)
+        i.mode = 0o644
+        if kind == "dir":
+            i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)
+        elif kind == "sym":
+            i.type = tarfile.SYMTYPE; i.linkname = data; t.addfile(i)
+        elif kind == "huge":
+            # A header that claims more than follows.
+            i.size = size; t.fileobj.write(i.tobuf(t.format, t.encoding, t.errors)); t.fileobj.write(data.encode())
+        elif kind == "chr":
+            i.type = tarfile.CHRTYPE; i.devmajor = 8; i.devminor = 0; t.addfile(i)
+        else:
+            b = data.encode(); i.size = size if size is not None else len(b)
+            t.addfile(i, io.BytesIO(b))
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script, path.to_str().unwrap()])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_unpacks_local_archives_and_refuses_hostile_ones() {
+    let ctx = tempfile::tempdir().unwrap();
+    let p = |rel: &str| ctx.path().join(rel);
+    let good = r#"[("app/", "dir", "", None), ("app/bin/run.sh", "file", "echo run", None), ("/abs.txt", "file", "absolute name", None), ("app/link", "sym", "bin/run.sh", None), ("dev/sda", "chr", "", None)]"#;
+    python_tar(&p("app.tar.gz"), "w:gz", good);
+    python_tar(&p("app.tbz"), "w:bz2", good);
+    python_tar(&p("app-xz"), "w:xz", good);
+    python_tar(&p("app.data"), "w", good);
+    std::fs::write(p("notes.tar.gz"), "not an archive at all").unwrap();
+    std::fs::write(
+        p("Dockerfile"),
+        "FROM scratch\nADD app.tar.gz /gz/\nADD app.tbz /bz\nADD app-xz /xz/\nADD --chown=1000:1000 app.data /plain/\nADD notes.tar.gz /notes/\n",
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:add", out_dir.path().display());
+    let out = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let root = unpack(&layout, &out_dir.path().join("unpacked")).await;
+    let tree = tree(&root);
+    for dir in ["gz", "bz", "xz", "plain"] {
+        assert_eq!(
+            std::fs::read_to_string(root.join(dir).join("app/bin/run.sh")).unwrap(),
+            "echo run",
+            "{dir}: {tree:?}"
+        );
+        // An absolute name lands inside the destination; a link stays a link.
+        assert_eq!(
+            std::fs::read_to_string(root.join(dir).join("abs.txt")).unwrap(),
+            "absolute name"
+        );
+        assert_eq!(tree[&format!("{dir}/app/link")], "link:bin/run.sh");
+        // Device nodes are dropped.
+        assert!(!root.join(dir).join("dev/sda").exists(), "{dir}");
+    }
+    // --chown applies to what an archive unpacks.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(root.join("plain/app/bin/run.sh")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+    // A file that only looks like an archive by name is copied as it is.
+    assert_eq!(
+        std::fs::read_to_string(root.join("notes/notes.tar.gz")).unwrap(),
+        "not an archive at all"
+    );
+
+    // Hostile archives: a named error, nothing written outside the build.
+    let outside = tempfile::tempdir().unwrap();
+    let escape = outside.path().join("escaped");
+    let cases = [
+        (
+            format!(
+                r#"[("../../../../../../{}", "file", "x", None)]"#,
+                escape.display()
+            ),
+            "climbs out of the layer root",
+        ),
+        (
+            format!(
+                r#"[("out", "sym", "{}", None), ("out/escaped", "file", "x", None)]"#,
+                outside.path().display()
+            ),
+            "is a symlink, refusing to write through it",
+        ),
+        (
+            r#"[("huge", "huge", "tiny", (1 << 33) - 1)]"#.to_owned(),
+            "entry `huge`: layer payload exceeds",
+        ),
+        (
+            r#"[("dir/.wh.gone", "file", "", None)]"#.to_owned(),
+            "would read as a deletion",
+        ),
+    ];
+    for (spec, message) in cases {
+        let ctx = tempfile::tempdir().unwrap();
+        python_tar(&ctx.path().join("evil.tar"), "w", &spec);
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            "FROM scratch\nADD evil.tar /dest/\n",
+        )
+        .unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let layout = format!("oci:{}:evil", out_dir.path().display());
+        let out = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{spec}");
+        assert!(
+            err.contains("Dockerfile:2:1: ADD evil.tar") && err.contains(message),
+            "{spec}: {err}"
+        );
+        assert!(!escape.exists(), "{spec}");
+        assert!(
+            std::fs::read_dir(out_dir.path()).unwrap().next().is_none(),
+            "{spec}"
+        );
+    }
+    // The build's temporary directories are gone.
+    let tmp = cache.path().join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n.to_string_lossy().starts_with("add-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+const NAMED_USERS: &str = r#"ARG BASE
+FROM ${BASE}
+RUN echo "builder:x:2000:2001::/:/bin/sh" >> /etc/passwd && echo "builders:x:2001:" >> /etc/group
+COPY --chown=builder:app a.txt /srv/a.txt
+COPY --chown=app b.txt /srv/b.txt
+USER builder
+RUN echo "as $(id -u):$(id -g)"
+USER app:builders
+RUN echo "then $(id -u):$(id -g)"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_and_groups_resolve_by_name_in_the_stage() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), NAMED_USERS).unwrap();
+    std::fs::write(ctx.path().join("a.txt"), "a").unwrap();
+    std::fs::write(ctx.path().join("b.txt"), "b").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:users", out_dir.path().display());
+    let out = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // The user a RUN added is known to the instructions after it; a user
+    // without a group runs with its primary group.
+    assert!(log.contains("  as 2000:2001"), "{log}");
+    assert!(log.contains("  then 1000:2001"), "{log}");
+    let root = unpack(&layout, &out_dir.path().join("unpacked")).await;
+    use std::os::unix::fs::MetadataExt;
+    let owner = |rel: &str| {
+        let m = std::fs::metadata(root.join(rel)).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner("srv/a.txt"), (2000, 1000));
+    // --chown with a user alone: the user's number as the group, as Docker does.
+    assert_eq!(owner("srv/b.txt"), (1000, 1000));
+
+    // Names the stage does not have are errors naming them.
+    for (line, message) in [
+        (
+            "USER ghost\nRUN true",
+            "Dockerfile:4:1: USER ghost: no user \"ghost\" in the stage's /etc/passwd",
+        ),
+        (
+            "COPY --chown=app:ghosts a.txt /a",
+            "Dockerfile:3:1: --chown app:ghosts: no group \"ghosts\" in the stage's /etc/group",
+        ),
+    ] {
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("ARG BASE\nFROM ${{BASE}}\n{line}\n"),
+        )
+        .unwrap();
+        let out = build_busybox(ctx.path(), cache.path(), &[]);
+        assert!(!out.status.success(), "{line}");
+        assert!(
+            text(&out.stderr).contains(message),
+            "{line}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+const OWNERS: &str = r#"ARG BASE
+FROM ${BASE}
+RUN mkdir -p /srv/x && echo hi > /srv/x/f && chown -R 1000:1000 /srv/x \
+    && echo tool > /srv/tool && chmod 4755 /srv/tool \
+    && mkdir /srv/shared && chmod 1777 /srv/shared \
+    && echo secret > /srv/key && chmod 600 /srv/key && chown 0:1000 /srv/key
+"#;
+
+/// Mode, owner and group of every path under `root/dir`.
+fn metadata(root: &Path, dir: &str) -> std::collections::BTreeMap<String, (u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    tree(root)
+        .into_keys()
+        .filter(|k| k == dir || k.starts_with(&format!("{dir}/")))
+        .map(|k| {
+            let m = std::fs::symlink_metadata(root.join(&k)).unwrap();
+            (k, (m.mode() & 0o7777, m.uid(), m.gid()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_keeps_owners_and_modes_as_buildah_does() {
+    let base = testkit::busybox_base().expect("busybox base image");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), OWNERS).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let ours = format!("oci:{}:owners", work.path().join("ours").display());
+    let out = build_busybox(ctx.path(), cache.path(), &["--output", &ours]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let root = unpack(&ours, &work.path().join("unpack-ours")).await;
+    let mine = metadata(&root, "srv");
+    assert_eq!(mine["srv/x/f"], (0o644, 1000, 1000), "{mine:?}");
+    assert_eq!(mine["srv/tool"], (0o4755, 0, 0), "{mine:?}");
+    assert_eq!(mine["srv/shared"], (0o1777, 0, 0), "{mine:?}");
+    assert_eq!(mine["srv/key"], (0o600, 0, 1000), "{mine:?}");
+
+    let storage = work.path().join("buildah");
+    let buildah = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .arg("--root")
+            .arg(storage.join("root"))
+            .arg("--runroot")
+            .arg(storage.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .expect("buildah");
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            text(&out.stderr)
+        );
+    };
+    let theirs = format!("oci:{}:owners", work.path().join("theirs").display());
+    buildah(&[
+        "bud",
+        "--isolation",
+        "chroot",
+        "--build-arg",
+        &format!("BASE={}", base.oci_ref()),
+        "-t",
+        "localhost/owners:1",
+        ctx.path().to_str().unwrap(),
+    ]);
+    buildah(&["push", "localhost/owners:1", &theirs]);
+    let root = unpack(&theirs, &work.path().join("unpack-theirs")).await;
+    assert_eq!(mine, metadata(&root, "srv"));
+}
+
+const CACHE_MOUNT: &str = r#"ARG BASE
+FROM ${BASE}
+COPY stamp /stamp
+RUN --mount=type=cache,target=/var/cache/app,id=app,sharing=locked \
+    echo "seen $(cat /var/cache/app/seen 2>/dev/null || echo none)" && cat /stamp >> /var/cache/app/seen
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_mount_outlives_its_run_and_stays_out_of_the_layer() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), CACHE_MOUNT).unwrap();
+    std::fs::write(ctx.path().join("stamp"), "first\n").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:cm", out_dir.path().display());
+    let out = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("  seen none"), "{log}");
+    // The mount and its mount point are not in the image.
+    let tree = tree(&unpack(&layout, &out_dir.path().join("unpacked")).await);
+    assert!(!tree.keys().any(|k| k.starts_with("var/cache")), "{tree:?}");
+
+    // A changed earlier step runs the RUN again: it finds what the first
+    // build left in the cache.
+    std::fs::write(ctx.path().join("stamp"), "second\n").unwrap();
+    let again = build_busybox(ctx.path(), cache.path(), &["--output", &layout]);
+    let log = text(&again.stderr);
+    assert!(again.status.success(), "{log}");
+    assert!(log.contains("  seen first"), "{log}");
 }

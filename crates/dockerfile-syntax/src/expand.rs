@@ -126,6 +126,32 @@ pub fn process_word(text: &str, vars: &dyn Vars, escape: char) -> Result<String,
         })
 }
 
+/// Expands an unquoted heredoc's body as `BuildKit` does for `COPY <<EOF`:
+/// as [`process_word`] with the escape `\\`, but quotes are plain
+/// characters (`SkipProcessQuotes`), so `"$A"` keeps its quotes around
+/// the value.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// let vars = BTreeMap::from([("A".to_owned(), "x".to_owned())]);
+/// let body = dockerfile_syntax::expand::process_heredoc("say \"$A\" '${A}' \\$A\n", &vars)?;
+/// assert_eq!(body, "say \"x\" 'x' $A\n");
+/// # Ok::<(), dockerfile_syntax::expand::ExpandError>(())
+/// ```
+///
+/// # Errors
+/// As [`process_word`].
+pub fn process_heredoc(text: &str, vars: &dyn Vars) -> Result<String, ExpandError> {
+    let mut lexer = Lexer::new(text, vars, '\\');
+    lexer.skip_quotes = true;
+    lexer
+        .process_stop_on(None, false, None)
+        .map_err(|kind| ExpandError {
+            text: text.to_owned(),
+            kind,
+        })
+}
+
 /// Like [`process_word`], then splits the result into words on whitespace
 /// that was neither quoted, escaped nor inside a `${…}` word, as `BuildKit`'s
 /// `Lex.ProcessWords` does (used for `EXPOSE`): the value of a variable is
@@ -240,6 +266,8 @@ struct Lexer<'a> {
     escape: char,
     /// Current `${…}` nesting.
     depth: usize,
+    /// Quotes are plain characters (heredoc bodies).
+    skip_quotes: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -249,6 +277,7 @@ impl<'a> Lexer<'a> {
             vars,
             escape,
             depth: 0,
+            skip_quotes: false,
         }
     }
 
@@ -277,7 +306,7 @@ impl<'a> Lexer<'a> {
                         words.add_string(&value);
                     }
                 }
-                '<' | '\'' | '"' => {
+                '<' | '\'' | '"' if !(self.skip_quotes && ch != '<') => {
                     let text = match ch {
                         '<' => self.process_possible_heredoc(),
                         '\'' => self.process_single_quote()?,

@@ -5,6 +5,9 @@
 //! - [`expand`] is `BuildKit`'s word expansion (`$VAR`, `${VAR:-word}`, the
 //!   `#`/`%`/`/` pattern forms, quotes and escapes), ported with its test
 //!   data;
+//! - [`heredoc`] finds heredocs as `BuildKit` does (several per
+//!   instruction, anywhere on a `RUN` line) and hands `parse_dockerfile` a
+//!   text without their bodies, offsets unchanged;
 //! - [`ignore`] is `.dockerignore` matching as moby/patternmatcher does it;
 //! - [`position`] and [`describe`] turn spans into line:column and a
 //!   one-line text of an instruction, for errors and build logs.
@@ -26,6 +29,7 @@
 //! ```
 
 pub mod expand;
+pub mod heredoc;
 pub mod ignore;
 
 pub use parse_dockerfile;

@@ -20,7 +20,7 @@ use crate::{Compression, Error, Result, io_at};
 /// use oci_layer::{Compression, WriteOptions};
 /// // A build honouring SOURCE_DATE_EPOCH reads it and passes it here;
 /// // the library never looks at the environment itself.
-/// let opts = WriteOptions { compression: Compression::Zstd, mtime: 1_700_000_000, uid: 1000, gid: 1000 };
+/// let opts = WriteOptions { compression: Compression::Zstd, mtime: 1_700_000_000, uid: 1000, gid: 1000, ..Default::default() };
 /// assert_eq!(WriteOptions::default().mtime, 0);
 /// # let _ = opts;
 /// ```
@@ -34,6 +34,20 @@ pub struct WriteOptions {
     pub uid: u64,
     /// The group of every entry. Default 0 (root).
     pub gid: u64,
+    /// Keep the owner and permission bits (setuid, setgid and sticky
+    /// included) of what [`LayerWriter::add_tree`] adds, as read from the
+    /// host, instead of `uid`/`gid` and normalised modes: for layers that
+    /// record what a build step wrote, as Docker records them. Default
+    /// false (every layer of a function image is normalised).
+    pub keep_host_metadata: bool,
+}
+
+/// Owner and permission bits of one entry, kept from the host.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
 }
 
 /// What [`LayerWriter::finish`] wrote.
@@ -79,14 +93,17 @@ enum Node<'a> {
     /// `explicit` is false for a parent implied by a deeper entry.
     Dir {
         explicit: bool,
+        meta: Option<Meta>,
     },
     File {
         executable: bool,
         size: u64,
         source: Source<'a>,
+        meta: Option<Meta>,
     },
     Symlink {
         target: PathBuf,
+        meta: Option<Meta>,
     },
 }
 
@@ -168,6 +185,7 @@ impl<'a> LayerWriter<'a> {
                 executable: mode & 0o111 != 0,
                 size: contents.len() as u64,
                 source: Source::Bytes(contents),
+                meta: None,
             },
         )
     }
@@ -196,6 +214,7 @@ impl<'a> LayerWriter<'a> {
                 executable: mode & 0o111 != 0,
                 size,
                 source: Source::Reader(Box::new(reader)),
+                meta: None,
             },
         )
     }
@@ -203,7 +222,13 @@ impl<'a> LayerWriter<'a> {
     /// Adds a directory (mode 0755). Parents of other entries are added
     /// without asking; this is for empty directories.
     pub fn add_dir(&mut self, path: impl AsRef<Path>) -> Result<&mut Self> {
-        self.insert(path.as_ref(), Node::Dir { explicit: true })
+        self.insert(
+            path.as_ref(),
+            Node::Dir {
+                explicit: true,
+                meta: None,
+            },
+        )
     }
 
     /// Adds a symlink. Absolute targets are kept (they resolve inside the
@@ -232,9 +257,20 @@ impl<'a> LayerWriter<'a> {
             rel,
             Node::Symlink {
                 target: target.to_owned(),
+                meta: None,
             },
         )?;
         Ok(self)
+    }
+
+    /// The metadata of a host entry to keep, when the options say so.
+    fn host_meta(&self, meta: &fs::Metadata) -> Option<Meta> {
+        use std::os::unix::fs::MetadataExt;
+        self.opts.keep_host_metadata.then(|| Meta {
+            mode: meta.mode() & 0o7777,
+            uid: u64::from(meta.uid()),
+            gid: u64::from(meta.gid()),
+        })
     }
 
     /// Adds everything under `host_dir`, placed under `prefix` in the
@@ -262,7 +298,17 @@ impl<'a> LayerWriter<'a> {
         let mut stack = vec![(host_dir.as_ref().to_owned(), prefix)];
         while let Some((dir, rel_dir)) = stack.pop() {
             if !rel_dir.as_os_str().is_empty() {
-                self.insert_rel(rel_dir.clone(), Node::Dir { explicit: true })?;
+                let meta = match self.opts.keep_host_metadata {
+                    true => self.host_meta(&fs::symlink_metadata(&dir).map_err(io_at(&dir))?),
+                    false => None,
+                };
+                self.insert_rel(
+                    rel_dir.clone(),
+                    Node::Dir {
+                        explicit: true,
+                        meta,
+                    },
+                )?;
             }
             for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
                 let entry = entry.map_err(io_at(&dir))?;
@@ -277,11 +323,20 @@ impl<'a> LayerWriter<'a> {
                         executable: meta.permissions().mode() & 0o111 != 0,
                         size: meta.len(),
                         source: Source::Host(host),
+                        meta: self.host_meta(&meta),
                     };
                     self.insert_rel(rel, node)?;
                 } else if kind.is_symlink() {
                     let target = fs::read_link(&host).map_err(io_at(&host))?;
-                    self.add_symlink(rel, target)?;
+                    let rel = layer_path(&rel, false)?;
+                    self.add_symlink(&rel, target)?;
+                    if let Some(Node::Symlink { meta: m, .. }) = self.entries.get_mut(&rel) {
+                        *m = self.opts.keep_host_metadata.then(|| Meta {
+                            mode: 0o777,
+                            uid: u64::from(std::os::unix::fs::MetadataExt::uid(&meta)),
+                            gid: u64::from(std::os::unix::fs::MetadataExt::gid(&meta)),
+                        });
+                    }
                 } else {
                     return Err(Error::UnsupportedHostFile { path: host });
                 }
@@ -303,8 +358,13 @@ impl<'a> LayerWriter<'a> {
             parent.push(part);
             match self.entries.get(&parent) {
                 None => {
-                    self.entries
-                        .insert(parent.clone(), Node::Dir { explicit: false });
+                    self.entries.insert(
+                        parent.clone(),
+                        Node::Dir {
+                            explicit: false,
+                            meta: None,
+                        },
+                    );
                 }
                 Some(Node::Dir { .. }) => {}
                 Some(_) => {
@@ -317,7 +377,12 @@ impl<'a> LayerWriter<'a> {
         }
         match (self.entries.get(&rel), &node) {
             // An implied directory never replaces an explicit one.
-            (Some(Node::Dir { .. }), Node::Dir { explicit: false }) => return Ok(()),
+            (
+                Some(Node::Dir { .. }),
+                Node::Dir {
+                    explicit: false, ..
+                },
+            ) => return Ok(()),
             (Some(Node::Dir { .. }), Node::File { .. } | Node::Symlink { .. }) => {
                 // Path order keeps descendants right after their directory.
                 let next = self
@@ -351,16 +416,26 @@ impl<'a> LayerWriter<'a> {
             header.set_uid(self.opts.uid);
             header.set_gid(self.opts.gid);
             header.set_size(0);
+            let meta = match &node {
+                Node::Dir { meta, .. } | Node::File { meta, .. } | Node::Symlink { meta, .. } => {
+                    *meta
+                }
+            };
+            if let Some(m) = meta {
+                header.set_uid(m.uid);
+                header.set_gid(m.gid);
+            }
+            let mode = |normal: u32| meta.map_or(normal, |m| m.mode);
             match node {
                 Node::Dir { .. } => {
                     header.set_entry_type(tar::EntryType::Directory);
-                    header.set_mode(0o755);
+                    header.set_mode(mode(0o755));
                     // The trailing slash is how docker and GNU tar name directories.
                     builder
                         .append_data(&mut header, rel.join(""), io::empty())
                         .map_err(output)?;
                 }
-                Node::Symlink { target } => {
+                Node::Symlink { target, .. } => {
                     header.set_entry_type(tar::EntryType::Symlink);
                     header.set_mode(0o777);
                     builder
@@ -371,9 +446,10 @@ impl<'a> LayerWriter<'a> {
                     executable,
                     size,
                     source,
+                    ..
                 } => {
                     header.set_entry_type(tar::EntryType::Regular);
-                    header.set_mode(if executable { 0o755 } else { 0o644 });
+                    header.set_mode(mode(if executable { 0o755 } else { 0o644 }));
                     header.set_size(size);
                     let (reader, source_path): (Box<dyn Read + 'a>, PathBuf) = match source {
                         Source::Bytes(b) => (Box::new(io::Cursor::new(b)), rel.clone()),

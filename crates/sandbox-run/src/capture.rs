@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
 use crate::spec::{Capture, CaptureRefusal, Captured, Refusal};
@@ -182,9 +182,10 @@ impl Copy<'_> {
                 }
                 let src =
                     open_dir(&frame.src, name).map_err(|e| entry_refusal(&path, unreadable(e)))?;
-                rustix::fs::mkdirat(&frame.dst, name, Mode::from_raw_mode(0o755))
+                rustix::fs::mkdirat(&frame.dst, name, Mode::from_raw_mode(0o700))
                     .map_err(|e| host(dir, &path, e))?;
                 let dst = open_dir(&frame.dst, name).map_err(|e| host(dir, &path, e))?;
+                keep_metadata(&dst, &stat).map_err(|e| host(dir, &path, e))?;
                 self.frame(src, dst, path).map(Some)
             }
             FileType::RegularFile => {
@@ -196,6 +197,14 @@ impl Copy<'_> {
                     .map_err(|e| entry_refusal(&path, unreadable(e)))?;
                 rustix::fs::symlinkat(target.as_c_str(), &frame.dst, name)
                     .map_err(|e| host(dir, &path, e))?;
+                rustix::fs::chownat(
+                    &frame.dst,
+                    name,
+                    Some(Uid::from_raw(stat.st_uid)),
+                    Some(Gid::from_raw(stat.st_gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| host(dir, &path, e))?;
                 Ok(None)
             }
             // How overlayfs records a deletion.
@@ -230,13 +239,9 @@ impl Copy<'_> {
         if u64::try_from(stat.st_size).unwrap_or(u64::MAX) > left {
             return Err(too_many());
         }
-        let mode = if stat.st_mode & 0o111 != 0 {
-            0o755
-        } else {
-            0o644
-        };
+        // Private until its owner and mode are the container's.
         let out =
-            create_file(&frame.dst, name, mode).map_err(|e| host(&self.capture.dir, path, e))?;
+            create_file(&frame.dst, name, 0o600).map_err(|e| host(&self.capture.dir, path, e))?;
         // Read with the bound whatever the size said: nothing may grow a
         // file past what was promised.
         let mut src = File::from(fd).take(left + 1);
@@ -266,8 +271,21 @@ impl Copy<'_> {
             })?;
         }
         self.done.bytes += copied;
+        keep_metadata(&out, &stat).map_err(|e| host(&self.capture.dir, path, e))?;
         Ok(())
     }
+}
+
+/// Gives the copy `fd` the owner and permission bits (setuid, setgid and
+/// sticky included) of the container's `stat`: the owner first, since a
+/// change of owner clears the setuid bits.
+fn keep_metadata(fd: impl AsFd, stat: &rustix::fs::Stat) -> rustix::io::Result<()> {
+    rustix::fs::fchown(
+        &fd,
+        Some(Uid::from_raw(stat.st_uid)),
+        Some(Gid::from_raw(stat.st_gid)),
+    )?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(stat.st_mode & 0o7777))
 }
 
 /// Opens the directory `path` of `at`, never through a link.
@@ -414,7 +432,8 @@ mod tests {
             Path::new("/etc/shadow")
         );
         let mode = |p: &str| std::fs::metadata(o(p)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode("opt/run"), 0o755);
+        // Modes are kept, as Docker keeps them.
+        assert_eq!(mode("opt/run"), 0o700);
         assert_eq!(mode("opt/app/__pycache__/m.pyc"), 0o644);
     }
 

@@ -295,7 +295,7 @@ pub(crate) fn prepare_bundle(request: &Request) -> Result<(), String> {
             Some(c) => {
                 crate::capture::check_empty(&c.dir)?;
                 let points = request.bundle.join("mount-points");
-                make_mount_points(&points, &request.config)?;
+                make_mount_points(&points, &request.config, lower)?;
                 let lower: Vec<PathBuf> = std::iter::once(points).chain(lower.clone()).collect();
                 mount_overlay(&request.bundle, &lower, &rootfs, CAPTURED_OVERLAY)?;
             }
@@ -327,8 +327,14 @@ const CAPTURED_OVERLAY: &str = ",redirect_dir=off,metacopy=off";
 /// Makes `dir` a layer holding the directory of every mount of the
 /// runtime spec `config` (`proc`, `dev`, `sys`, `tmp`, `io`...), so that
 /// the runtime finds its mount points in a lower layer and creates none
-/// in the upper one.
-fn make_mount_points(dir: &Path, config: &serde_json::Value) -> Result<(), String> {
+/// in the upper one. Each directory on the way takes the owner and mode
+/// the top-most lower layer gives it, so that the layer changes nothing
+/// the container sees but the mount points themselves.
+fn make_mount_points(
+    dir: &Path,
+    config: &serde_json::Value,
+    lower: &[PathBuf],
+) -> Result<(), String> {
     let create =
         |d: &Path| std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()));
     create(dir)?;
@@ -337,14 +343,40 @@ fn make_mount_points(dir: &Path, config: &serde_json::Value) -> Result<(), Strin
         .map(Vec::as_slice)
         .unwrap_or_default();
     for destination in mounts.iter().filter_map(|m| m["destination"].as_str()) {
-        if let Some(first) = Path::new(destination).components().find_map(|c| match c {
-            std::path::Component::Normal(name) => Some(name),
-            _ => None,
-        }) {
-            create(&dir.join(first))?;
+        let mut rel = PathBuf::new();
+        for part in Path::new(destination).components() {
+            let std::path::Component::Normal(name) = part else {
+                continue;
+            };
+            rel.push(name);
+            let made = dir.join(&rel);
+            if made.is_dir() {
+                continue;
+            }
+            create(&made)?;
+            like_lower(&made, &rel, lower)?;
         }
     }
     Ok(())
+}
+
+/// Gives `made` the owner and mode of `rel` in the top-most lower layer
+/// that has it, when that is a directory (never following a link).
+fn like_lower(made: &Path, rel: &Path, lower: &[PathBuf]) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(meta) = lower
+        .iter()
+        .find_map(|l| std::fs::symlink_metadata(l.join(rel)).ok())
+    else {
+        return Ok(());
+    };
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let fail = |e: std::io::Error| format!("set {}: {e}", made.display());
+    std::os::unix::fs::chown(made, Some(meta.uid()), Some(meta.gid())).map_err(fail)?;
+    std::fs::set_permissions(made, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .map_err(fail)
 }
 
 /// Mounts `lower` (top-most first) as an overlay on `rootfs`, with the

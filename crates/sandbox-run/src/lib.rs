@@ -75,7 +75,7 @@ pub use error::{Error, Result};
 pub use launcher::{Launcher, launcher_main};
 pub use sandbox::{Sandbox, SandboxConfig, SweepReport};
 pub use spec::{
-    Capture, CaptureRefusal, Captured, Collected, Io, Limits, Network, Outcome, Output, Refusal,
-    RootFs, RunResult, RunSpec,
+    Bind, Capability, Capture, CaptureRefusal, Captured, Collected, Io, Limits, Network, Outcome,
+    Output, Refusal, RootFs, RunResult, RunSpec,
 };
 pub use warm::Warm;

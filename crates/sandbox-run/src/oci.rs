@@ -98,6 +98,26 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<()> {
     if let Some(io) = &spec.io {
         validate_io(io)?;
     }
+    for bind in &spec.binds {
+        let target = Path::new(&bind.target);
+        let plain = target.is_absolute()
+            && target
+                .components()
+                .skip(1)
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+            && target.components().count() > 1
+            && !bind.target.ends_with('/');
+        let reserved = ["/proc", "/dev", "/sys", "/io"]
+            .iter()
+            .any(|r| target.starts_with(r));
+        if !bind.source.is_absolute() || !plain || reserved {
+            return invalid(format!(
+                "bind {} at {:?}: needs an absolute source and a plain absolute target outside the sandbox's own mounts",
+                bind.source.display(),
+                bind.target
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -143,6 +163,14 @@ pub(crate) fn config(
         env.push(DEFAULT_PATH.to_owned());
     }
     let no_caps: Vec<String> = Vec::new();
+    let caps: Vec<&str> = spec.capabilities.iter().map(|c| c.name()).collect();
+    let mut seccomp = seccomp::default_profile();
+    // Docker's profile allows `chroot` to a process that may use it.
+    if spec.capabilities.contains(&crate::Capability::SysChroot)
+        && let Some(rules) = seccomp["syscalls"].as_array_mut()
+    {
+        rules.push(json!({"names": ["chroot"], "action": "SCMP_ACT_ALLOW"}));
+    }
     let memory = i64::try_from(spec.limits.memory_bytes).unwrap_or(i64::MAX);
     let quota = (spec.limits.cpus * CPU_PERIOD_US as f64)
         .round()
@@ -170,6 +198,12 @@ pub(crate) fn config(
                            "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]}),
         );
     }
+    for bind in &spec.binds {
+        mounts.push(
+            json!({"destination": bind.target, "type": "bind", "source": bind.source,
+                           "options": ["rbind", "rw", "nosuid", "nodev"]}),
+        );
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -179,8 +213,8 @@ pub(crate) fn config(
             "env": env,
             "cwd": spec.cwd,
             "capabilities": {
-                "bounding": no_caps, "effective": no_caps, "inheritable": no_caps,
-                "permitted": no_caps, "ambient": no_caps,
+                "bounding": caps, "effective": caps, "inheritable": no_caps,
+                "permitted": caps, "ambient": no_caps,
             },
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": true,
@@ -200,7 +234,7 @@ pub(crate) fn config(
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
-            "seccomp": seccomp::default_profile(),
+            "seccomp": seccomp,
         },
     })
 }
@@ -243,6 +277,39 @@ mod tests {
         let caps = process.capabilities().as_ref().unwrap();
         assert!(caps.bounding().as_ref().unwrap().is_empty());
         assert!(caps.effective().as_ref().unwrap().is_empty());
+        let chroot = |spec: &Spec| {
+            let rules = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+            rules
+                .syscalls()
+                .iter()
+                .flatten()
+                .any(|r| r.names().iter().any(|n| n == "chroot"))
+        };
+        assert!(!chroot(&spec));
+
+        // A build step's capabilities: never inheritable or ambient.
+        let mut build = run.clone();
+        build.capabilities = crate::Capability::DOCKER_DEFAULT.to_vec();
+        let with: Spec = serde_json::from_value(config(
+            &build,
+            Path::new("/b/rootfs"),
+            "/hoist/x",
+            Path::new("/b/io"),
+            None,
+        ))
+        .unwrap();
+        let caps = with
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), 12);
+        assert_eq!(caps.effective(), caps.permitted());
+        assert!(caps.inheritable().as_ref().unwrap().is_empty());
+        assert!(caps.ambient().as_ref().unwrap().is_empty());
+        assert!(chroot(&with));
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
         let linux = spec.linux().as_ref().unwrap();
         assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/hoist/x")));
@@ -370,6 +437,18 @@ mod tests {
                 }),
                 "capture directory kept is not absolute",
             ),
+            (
+                Box::new(|s| s.binds = vec![crate::Bind::new("/cache", "/proc/x")]),
+                "outside the sandbox's own mounts",
+            ),
+            (
+                Box::new(|s| s.binds = vec![crate::Bind::new("/cache", "/a/../etc")]),
+                "plain absolute target",
+            ),
+            (
+                Box::new(|s| s.binds = vec![crate::Bind::new("cache", "/c")]),
+                "absolute source",
+            ),
         ];
         for (change, expected) in cases {
             let mut run = spec();
@@ -381,6 +460,25 @@ mod tests {
             );
         }
         validate(&spec()).unwrap();
+        let mut run = spec();
+        run.binds = vec![crate::Bind::new("/cache/pip", "/root/.cache/pip")];
+        validate(&run).unwrap();
+        let bound: Spec = serde_json::from_value(config(
+            &run,
+            Path::new("/b/rootfs"),
+            "/hoist/x",
+            Path::new("/b/io"),
+            None,
+        ))
+        .unwrap();
+        let mount = bound
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/root/.cache/pip"))
+            .unwrap();
+        assert_eq!(mount.source().as_deref(), Some(Path::new("/cache/pip")));
         // What the mount options could not carry is fine in a layer path.
         let mut run = spec();
         run.rootfs = RootFs::Overlay {

@@ -206,8 +206,9 @@ pub struct Collected {
 /// entry counts against the bounds again. The copy is in the form of an
 /// OCI layer: a deleted path becomes an empty file `.wh.<name>`, a
 /// directory that hides what lower layers had there gets an empty
-/// `.wh..wh..opq`. Files become 0755 (any execute bit) or 0644,
-/// directories 0755, all owned by the launcher's user. A FIFO, socket or
+/// `.wh..wh..opq`. Files, directories and links keep their owner and
+/// permission bits (setuid, setgid and sticky included) in the caller's
+/// directory, which should not be reachable by other users. A FIFO, socket or
 /// device node, or a name of the form `.wh.*`, refuses the capture
 /// ([`CaptureRefusal`]); what was copied before stays in the directory.
 ///
@@ -291,6 +292,112 @@ pub enum CaptureRefusal {
     },
 }
 
+/// A Linux capability a container's process may keep. Only those Docker
+/// grants a container by default can be named: nothing here gives a way
+/// out of the sandbox's namespaces, cgroup or seccomp filter.
+///
+/// ```
+/// use sandbox_run::Capability;
+/// assert!(Capability::DOCKER_DEFAULT.contains(&Capability::Chown));
+/// assert_eq!(Capability::SysChroot.name(), "CAP_SYS_CHROOT");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Capability {
+    /// `CAP_CHOWN`: change owners.
+    Chown,
+    /// `CAP_DAC_OVERRIDE`: ignore permission bits.
+    DacOverride,
+    /// `CAP_FOWNER`: act as the owner of any file.
+    Fowner,
+    /// `CAP_FSETID`: keep setuid/setgid bits on changes.
+    Fsetid,
+    /// `CAP_KILL`: signal any process (of the container).
+    Kill,
+    /// `CAP_SETGID`: change group ids.
+    Setgid,
+    /// `CAP_SETUID`: change user ids.
+    Setuid,
+    /// `CAP_SETPCAP`: drop capabilities from the bounding set.
+    Setpcap,
+    /// `CAP_NET_BIND_SERVICE`: bind ports below 1024.
+    NetBindService,
+    /// `CAP_SYS_CHROOT`: `chroot` (allowed by the seccomp filter with it).
+    SysChroot,
+    /// `CAP_AUDIT_WRITE`: write the audit log.
+    AuditWrite,
+    /// `CAP_SETFCAP`: set file capabilities.
+    Setfcap,
+}
+
+impl Capability {
+    /// What Docker gives a container's root by default, except `MKNOD`: a
+    /// device node cannot be part of a captured layer, so making one only
+    /// fails later.
+    pub const DOCKER_DEFAULT: &'static [Capability] = &[
+        Self::Chown,
+        Self::DacOverride,
+        Self::Fowner,
+        Self::Fsetid,
+        Self::Kill,
+        Self::Setgid,
+        Self::Setuid,
+        Self::Setpcap,
+        Self::NetBindService,
+        Self::SysChroot,
+        Self::AuditWrite,
+        Self::Setfcap,
+    ];
+
+    /// The kernel's name, as a runtime spec lists it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chown => "CAP_CHOWN",
+            Self::DacOverride => "CAP_DAC_OVERRIDE",
+            Self::Fowner => "CAP_FOWNER",
+            Self::Fsetid => "CAP_FSETID",
+            Self::Kill => "CAP_KILL",
+            Self::Setgid => "CAP_SETGID",
+            Self::Setuid => "CAP_SETUID",
+            Self::Setpcap => "CAP_SETPCAP",
+            Self::NetBindService => "CAP_NET_BIND_SERVICE",
+            Self::SysChroot => "CAP_SYS_CHROOT",
+            Self::AuditWrite => "CAP_AUDIT_WRITE",
+            Self::Setfcap => "CAP_SETFCAP",
+        }
+    }
+}
+
+/// A host directory bound read-write into the container at `target` (a
+/// build's cache mount). Its mount point is made in a layer of its own,
+/// with the owners and modes the lower layers give its parents, so that
+/// a [`Capture`] holds neither the mount point nor what is written under
+/// it.
+///
+/// ```
+/// let bind = sandbox_run::Bind::new("/var/cache/hoist/pip", "/root/.cache/pip");
+/// assert_eq!(bind.target, "/root/.cache/pip");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Bind {
+    /// The host directory (absolute).
+    pub source: PathBuf,
+    /// Where it appears in the container (absolute, without `.` or `..`;
+    /// not under `/proc`, `/dev`, `/sys` or `/io`).
+    pub target: String,
+}
+
+impl Bind {
+    /// `source` bound at `target`.
+    pub fn new(source: impl Into<PathBuf>, target: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            target: target.into(),
+        }
+    }
+}
+
 /// Everything needed to run one command in a sandbox.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -321,6 +428,12 @@ pub struct RunSpec {
     pub output: Output,
     /// The container's host name (default `sandbox`).
     pub hostname: String,
+    /// Capabilities the process keeps (bounding, permitted and effective
+    /// sets; none inheritable or ambient, so, as in Docker, a non-root
+    /// user's programs start without them). Default none.
+    pub capabilities: Vec<Capability>,
+    /// Host directories bound into the container. Default none.
+    pub binds: Vec<Bind>,
 }
 
 impl RunSpec {
@@ -340,6 +453,8 @@ impl RunSpec {
             readonly_root: true,
             output: Output::default(),
             hostname: "sandbox".to_owned(),
+            capabilities: Vec::new(),
+            binds: Vec::new(),
         }
     }
 

@@ -12,15 +12,13 @@ use oci_layer::{LayerWriter, WriteOptions};
 use oci_model::{Descriptor, Layout, Manifest, Resolved, SourceImage};
 use serde_json::{Map, Value, json};
 
+use super::archive;
 use super::{Ctx, DockerfileOutput, DockerfileSpec, Scope, Stage};
 use crate::image::{self, LayerDesc};
 use crate::{Builder, Result, io_at};
 use dockerfile_syntax::expand;
+use dockerfile_syntax::heredoc::Heredoc;
 
-/// File names that `ADD` would unpack, which this front end does not yet.
-const ARCHIVES: &[&str] = &[
-    ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst",
-];
 /// The most entries one `COPY` walks: a context is a directory tree, not a
 /// disk.
 const MAX_ENTRIES: usize = 1 << 20;
@@ -185,6 +183,7 @@ impl Builder {
                 self.copy(
                     state,
                     ctx,
+                    &scope,
                     &scope_args(&c.options),
                     &c.src,
                     &c.dest.value,
@@ -198,6 +197,7 @@ impl Builder {
                 self.copy(
                     state,
                     ctx,
+                    &scope,
                     &scope_args(&a.options),
                     &a.src,
                     &a.dest.value,
@@ -223,6 +223,7 @@ impl Builder {
         &self,
         state: &mut Stage,
         ctx: &Ctx<'_>,
+        scope: &Scope<'_>,
         flags: &[(String, String)],
         sources: &[Source<'_>],
         dest: &str,
@@ -232,17 +233,21 @@ impl Builder {
     ) -> Result<()> {
         let (owner, chmod) = copy_flags(ctx, flags, word)?;
         let mut paths = Vec::with_capacity(sources.len());
+        let mut inline = Vec::new();
         for source in sources {
             match source {
-                Source::Path(p) => paths.push(word(&p.value)?),
-                _ => return Err(ctx.error("heredoc sources are not supported yet")),
+                Source::Path(p) => match heredoc_at(ctx, &p.span) {
+                    Some(doc) => inline.push(heredoc_file(ctx, doc, scope)?),
+                    None => paths.push(word(&p.value)?),
+                },
+                _ => return Err(ctx.error("a heredoc the front end did not find")),
             }
         }
-        if paths.is_empty() {
+        if paths.is_empty() && inline.is_empty() {
             return Err(ctx.error("nothing to copy"));
         }
         let dest = word(dest)?;
-        let dest_is_dir = dest.ends_with('/') || paths.len() > 1;
+        let dest_is_dir = dest.ends_with('/') || paths.len() + inline.len() > 1;
         let dest = absolute(&working_dir(&state.config), &dest);
         let mut w = LayerWriter::new(WriteOptions {
             mtime: self.epoch,
@@ -251,14 +256,20 @@ impl Builder {
             ..WriteOptions::default()
         });
         let mut entries = 0usize;
+        // Unpacked archives, read when the layer is written.
+        let mut unpacked = Vec::new();
+        for (name, data) in inline {
+            let target = if dest_is_dir {
+                Path::new(&dest).join(&name)
+            } else {
+                PathBuf::from(&dest)
+            };
+            let in_image = target.strip_prefix("/").unwrap_or(&target).to_owned();
+            w.add_bytes(in_image, chmod.unwrap_or(0o644), data)?;
+        }
         for src in &paths {
             if add && src.contains("://") {
                 return Err(ctx.error(format!("ADD {src}: remote URLs are refused")));
-            }
-            if add && ARCHIVES.iter().any(|a| src.ends_with(a)) {
-                return Err(ctx.error(format!(
-                    "ADD {src}: unpacking archives is not supported yet"
-                )));
             }
             let matches = context_matches(ctx, src)?;
             if matches.is_empty() {
@@ -268,6 +279,16 @@ impl Builder {
             for rel in matches {
                 let host = ctx.context.join(&rel);
                 let meta = std::fs::symlink_metadata(&host).map_err(io_at(&host))?;
+                if add
+                    && meta.is_file()
+                    && let Some(format) = archive::detect(&host).map_err(io_at(&host))?
+                {
+                    let guard = self.unpack_archive(ctx, &rel, &host, format)?;
+                    let in_image = dest.trim_start_matches('/');
+                    w.add_tree(guard.path().join("tree"), in_image)?;
+                    unpacked.push(guard);
+                    continue;
+                }
                 let name = rel.file_name().map(PathBuf::from).unwrap_or_default();
                 let target = if meta.is_dir() || several {
                     let base = PathBuf::from(&dest);
@@ -282,7 +303,36 @@ impl Builder {
                 add_entry(ctx, &mut w, &rel, &target, chmod, &mut entries)?;
             }
         }
-        self.finish_layer(state, ctx, w, line)
+        self.finish_layer(state, ctx, w, line)?;
+        drop(unpacked);
+        Ok(())
+    }
+
+    /// Unpacks the context's archive `rel` into a fresh directory of the
+    /// build's (`tree` inside the returned one).
+    fn unpack_archive(
+        &self,
+        ctx: &Ctx<'_>,
+        rel: &Path,
+        host: &Path,
+        format: archive::Format,
+    ) -> Result<tempfile::TempDir> {
+        let tmp = self.cache_dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
+        let guard = tempfile::Builder::new()
+            .prefix("add-")
+            .tempdir_in(&tmp)
+            .map_err(io_at(&tmp))?;
+        let name = rel.display();
+        let stats = archive::extract(host, format, &guard.path().join("tree"))
+            .map_err(|e| ctx.error(format!("ADD {name}: {e}")))?;
+        if let Some(w) = stats.whiteouts.first().or(stats.opaque_dirs.first()) {
+            return Err(ctx.error(format!(
+                "ADD {name}: {}: a `.wh.` entry, which a layer would read as a deletion",
+                w.display()
+            )));
+        }
+        Ok(guard)
     }
 
     /// Writes the layer `w` into the store and adds it to `state`.
@@ -391,7 +441,7 @@ impl Builder {
     }
 }
 
-/// The owner (`--chown`, numeric) and mode (`--chmod`, octal) of a
+/// The owner (`--chown`, resolved before) and mode (`--chmod`, octal) of a
 /// `COPY`'s entries; any other flag but `--from` is an error.
 pub(super) fn copy_flags(
     ctx: &Ctx<'_>,
@@ -404,11 +454,10 @@ pub(super) fn copy_flags(
         let value = word(value)?;
         match name.as_str() {
             "chown" => {
-                owner = parse_chown(&value).ok_or_else(|| {
-                    ctx.error(format!(
-                        "--chown={value}: only numeric UID[:GID] is supported yet"
-                    ))
-                })?
+                let (uid, gid) = ctx
+                    .owner
+                    .ok_or_else(|| ctx.error(format!("--chown={value}: not resolved")))?;
+                owner = (u64::from(uid), u64::from(gid));
             }
             "chmod" => {
                 chmod = Some(
@@ -591,10 +640,25 @@ pub(super) fn push_history(config: &mut Value, created: &str, line: &str, empty:
     }
 }
 
-/// `UID[:GID]`, numeric.
-fn parse_chown(value: &str) -> Option<(u64, u64)> {
-    let (u, g) = value.split_once(':').unwrap_or((value, value));
-    Some((u.parse().ok()?, g.parse().ok()?))
+/// The heredoc whose marker is the source word at `span`, if any.
+pub(super) fn heredoc_at<'a>(ctx: &Ctx<'a>, span: &std::ops::Range<usize>) -> Option<&'a Heredoc> {
+    ctx.heredocs.iter().find(|d| span.contains(&d.marker))
+}
+
+/// A `COPY`/`ADD` heredoc as the file it makes: its name and contents,
+/// tabs chomped for `<<-`, expanded as `BuildKit` does when its delimiter
+/// was unquoted.
+fn heredoc_file(ctx: &Ctx<'_>, doc: &Heredoc, scope: &Scope<'_>) -> Result<(String, Vec<u8>)> {
+    if doc.name.contains('/') || doc.name == "." || doc.name == ".." {
+        return Err(ctx.error(format!("heredoc {:?}: not a file name", doc.name)));
+    }
+    let data = doc.data();
+    let data = if doc.expand {
+        expand::process_heredoc(&data, scope).map_err(|e| ctx.error(e.to_string()))?
+    } else {
+        data
+    };
+    Ok((doc.name.clone(), data.into_bytes()))
 }
 
 /// The context paths (relative, `/`-separated) a `COPY` source names:
@@ -785,12 +849,5 @@ mod tests {
         assert!(glob("[a-c]x", "bx"));
         assert!(!glob("[!a-c]x", "bx"));
         assert!(glob("*", ""));
-    }
-
-    #[test]
-    fn chown_takes_numbers_only() {
-        assert_eq!(parse_chown("1000"), Some((1000, 1000)));
-        assert_eq!(parse_chown("1:2"), Some((1, 2)));
-        assert_eq!(parse_chown("app"), None);
     }
 }

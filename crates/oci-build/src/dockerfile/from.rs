@@ -37,8 +37,10 @@ impl Builder {
         let mut paths = Vec::with_capacity(copy.src.len());
         for s in &copy.src {
             match s {
-                Source::Path(p) => paths.push(word(&p.value)?),
-                _ => return Err(ctx.error("heredoc sources are not supported yet")),
+                Source::Path(p) if super::apply::heredoc_at(ctx, &p.span).is_none() => {
+                    paths.push(word(&p.value)?)
+                }
+                _ => return Err(ctx.error("COPY --from copies files of a stage, not heredocs")),
             }
         }
         if let Some(glob) = paths.iter().find(|p| p.contains(['*', '?', '['])) {

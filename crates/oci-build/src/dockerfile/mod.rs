@@ -10,27 +10,50 @@
 //! What this front end does today: `FROM` (an image from a registry or an
 //! OCI layout, an earlier stage, or `scratch`; `--platform` checked;
 //! `AS name`; `--target`), `ARG` before and after `FROM` with
-//! `--build-arg`, `ENV`, `LABEL`, `MAINTAINER`, `WORKDIR`, `USER`, `CMD`,
-//! `ENTRYPOINT` (exec and shell form, through `SHELL`), `EXPOSE`,
-//! `VOLUME`, `STOPSIGNAL`, `HEALTHCHECK`, `ONBUILD` (recorded), `SHELL`,
-//! `COPY`/`ADD` of context files (globs, directories by content,
-//! `--chown` with numeric ids, `--chmod`; links inside the context kept as
-//! links; nothing outside the context is ever read), and `RUN` (shell and
-//! exec form) in the sandbox over the stage's layers, its changes captured
-//! as a layer with whiteouts (`run.rs`). Each `COPY`/`ADD`/`RUN` becomes
-//! one reproducible layer (sorted entries, the build epoch as every time);
-//! the same Dockerfile and context give the same digest, and a `RUN` whose
-//! inputs are unchanged is taken from the cache without running.
-//! `COPY --from` reads an earlier stage (or an image) through the merged
-//! view of its unpacked layers (`from.rs`, `union.rs`). Instructions this
-//! front end cannot carry out yet (patterns in `COPY --from`, `ADD` of an
-//! archive or a URL, heredocs, `RUN --mount`) fail the build with an error
-//! naming the instruction and its line.
+//! `--build-arg`, `ENV`, `LABEL`, `MAINTAINER`, `WORKDIR`, `USER` (numbers
+//! or names), `CMD`, `ENTRYPOINT` (exec and shell form, through `SHELL`),
+//! `EXPOSE`, `VOLUME`, `STOPSIGNAL`, `HEALTHCHECK`, `ONBUILD` (recorded),
+//! `SHELL`, `COPY`/`ADD` of context files (globs, directories by content,
+//! `--chown` with numbers or names, `--chmod`; links inside the context
+//! kept as links; nothing outside the context is ever read), `ADD` of a
+//! local archive (`archive.rs`: a tar, plain or gzip/bzip2/xz/zstd,
+//! recognised by content and unpacked into the destination through
+//! `oci_layer::unpack`'s rules; `--chown` applies to its entries),
+//! heredocs as `BuildKit` reads them (`dockerfile_syntax::heredoc`: `RUN
+//! <<EOF` runs the body with the stage's shell, or a `#!` body as a script
+//! its interpreter reads from the run's private `/io`; several heredocs on
+//! one `RUN` line are handed to the shell after the line; `COPY <<A <<B
+//! /dir/` makes files, expanded unless the delimiter is quoted), and `RUN`
+//! (shell and exec form) in the sandbox over the stage's layers with
+//! Docker's default capabilities but `MKNOD`, its changes captured as a
+//! layer with whiteouts and with the owners and modes (setuid included)
+//! the command left (`run.rs`), with `--mount=type=cache` directories kept
+//! between builds (`mounts.rs`).
+//!
+//! Users and groups (`USER`, `--chown`) are numbers or names; names are
+//! read from the stage's own `/etc/passwd` and `/etc/group` through the
+//! merged view of its layers (`user.rs`); a name that is not there is an
+//! error naming it. `USER` without a group runs with the user's primary
+//! group; `--chown` without a group uses the user's number, as Docker
+//! does.
+//!
+//! Each `COPY`/`ADD`/`RUN` becomes one reproducible layer (sorted entries,
+//! the build epoch as every time); the same Dockerfile and context give
+//! the same digest, and a `RUN` whose inputs are unchanged is taken from
+//! the cache without running. `COPY --from` reads an earlier stage (or an
+//! image) through the merged view of its unpacked layers (`from.rs`,
+//! `union.rs`). What this front end cannot carry out (patterns in `COPY
+//! --from`, `ADD` of a URL, `--mount` types but `cache`, every other `RUN`
+//! flag) fails the build with an error naming the instruction and its
+//! line.
 
 mod apply;
+mod archive;
 mod from;
+mod mounts;
 mod run;
 mod union;
+mod user;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +65,7 @@ use serde_json::{Value, json};
 
 use crate::{Builder, Error, Result, io_at};
 use dockerfile_syntax::expand::{self, Vars};
+use dockerfile_syntax::heredoc::{self, Heredoc};
 use dockerfile_syntax::ignore::Ignore;
 use dockerfile_syntax::{describe, position};
 
@@ -270,7 +294,11 @@ impl Builder {
         }
         let path = &spec.dockerfile;
         let text = fs_err::read_to_string(path).map_err(io_at(path))?;
-        let parsed = parse_dockerfile::parse(&text).map_err(|e| Error::Dockerfile {
+        // Heredoc bodies out of the parser's way, offsets unchanged: the
+        // original text stays the one errors and logs quote.
+        let prepared =
+            heredoc::prepare(&text).map_err(|e| at(path, &text, e.offset(), e.to_string()))?;
+        let parsed = parse_dockerfile::parse(&prepared.text).map_err(|e| Error::Dockerfile {
             path: path.clone(),
             line: e.line(),
             column: e.column(),
@@ -430,10 +458,12 @@ impl Builder {
                 let (offset, line_text) = describe(instruction, &text);
                 step += 1;
                 steps.step(step, total, &line_text);
-                let ctx = Ctx {
+                let mut ctx = Ctx {
+                    owner: None,
                     path,
                     text: &text,
                     offset,
+                    heredocs: prepared.heredocs.get(&offset).map_or(&[], Vec::as_slice),
                     escape,
                     global: &global,
                     build_args: &spec.build_args,
@@ -443,6 +473,24 @@ impl Builder {
                     network: spec.network,
                     limits: &spec.limits,
                 };
+                let options = match instruction {
+                    Instruction::Copy(c) => &c.options[..],
+                    Instruction::Add(a) => &a.options[..],
+                    _ => &[],
+                };
+                if let Some(flag) = options.iter().find(|f| f.name.value == "chown") {
+                    let raw = flag.value.as_ref().map_or("", |v| v.value.as_ref());
+                    let scope = Scope {
+                        args: &state.args,
+                        env: apply::env_pairs(&state.config),
+                    };
+                    let spec = expand::process_word(raw, &scope, escape)
+                        .map_err(|e| ctx.error(e.to_string()))?;
+                    let owner = self
+                        .resolve_user(&state, &ctx, &spec, user::NoGroup::SameAsUser, "--chown")
+                        .await?;
+                    ctx.owner = Some(owner);
+                }
                 if let Instruction::Run(run) = instruction {
                     let log = self.run_step(&mut state, &ctx, run, &line_text).await?;
                     steps.output(&log);
@@ -491,6 +539,31 @@ impl Builder {
         self.finish_dockerfile(spec, state, &store, steps.lines)
     }
 
+    /// The uid and gid `spec` (`USER[:GROUP]`, numbers or names) stands
+    /// for in `state`, names read from its merged `/etc/passwd` and
+    /// `/etc/group`; `what` names the instruction in errors.
+    async fn resolve_user(
+        &self,
+        state: &Stage,
+        ctx: &Ctx<'_>,
+        spec: &str,
+        no_group: user::NoGroup,
+        what: &str,
+    ) -> Result<(u32, u32)> {
+        let (passwd, group) = if user::needs_files(spec, no_group) {
+            let image = self.materialize(state, ctx).await?;
+            let union = union::Union::new(image.lower_dirs());
+            let read = |rel| user::read_merged(&union, rel).map_err(|e| ctx.error(e));
+            let files = (read("etc/passwd")?, read("etc/group")?);
+            drop(image);
+            files
+        } else {
+            (String::new(), String::new())
+        };
+        user::resolve(spec, &passwd, &group, no_group)
+            .map_err(|e| ctx.error(format!("{what} {spec}: {e}")))
+    }
+
     /// Reads a `FROM` image into the store.
     async fn load_stage_base(&self, endpoint: &Endpoint, store: &Layout) -> Result<Stage> {
         let (image, mount) =
@@ -536,6 +609,10 @@ struct Ctx<'a> {
     text: &'a str,
     /// Where the instruction starts.
     offset: usize,
+    /// The owner its `--chown` names, resolved.
+    owner: Option<(u32, u32)>,
+    /// The instruction's heredocs, in the order of their markers.
+    heredocs: &'a [Heredoc],
     escape: char,
     global: &'a BTreeMap<String, String>,
     build_args: &'a BTreeMap<String, String>,

@@ -6,9 +6,12 @@
 //! manifest blobs, untagged) and pulled through a `layer-cache` under the
 //! cache directory (`rootfs/`, shared with bytecode compiles), which
 //! unpacks each layer once; the command then runs with the stage's
-//! environment (build arguments included, as Docker does), user (numeric,
-//! root by default) and working directory, no network unless the build
-//! allows it, and the build's limits. A layer is cached by everything that
+//! environment (build arguments included, as Docker does), user (a number
+//! or a name of the stage's `/etc/passwd`, root by default) and working
+//! directory, Docker's default capabilities but `MKNOD` (seccomp and no
+//! new privileges kept), no network unless the build allows it, and the
+//! build's limits. The layer records the owners and permission bits the
+//! command left, setuid included, as Docker does. A layer is cached by everything that
 //! decides it — the stage's layers, the command, environment, user,
 //! directory, network and platform — so a repeated build runs nothing.
 
@@ -19,7 +22,7 @@ use dockerfile_syntax::parse_dockerfile::{Command, RunInstruction};
 use layer_cache::{Cache, CacheConfig};
 use oci_layer::{LayerWriter, WriteOptions};
 use oci_model::{Descriptor, Digest};
-use sandbox_run::{Capture, Network, Outcome, Output, RootFs, RunSpec, Sandbox};
+use sandbox_run::{Capture, Io, Network, Outcome, Output, RootFs, RunSpec, Sandbox};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -27,9 +30,10 @@ use super::apply::{absolute, command_line};
 use super::{Ctx, Scope, Stage};
 use crate::image::{self, LayerDesc};
 use crate::{Builder, Result, io_at};
+use dockerfile_syntax::heredoc;
 
 /// Version of the cached `RUN` layer entries and of their key's recipe.
-const FORMAT: &str = "hoist-dockerfile-run-v1";
+const FORMAT: &str = "hoist-dockerfile-run-v2";
 /// Output kept of one `RUN`.
 const LOG_BYTES: usize = 1 << 20;
 
@@ -51,12 +55,6 @@ impl Builder {
         run: &RunInstruction<'_>,
         line: &str,
     ) -> Result<String> {
-        if let Some(flag) = run.options.first() {
-            return Err(ctx.error(format!("RUN --{} is not supported yet", flag.name.value)));
-        }
-        if !run.here_docs.is_empty() {
-            return Err(ctx.error("RUN with a heredoc is not supported yet"));
-        }
         let Some(sandbox) = self.sandbox.clone() else {
             return Err(ctx.error("RUN needs the sandbox (run hoist as root)"));
         };
@@ -65,8 +63,28 @@ impl Builder {
             args: &args_scope,
             env: super::apply::env_pairs(&state.config),
         };
+        let workdir = super::apply::working_dir_of(&state.config);
+        let mut mounts = Vec::new();
+        for flag in &run.options {
+            let raw = flag.value.as_ref().map_or("", |v| v.value.as_ref());
+            match flag.name.value.as_ref() {
+                "mount" => {
+                    let value = dockerfile_syntax::expand::process_word(raw, &scope, ctx.escape)
+                        .map_err(|e| ctx.error(e.to_string()))?;
+                    mounts.push(super::mounts::parse(&value, &workdir).map_err(|e| ctx.error(e))?);
+                }
+                other => return Err(ctx.error(format!("RUN --{other} is not supported"))),
+            }
+        }
+        let mut script = None;
         let args = match &run.arguments {
             Command::Exec(e) => e.value.iter().map(|s| s.value.to_string()).collect(),
+            Command::Shell(s) if !ctx.heredocs.is_empty() => {
+                let raw = &ctx.text[s.span.clone()];
+                let (args, file) = heredoc_command(ctx, raw, &state.config)?;
+                script = file;
+                args
+            }
             Command::Shell(_) => command_line(&run.arguments, &state.config),
             _ => return Err(ctx.error("RUN of an unknown form")),
         };
@@ -83,12 +101,9 @@ impl Builder {
             .as_str()
             .unwrap_or("")
             .to_owned();
-        let (uid, gid) = match user.as_str() {
-            "" => (0, 0),
-            u => numeric_user(u).ok_or_else(|| {
-                ctx.error(format!("USER {u}: only numeric UID[:GID] runs RUN yet"))
-            })?,
-        };
+        let (uid, gid) = self
+            .resolve_user(state, ctx, &user, super::user::NoGroup::Primary, "USER")
+            .await?;
         let cwd = absolute(
             state.config["config"]["WorkingDir"]
                 .as_str()
@@ -107,6 +122,8 @@ impl Builder {
             "gid": gid,
             "cwd": cwd,
             "network": network,
+            "mounts": mounts,
+            "heredocs": ctx.heredocs.iter().map(|d| (&d.name, &d.content, d.chomp)).collect::<Vec<_>>(),
             "platform": self.platform.to_string(),
             "epoch": self.epoch,
         })
@@ -124,7 +141,21 @@ impl Builder {
             Some(c) => (c, format!("(cached {})\n", short(&key))),
             None => {
                 let (layer, log) = self
-                    .run_fresh(state, ctx, sandbox, args, env, (uid, gid), cwd, network)
+                    .run_fresh(
+                        state,
+                        ctx,
+                        sandbox,
+                        Job {
+                            args,
+                            env,
+                            uid,
+                            gid,
+                            cwd,
+                            network,
+                            script,
+                            mounts,
+                        },
+                    )
                     .await?;
                 let bytes = serde_json::to_vec(&layer).expect("an entry serializes");
                 let dir = self.cache_dir.join("dockerfile-run");
@@ -154,18 +185,23 @@ impl Builder {
         Ok(log)
     }
 
-    #[allow(clippy::too_many_arguments, reason = "the parts of one run")]
     async fn run_fresh(
         &self,
         state: &Stage,
         ctx: &Ctx<'_>,
         sandbox: sandbox_run::SandboxConfig,
-        args: Vec<String>,
-        env: Vec<String>,
-        (uid, gid): (u32, u32),
-        cwd: String,
-        network: bool,
+        job: Job,
     ) -> Result<(CachedLayer, String)> {
+        let Job {
+            args,
+            env,
+            uid,
+            gid,
+            cwd,
+            network,
+            script,
+            mounts,
+        } = job;
         let image = self.materialize(state, ctx).await?;
         let tmp = self.cache_dir.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
@@ -189,6 +225,8 @@ impl Builder {
         spec.gid = gid;
         spec.cwd = cwd;
         spec.readonly_root = false;
+        // What Docker gives a RUN: root may chown, install setuid files...
+        spec.capabilities = sandbox_run::Capability::DOCKER_DEFAULT.to_vec();
         spec.limits = ctx.limits.clone();
         spec.network = if network {
             Network::Host
@@ -199,7 +237,44 @@ impl Builder {
             max_bytes: LOG_BYTES,
         };
         spec.capture = Some(Capture::new(kept.path()));
+        // A `#!` heredoc: the script in the run's own `/io`, read by its
+        // interpreter, never part of the layer.
+        let inputs = tempfile::Builder::new()
+            .prefix("run-io-")
+            .tempdir_in(&tmp)
+            .map_err(io_at(&tmp))?;
+        if let Some((name, data)) = &script {
+            let file = inputs.path().join(name);
+            std::fs::write(&file, data).map_err(io_at(&file))?;
+            let mut io = Io::new(inputs.path());
+            io.inputs = vec![name.clone()];
+            io.size_bytes = io.size_bytes.max(data.len() as u64 * 2);
+            spec.io = Some(io);
+        }
+        let root = self.cache_dir.join("dockerfile-cache");
+        let mut locks = Vec::new();
+        for m in &mounts {
+            let (dir, lock) = m.directory(&root).map_err(io_at(&root))?;
+            spec.binds
+                .push(sandbox_run::Bind::new(dir, m.target.clone()));
+            if m.exclusive {
+                locks.push(lock);
+            }
+        }
         let result = crate::blocking("running a RUN step", move || {
+            // `locked`/`private` caches: one RUN at a time, held while it runs.
+            let mut held = Vec::new();
+            for lock in &locks {
+                let file = std::fs::File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(lock)
+                    .map_err(io_at(lock))?;
+                rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+                    .map_err(|e| io_at(lock)(e.into()))?;
+                held.push(file);
+            }
             let sandbox = Sandbox::new(sandbox)?;
             Ok(sandbox.run(&spec)?)
         })
@@ -225,8 +300,10 @@ impl Builder {
             }
             None => return Err(ctx.error("RUN left nothing to capture")),
         }
+        // Owners and modes as the RUN left them, as Docker records them.
         let mut w = LayerWriter::new(WriteOptions {
             mtime: self.epoch,
+            keep_host_metadata: true,
             ..WriteOptions::default()
         });
         w.add_tree(kept.path(), "")?;
@@ -303,13 +380,109 @@ fn store_layer(ctx: &Ctx<'_>, path: &Path, digest: &Digest) -> Result<()> {
     Ok(())
 }
 
+/// A `#!` heredoc's file name and contents, for the run's `/io`.
+type Script = (String, String);
+
+/// What one `RUN` runs, as it runs.
+struct Job {
+    args: Vec<String>,
+    env: Vec<String>,
+    uid: u32,
+    gid: u32,
+    cwd: String,
+    network: bool,
+    /// A `#!` heredoc's file name and contents, put in `/io`.
+    script: Option<Script>,
+    /// `--mount=type=cache` directories.
+    mounts: Vec<super::mounts::CacheMount>,
+}
+
+/// The command of a shell-form `RUN` with heredocs, as `BuildKit` makes
+/// it: a `RUN <<EOF` alone runs the body with the stage's shell, or, when
+/// the body starts with `#!`, as a script file run by that interpreter
+/// (returned with the file to provide); any other line goes to the shell
+/// with the heredocs written back after it, for the shell to read.
+fn heredoc_command(
+    ctx: &Ctx<'_>,
+    raw: &str,
+    config: &Value,
+) -> Result<(Vec<String>, Option<Script>)> {
+    let mut line = String::with_capacity(raw.len());
+    let mut rest = raw;
+    // Line continuations out, as the parser joins the lines.
+    while let Some(i) = rest.find(ctx.escape) {
+        line.push_str(&rest[..i]);
+        let after = &rest[i + ctx.escape.len_utf8()..];
+        let blank = after.len() - after.trim_start_matches([' ', '\t', '\r']).len();
+        if after[blank..].starts_with('\n') {
+            rest = &after[blank + 1..];
+        } else {
+            line.push(ctx.escape);
+            rest = after;
+        }
+    }
+    line.push_str(rest);
+    let line = line.trim();
+    let docs = ctx.heredocs;
+    let shell = |body: String| {
+        let mut args = shell_of(config);
+        args.push(body);
+        args
+    };
+    if let [doc] = docs
+        && heredoc::parse_marker(line).is_some()
+    {
+        let data = doc.data();
+        let Some(first) = data.strip_prefix("#!").and_then(|d| d.lines().next()) else {
+            return Ok((shell(data), None));
+        };
+        // As the kernel reads a `#!` line: the interpreter, then at most
+        // one argument, then the script's path.
+        let first = first.trim();
+        let (interpreter, arg) = match first.split_once([' ', '\t']) {
+            Some((i, a)) => (i, Some(a.trim())),
+            None => (first, None),
+        };
+        if interpreter.is_empty() {
+            return Err(ctx.error(format!("heredoc {}: `#!` without an interpreter", doc.name)));
+        }
+        let plain = !doc.name.is_empty()
+            && doc.name != "."
+            && doc.name != ".."
+            && !doc.name.contains(['/', '\0']);
+        let name = if plain {
+            doc.name.clone()
+        } else {
+            "heredoc".to_owned()
+        };
+        let mut args = vec![interpreter.to_owned()];
+        args.extend(arg.filter(|a| !a.is_empty()).map(str::to_owned));
+        args.push(format!("/io/{name}"));
+        return Ok((args, Some((name, data))));
+    }
+    let mut full = line.to_owned();
+    for doc in docs {
+        full.push('\n');
+        full.push_str(&doc.content);
+        full.push_str(&doc.name);
+    }
+    Ok((shell(full), None))
+}
+
+/// The stage's `SHELL` (default `/bin/sh -c`).
+fn shell_of(config: &Value) -> Vec<String> {
+    config["config"]["Shell"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .filter(|v: &Vec<String>| !v.is_empty())
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+}
+
 /// The first hex digits of a cache key, for the log.
 fn short(key: &str) -> &str {
     &key[..12.min(key.len())]
-}
-
-/// `UID[:GID]`, numeric (the group defaults to the user's number).
-fn numeric_user(user: &str) -> Option<(u32, u32)> {
-    let (u, g) = user.split_once(':').unwrap_or((user, user));
-    Some((u.parse().ok()?, g.parse().ok()?))
 }

@@ -59,6 +59,7 @@ fn headers_are_normalised() {
         mtime: 1_700_000_000,
         uid: 1000,
         gid: 1000,
+        ..WriteOptions::default()
     };
     let (info, tar) = sample(&[0, 1, 2, 3, 4], &opts);
     assert_eq!(
@@ -189,4 +190,63 @@ fn writes_into_a_layout_blob() {
     let info = w.finish(&mut blob).unwrap();
     let digest = blob.commit(Some(&info.digest)).unwrap();
     assert!(layout.has_blob(&digest, Some(info.size)));
+}
+
+#[test]
+fn host_metadata_is_kept_only_when_asked() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("secret");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let tool = dir.join("tool");
+    fs::write(&tool, b"#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("tool", dir.join("link")).unwrap();
+    // Root can give files away; elsewhere the owners stay the caller's.
+    let owner = std::os::unix::fs::lchown(&tool, Some(1000), Some(1001))
+        .map(|()| (1000, 1001))
+        .unwrap_or_else(|_| {
+            let m = fs::metadata(&tool).unwrap();
+            (u64::from(m.uid()), u64::from(m.gid()))
+        });
+    // After the owner: a change of owner clears setuid.
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o4750)).unwrap();
+    let headers = |keep: bool| {
+        let mut w = LayerWriter::new(WriteOptions {
+            compression: Compression::None,
+            keep_host_metadata: keep,
+            ..WriteOptions::default()
+        });
+        w.add_tree(src.path(), "").unwrap();
+        let mut tar = Vec::new();
+        w.finish(&mut tar).unwrap();
+        let mut out = Vec::new();
+        for e in tar::Archive::new(&tar[..]).entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            let path = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+            out.push((path, h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap()));
+        }
+        out
+    };
+    let ids = |rel: &str| {
+        let m = fs::symlink_metadata(src.path().join(rel)).unwrap();
+        (u64::from(m.uid()), u64::from(m.gid()))
+    };
+    let (dir_ids, link_ids) = (ids("secret"), ids("secret/link"));
+    assert_eq!(
+        headers(true),
+        [
+            ("secret/".to_owned(), 0o700, dir_ids.0, dir_ids.1),
+            ("secret/link".to_owned(), 0o777, link_ids.0, link_ids.1),
+            ("secret/tool".to_owned(), 0o4750, owner.0, owner.1),
+        ]
+    );
+    assert_eq!(
+        headers(false),
+        [
+            ("secret/".to_owned(), 0o755, 0, 0),
+            ("secret/link".to_owned(), 0o777, 0, 0),
+            ("secret/tool".to_owned(), 0o755, 0, 0),
+        ]
+    );
 }
