@@ -614,6 +614,7 @@ fn find_python(root: &Path) -> Result<Option<(String, String)>> {
 
 /// The directories whose modules get bytecode: the standard library of
 /// Python `3.N` and Debian's `dist-packages`.
+#[cfg(feature = "bytecode")]
 fn module_dirs(root: &Path, version: &str) -> Vec<String> {
     [
         format!("usr/lib/python{version}"),
