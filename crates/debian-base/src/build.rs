@@ -26,8 +26,9 @@ const GROUP: &str = "root:x:0:\napp:x:1000:\n";
 /// Documentation nobody reads inside an image (copyright files stay).
 const PRUNED: &[&str] = &["usr/share/man", "usr/share/info", "usr/share/lintian"];
 /// Libraries that `update-alternatives` links in a maintainer script:
-/// the link is made to the first (by name) implementation shipped in a
-/// subdirectory of the multiarch library directory.
+/// the link is made to the first (by name) implementation shipped (a file
+/// or, as libblas3 ships it, a link) in a subdirectory of the multiarch
+/// library directory.
 const ALTERNATIVES: &[&str] = &["libblas.so.3", "liblapack.so.3"];
 /// The most bytes of the host's `/etc/os-release` read.
 const MAX_OS_RELEASE: u64 = 64 << 10;
@@ -578,7 +579,7 @@ fn system_files(root: &Path, status: &str) -> Result<()> {
                 continue;
             }
             if let Some(sub) = subdirs.iter().find(|s| {
-                std::fs::symlink_metadata(dir.join(s).join(name)).is_ok_and(|m| m.is_file())
+                std::fs::symlink_metadata(dir.join(s).join(name)).is_ok()
             }) {
                 let path = prepare(root, &format!("usr/lib/{triplet}/{name}"))?;
                 symlink(format!("{sub}/{name}"), &path).map_err(|e| Error::io(&path, e))?;
@@ -866,7 +867,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let lib = d.path().join("usr/lib/x86_64-linux-gnu");
         std::fs::create_dir_all(lib.join("blas")).unwrap();
-        std::fs::write(lib.join("blas/libblas.so.3"), b"").unwrap();
+        std::fs::write(lib.join("blas/libblas.so.3.11.0"), b"").unwrap();
+        symlink("libblas.so.3.11.0", lib.join("blas/libblas.so.3")).unwrap();
         std::fs::create_dir_all(d.path().join("bin")).unwrap();
         std::fs::write(d.path().join("bin/dash"), b"").unwrap();
         std::fs::create_dir_all(d.path().join("etc")).unwrap();
