@@ -578,9 +578,10 @@ fn system_files(root: &Path, status: &str) -> Result<()> {
             if std::fs::symlink_metadata(dir.join(name)).is_ok() {
                 continue;
             }
-            if let Some(sub) = subdirs.iter().find(|s| {
-                std::fs::symlink_metadata(dir.join(s).join(name)).is_ok()
-            }) {
+            if let Some(sub) = subdirs
+                .iter()
+                .find(|s| std::fs::symlink_metadata(dir.join(s).join(name)).is_ok())
+            {
                 let path = prepare(root, &format!("usr/lib/{triplet}/{name}"))?;
                 symlink(format!("{sub}/{name}"), &path).map_err(|e| Error::io(&path, e))?;
             }
