@@ -6,6 +6,7 @@
 // A command-line tool prints its results.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod base;
 mod build;
 mod progress;
 mod run;
@@ -86,6 +87,8 @@ enum Command {
     Invoke(run::InvokeArgs),
     /// Inspect and maintain the layer cache.
     Cache(run::CacheArgs),
+    /// Make base images: `hoist base debian` from Debian packages.
+    Base(base::BaseArgs),
     /// Run the function platform in one process: the HTTP API and a
     /// worker, on SQLite, a local object directory and an OCI layout
     /// (runs the `hoist-serve` binary installed beside this one; `hoist
@@ -258,6 +261,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => return run::run(g, builder, args).await,
         Command::Invoke(args) => return run::invoke(g, builder, args).await,
         Command::Cache(args) => return run::cache(g, args).await,
+        Command::Base(args) => base::base(g, builder.build()?, args).await?,
         Command::Serve { args } => return Ok(serve(&args)),
         Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }

@@ -1,6 +1,7 @@
 //! Test modules and shared helpers.
 
 mod auth;
+mod base;
 mod build;
 mod cli;
 mod copy;
