@@ -9,6 +9,7 @@
 mod build;
 mod progress;
 mod run;
+mod smoke;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -84,6 +85,9 @@ enum Command {
     Run(run::RunArgs),
     /// Run a function image's handler on an inputs file; prints its output.
     Invoke(run::InvokeArgs),
+    /// Start an image's own command in the sandbox and wait for its health
+    /// endpoint to answer 200; on failure print its logs and exit 1.
+    Smoke(smoke::SmokeArgs),
     /// Inspect and maintain the layer cache.
     Cache(run::CacheArgs),
     /// Run the function platform in one process: the HTTP API and a
@@ -258,6 +262,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => return run::run(g, builder, args).await,
         Command::Invoke(args) => return run::invoke(g, builder, args).await,
         Command::Cache(args) => return run::cache(g, args).await,
+        Command::Smoke(args) => return smoke::smoke(g, builder, args).await,
         Command::Serve { args } => return Ok(serve(&args)),
         Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }

@@ -12,6 +12,7 @@ mod interop;
 mod peer;
 mod run;
 mod service;
+mod smoke;
 mod warm;
 
 use std::path::Path;
