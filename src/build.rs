@@ -11,7 +11,7 @@ use oci_model::{Platform, Reference};
 use oci_push::{Copier, Endpoint};
 use registry_client::Client;
 
-use crate::{Global, progress, run};
+use crate::{Global, progress, run, smoke};
 
 /// Options shared by `validate` and `build`.
 #[derive(Args)]
@@ -118,6 +118,8 @@ pub(crate) struct BuildArgs {
     no_bytecode: bool,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    smoke: smoke::BuildSmokeArgs,
 }
 
 /// Prints problems one per line (or as JSON); exit status 1 if any.
@@ -189,6 +191,16 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
         Err(oci_build::Error::Invalid { problems }) => return Err(invalid(&problems)),
         Err(e) => return Err(e).with_context(|| format!("build {}", dir.display())),
     };
+
+    let store = output.store_endpoint();
+    smoke::gate(
+        g,
+        &args.smoke,
+        &store,
+        args.cache_dir.clone(),
+        args.platform.clone(),
+    )
+    .await?;
 
     // Push (or write the layout): only blobs the destination lacks move;
     // base layers are mounted from the base's repository when they share
@@ -319,6 +331,18 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
             eprintln!("{step}");
         }
     }
+    let store = Endpoint::Layout {
+        dir: output.store.clone(),
+        tag: Some(output.store_tag.clone()),
+    };
+    smoke::gate(
+        g,
+        &args.smoke,
+        &store,
+        args.cache_dir.clone(),
+        args.platform.clone(),
+    )
+    .await?;
     let destinations: Vec<Endpoint> = match &args.output {
         Some(Endpoint::Layout { dir, tag }) => vec![Endpoint::Layout {
             dir: dir.clone(),

@@ -10,6 +10,7 @@ mod base;
 mod build;
 mod progress;
 mod run;
+mod smoke;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -85,6 +86,9 @@ enum Command {
     Run(run::RunArgs),
     /// Run a function image's handler on an inputs file; prints its output.
     Invoke(run::InvokeArgs),
+    /// Start an image's own command in the sandbox and wait for its health
+    /// endpoint to answer 200; on failure print its logs and exit 1.
+    Smoke(smoke::SmokeArgs),
     /// Inspect and maintain the layer cache.
     Cache(run::CacheArgs),
     /// Make base images: `hoist base debian` from Debian packages.
@@ -262,6 +266,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Invoke(args) => return run::invoke(g, builder, args).await,
         Command::Cache(args) => return run::cache(g, args).await,
         Command::Base(args) => base::base(g, builder.build()?, args).await?,
+        Command::Smoke(args) => return smoke::smoke(g, builder, args).await,
         Command::Serve { args } => return Ok(serve(&args)),
         Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }

@@ -267,17 +267,42 @@ async fn pull(
     image: &Endpoint,
     args: &SandboxArgs,
 ) -> Result<CachedImage> {
-    let mut config = CacheConfig::new(cache_dir(args.cache_dir.clone())?);
-    if let Some(p) = &args.platform {
-        config.platform = p.clone();
+    let source = Source {
+        mirrors: args.mirrors.clone(),
+        blob_timeout: args.blob_timeout,
+        cache_dir: args.cache_dir.clone(),
+        platform: args.platform.clone(),
+    };
+    pull_from(g, builder, image, source).await
+}
+
+/// Where an image is pulled from and cached: `SandboxArgs`' part of it.
+pub(crate) struct Source {
+    pub(crate) mirrors: Vec<String>,
+    pub(crate) blob_timeout: Duration,
+    pub(crate) cache_dir: Option<PathBuf>,
+    pub(crate) platform: Option<Platform>,
+}
+
+/// Pulls `image` into the cache of `source` through the primary and the
+/// mirrors (see [`pull`]).
+pub(crate) async fn pull_from(
+    g: &Global,
+    builder: ClientBuilder,
+    image: &Endpoint,
+    source: Source,
+) -> Result<CachedImage> {
+    let mut config = CacheConfig::new(cache_dir(source.cache_dir)?);
+    if let Some(p) = source.platform {
+        config.platform = p;
     }
     let cache = Cache::open(config).await.context("open the layer cache")?;
     let timeout = Duration::from_secs(g.registry_timeout);
     let mut pull = PullConfig::default();
-    pull.mirrors = args.mirrors.clone();
+    pull.mirrors = source.mirrors;
     pull.failover.connect_timeout = timeout;
     pull.failover.first_byte_timeout = timeout;
-    pull.failover.blob_timeout = args.blob_timeout;
+    pull.failover.blob_timeout = source.blob_timeout;
     Ok(Puller::new(cache, builder, pull).pull(image).await?)
 }
 
@@ -342,7 +367,7 @@ fn exit_code(code: i32) -> ExitCode {
 }
 
 /// `512m`, `2g`, `1048576`, `64k` → bytes (powers of 1024).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
     let (num, shift) = match t.chars().last() {
@@ -360,7 +385,7 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// `300s`, `5m`, `1500ms`, `2h`, `30` (seconds) → a duration.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let bad = || format!("`{s}` is not a duration (e.g. 300s, 5m, 1500ms)");
     let (num, unit) = t

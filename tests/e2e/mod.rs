@@ -14,6 +14,7 @@ mod peer;
 mod releases;
 mod run;
 mod service;
+mod smoke;
 mod warm;
 
 use std::path::Path;

@@ -29,6 +29,10 @@
 //!   launcher stays and gives every task a fresh `/io` and `/tmp`. A
 //!   function platform answers in milliseconds that way instead of
 //!   creating a container per call.
+//! - A [`Detached`] container ([`Sandbox::start_detached`]) runs in the
+//!   background until the caller stops it, which gets its outcome and
+//!   output then; its network namespace is open to the caller meanwhile,
+//!   so that a server in it can be probed on its loopback (a smoke test).
 //! - The caller's side enforces the timeout: it kills every process in the
 //!   container's cgroup (frozen first, so that a fork bomb cannot outrun it).
 //! - [`Sandbox::sweep`] removes what a crashed process left behind.
@@ -60,6 +64,7 @@
 
 mod capture;
 mod cgroup;
+mod detached;
 mod error;
 mod io;
 mod launcher;
@@ -71,6 +76,7 @@ mod serve;
 mod spec;
 mod warm;
 
+pub use detached::Detached;
 pub use error::{Error, Result};
 pub use launcher::{Launcher, launcher_main};
 pub use sandbox::{Sandbox, SandboxConfig, SweepReport};
