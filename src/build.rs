@@ -310,6 +310,16 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
     }
     spec.target = args.target.clone();
     spec.network = args.network.as_deref() == Some("host");
+    // Each step as it starts, each RUN's output as it ends.
+    if !g.quiet && !g.json {
+        spec.on_event(|event| match event {
+            oci_build::DockerfileEvent::Step { index, total, text } => {
+                eprintln!("STEP {index}/{total}: {text}");
+            }
+            oci_build::DockerfileEvent::Output(line) => eprintln!("  {line}"),
+            _ => {}
+        });
+    }
     let mut builder = Builder::new(client.clone())?;
     // RUN steps run in the sandbox; without one (not root) they fail with
     // a message saying so.
@@ -326,11 +336,6 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
         .build_dockerfile(&spec)
         .await
         .with_context(|| format!("build {}", file.display()))?;
-    if !g.quiet && !g.json {
-        for step in &output.steps {
-            eprintln!("{step}");
-        }
-    }
     let store = Endpoint::Layout {
         dir: output.store.clone(),
         tag: Some(output.store_tag.clone()),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::launcher::Report;
 use crate::sandbox::{Sandbox, read_capped, reap_in_background};
-use crate::spec::{Outcome, Output, RunResult, RunSpec};
+use crate::spec::{Output, RunResult, RunSpec};
 use crate::{Error, Result, cgroup, message, oci};
 
 /// How long a launcher may take to enter the container's network
@@ -267,31 +267,9 @@ impl Supervisor {
             };
             let stdout = out.join().expect("output reader does not panic");
             let stderr = err.join().expect("output reader does not panic");
-            let (report, timed_out) = exchanged?;
+            let exchanged = exchanged?;
             finished?;
-            let (outcome, outputs, captured) = match report {
-                Report::Done(_, outputs, captured) if timed_out => {
-                    (Outcome::TimedOut, outputs, captured)
-                }
-                Report::Failed(_) if timed_out => (Outcome::TimedOut, Vec::new(), None),
-                Report::Done(outcome, outputs, captured) => (outcome, outputs, captured),
-                Report::Failed(detail) => return Err(Error::Launcher { id, detail }),
-                other => {
-                    return Err(
-                        sandbox.launcher_failed(&id, format!("unexpected report {other:?}"))
-                    );
-                }
-            };
-            Ok(RunResult {
-                outcome,
-                stdout: stdout.0,
-                stderr: stderr.0,
-                stdout_truncated: stdout.1,
-                stderr_truncated: stderr.1,
-                outputs,
-                captured,
-                duration: started.elapsed(),
-            })
+            sandbox.result(id, exchanged, stdout, stderr, started)
         })
     }
 }

@@ -221,29 +221,42 @@ impl Sandbox {
                 ),
                 None => Default::default(),
             };
-            let (report, timed_out) = exchanged?;
+            let exchanged = exchanged?;
             finished?;
-            let (outcome, outputs, captured) = match report {
-                Report::Done(_, outputs, captured) if timed_out => {
-                    (Outcome::TimedOut, outputs, captured)
-                }
-                Report::Failed(_) if timed_out => (Outcome::TimedOut, Vec::new(), None),
-                Report::Done(outcome, outputs, captured) => (outcome, outputs, captured),
-                Report::Failed(detail) => return Err(Error::Launcher { id, detail }),
-                other => {
-                    return Err(self.launcher_failed(&id, format!("unexpected report {other:?}")));
-                }
-            };
-            Ok(RunResult {
-                outcome,
-                stdout: stdout.0,
-                stderr: stderr.0,
-                stdout_truncated: stdout.1,
-                stderr_truncated: stderr.1,
-                outputs,
-                captured,
-                duration: started.elapsed(),
-            })
+            self.result(id, exchanged, stdout, stderr, started)
+        })
+    }
+
+    /// A run's result from the launcher's last report (and whether the
+    /// deadline passed) and the output read.
+    pub(crate) fn result(
+        &self,
+        id: String,
+        (report, timed_out): (Report, bool),
+        stdout: (Vec<u8>, bool),
+        stderr: (Vec<u8>, bool),
+        started: Instant,
+    ) -> Result<RunResult> {
+        let (outcome, outputs, captured) = match report {
+            Report::Done(_, outputs, captured) if timed_out => {
+                (Outcome::TimedOut, outputs, captured)
+            }
+            Report::Failed(_) if timed_out => (Outcome::TimedOut, Vec::new(), None),
+            Report::Done(outcome, outputs, captured) => (outcome, outputs, captured),
+            Report::Failed(detail) => return Err(Error::Launcher { id, detail }),
+            other => {
+                return Err(self.launcher_failed(&id, format!("unexpected report {other:?}")));
+            }
+        };
+        Ok(RunResult {
+            outcome,
+            stdout: stdout.0,
+            stderr: stderr.0,
+            stdout_truncated: stdout.1,
+            stderr_truncated: stderr.1,
+            outputs,
+            captured,
+            duration: started.elapsed(),
         })
     }
 

@@ -88,7 +88,7 @@ pub(super) async fn record_log(jobs: &Jobs, id: Uuid, line: String) {
 /// new percent recorded once, in order, by the returned task (which ends
 /// when the sink is dropped: await it after the push, so that no progress
 /// is recorded after the build's end).
-pub(super) fn push_progress(
+fn push_progress(
     jobs: &Jobs,
     id: Uuid,
     total: u64,
@@ -118,6 +118,36 @@ pub(super) fn push_progress(
         }
     });
     (sink, recorder)
+}
+
+/// Pushes build `id`'s image (`size` bytes) from the build store to
+/// `dst`, recording progress and a log line of what was sent.
+pub(super) async fn push(
+    ctx: &Context,
+    id: Uuid,
+    image: &oci_model::SourceImage<oci_model::Layout>,
+    size: u64,
+    dst: &Endpoint,
+) -> Result<(), Failed> {
+    let (progress, recorder) = push_progress(&ctx.jobs, id, size);
+    let report = Copier::new(ctx.client.clone())
+        .progress(progress)
+        .push(image, dst)
+        .await
+        .map_err(|e| Failed::at("pushing")(e.to_string()));
+    // After the push, so that no progress is recorded after the build's end.
+    let _ = recorder.await;
+    let report = report?;
+    record_log(
+        &ctx.jobs,
+        id,
+        format!(
+            "pushed to {dst}: {} copied, {} mounted, {} there already",
+            report.blobs_copied, report.blobs_mounted, report.blobs_existed
+        ),
+    )
+    .await;
+    Ok(())
 }
 
 /// Runs the build job `id` of `spec`.
@@ -195,23 +225,7 @@ pub(crate) async fn run(
             (dst, url)
         }
     };
-    let (progress, recorder) = push_progress(jobs, id, built.image_size);
-    let report = Copier::new(ctx.client.clone())
-        .progress(progress)
-        .push(&built.image, &dst)
-        .await
-        .map_err(|e| Failed::at("pushing")(e.to_string()));
-    let _ = recorder.await;
-    let report = report?;
-    record_log(
-        jobs,
-        id,
-        format!(
-            "pushed to {dst}: {} copied, {} mounted, {} there already",
-            report.blobs_copied, report.blobs_mounted, report.blobs_existed
-        ),
-    )
-    .await;
+    push(ctx, id, &built.image, built.image_size, &dst).await?;
     Ok(Built {
         image_url,
         digest: built.manifest_digest.to_string(),

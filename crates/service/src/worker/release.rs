@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use jobs::BuildStatus;
 use oci_build::{DockerfileEvent, DockerfileSpec};
 use oci_model::{Digest, Endpoint, Image, Platform, Reference};
-use oci_push::Copier;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -209,23 +208,7 @@ async fn build(ctx: &Context, id: Uuid, spec: &ReleaseBuildSpec) -> Result<Built
     record_step(jobs, id, BuildStatus::Pushing, 85, "pushing").await;
     let dst = Endpoint::Registry(name.clone());
     let size = image_size(&built.image);
-    let (progress, recorder) = super::build::push_progress(jobs, id, size);
-    let report = Copier::new(ctx.client.clone())
-        .progress(progress)
-        .push(&built.image, &dst)
-        .await
-        .map_err(|e| Failed::at("pushing")(e.to_string()));
-    let _ = recorder.await;
-    let report = report?;
-    record_log(
-        jobs,
-        id,
-        format!(
-            "pushed {name}: {} copied, {} mounted, {} there already",
-            report.blobs_copied, report.blobs_mounted, report.blobs_existed
-        ),
-    )
-    .await;
+    super::build::push(ctx, id, &built.image, size, &dst).await?;
     Ok(Built {
         image_url: name.to_string(),
         digest: built.manifest_digest.to_string(),
