@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         if let Err(e) = parse_status_line(&data[..cut])
-            && e != StatusLineError::TooLong { limit: MAX_STATUS_LINE }
+            && e != (StatusLineError::TooLong { limit: MAX_STATUS_LINE })
         {
             assert!(whole.is_err(), "{:?} then {whole:?}", e);
         }

@@ -114,7 +114,17 @@ pub fn parse_status_line(head: &[u8]) -> Result<Option<(StatusLine, usize)>, Sta
     let line = StatusLine {
         version,
         code,
-        reason: String::from_utf8_lossy(reason).into_owned(),
+        // Byte by byte: valid UTF-8 could still spell a C1 control.
+        reason: reason
+            .iter()
+            .map(|&b| {
+                if b.is_ascii() {
+                    char::from(b)
+                } else {
+                    '\u{FFFD}'
+                }
+            })
+            .collect(),
     };
     Ok(Some((line, lf + 1)))
 }
@@ -177,6 +187,8 @@ mod tests {
             ok(b"HTTP/1.1 200 tab\there \xff\r\n").1,
             "tab\there \u{fffd}"
         );
+        // UTF-8 for U+0097, a C1 control: replaced byte by byte.
+        assert_eq!(ok(b"HTTP/1.1 200 a\xc2\x97b\r\n").1, "a\u{fffd}\u{fffd}b");
         assert_eq!(ok(b"HTTP/1.1 100 Continue\r\n").0, 100);
         assert_eq!(ok(b"HTTP/1.1 599 x\r\n").0, 599);
         let v = parse_status_line(b"HTTP/1.0 200 OK\r\n").unwrap().unwrap();
