@@ -978,3 +978,143 @@ async fn a_cache_mount_outlives_its_run_and_stays_out_of_the_layer() {
     assert!(again.status.success(), "{log}");
     assert!(log.contains("  seen first"), "{log}");
 }
+
+/// A wheel of package `hello_hoist` 1.0, made with the host's Python.
+fn hello_wheel(dir: &Path) {
+    let script = r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1] + "/hello_hoist-1.0-py3-none-any.whl", "w") as z:
+    z.writestr("hello_hoist/__init__.py", "def greet():\n    return 'hello from a local index'\n")
+    info = "hello_hoist-1.0.dist-info/"
+    z.writestr(info + "METADATA", "Metadata-Version: 2.1\nName: hello-hoist\nVersion: 1.0\n")
+    z.writestr(info + "WHEEL", "Wheel-Version: 1.0\nGenerator: hoist-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    z.writestr(info + "RECORD", "".join(f"{p},,\n" for p in ["hello_hoist/__init__.py", info + "METADATA", info + "WHEEL", info + "RECORD"]))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// A child process killed when the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pip_install_runs_with_the_network_it_is_allowed() {
+    // A base with pip, from Debian packages, and a local package index.
+    let work = tempfile::tempdir().unwrap();
+    let base = format!("oci:{}:pip", work.path().join("base").display());
+    let debs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-base-cache");
+    let built = hoist(&[
+        "base",
+        "debian",
+        "--preset",
+        "slim",
+        "--packages-extra",
+        "python3-pip",
+        "--output",
+        &base,
+        "--cache-dir",
+        debs.to_str().unwrap(),
+    ]);
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let index = work.path().join("index");
+    std::fs::create_dir(&index).unwrap();
+    hello_wheel(&index);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = Killed(
+        std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&index)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nARG INDEX\n\
+         RUN python3 -m pip install --no-cache-dir --break-system-packages --no-index --find-links \"$INDEX\" hello-hoist\n\
+         CMD [\"python3\", \"-c\", \"import hello_hoist; print(hello_hoist.greet())\"]\n",
+    )
+    .unwrap();
+    let cache = work.path().join("cache");
+    let build = |network: Option<&str>, out: &str| {
+        let mut args = vec![
+            "build".to_owned(),
+            "-f".to_owned(),
+            ctx.join("Dockerfile").display().to_string(),
+            ctx.display().to_string(),
+            "--build-arg".to_owned(),
+            format!("BASE={base}"),
+            "--build-arg".to_owned(),
+            format!("INDEX=http://127.0.0.1:{port}/"),
+            "--cache-dir".to_owned(),
+            cache.display().to_string(),
+            "--tag".to_owned(),
+            "127.0.0.1:1/acme/pip:1".to_owned(),
+            "--output".to_owned(),
+            out.to_owned(),
+        ];
+        if let Some(n) = network {
+            args.extend(["--network".to_owned(), n.to_owned()]);
+        }
+        hoist(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // No network by default: pip finds nothing, and nothing is written.
+    let closed = work.path().join("closed");
+    let out = build(None, &format!("oci:{}:1", closed.display()));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(":4:1: RUN exited with status 1") && err.contains("hello-hoist"),
+        "{err}"
+    );
+    assert!(!closed.exists(), "nothing written for a failed build");
+
+    // With the host's network: installed from the index, and it runs.
+    let open = format!("oci:{}:1", work.path().join("open").display());
+    let out = build(Some("host"), &open);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Successfully installed hello-hoist-1.0"),
+        "the RUN's output is logged: {}",
+        text(&out.stderr)
+    );
+    let lc = work.path().join("layers");
+    let run = hoist(&["run", &open, "--cache-dir", lc.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout).trim(), "hello from a local index");
+}
