@@ -394,3 +394,64 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// Processes on this machine whose command line is exactly `argv`.
+fn processes(argv: &[&str]) -> usize {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_release_build_stops_its_run_at_once() {
+    let registry = Registry::start().await.unwrap();
+    let host = registry.host();
+    let serve = Serve::start(&["--release-registry", &host]);
+    let api = &serve.client;
+    let base = testkit::busybox_base().expect("busybox base").oci_ref();
+    let (status, created) = api
+        .post(
+            "/v1/releases/build",
+            json!({
+                "dockerfile": b64(&format!("FROM {base}\nRUN echo started && sleep 173\n")),
+                "target_registry": host,
+                "image_name": "acme/slow",
+                "image_tag": "1",
+            }),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let job = created["job_id"].as_str().unwrap();
+    let sleep = ["sleep", "173"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while processes(&sleep) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the RUN never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = api
+        .send(reqwest::Method::DELETE, &format!("/v1/builds/{job}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = api.build_done(job, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    // The RUN's command is killed, not left to its hour.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while processes(&sleep) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancelled RUN still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = hoist(&["digest", &format!("{host}/acme/slow:1")]);
+    assert!(!out.status.success(), "nothing was pushed");
+}

@@ -28,7 +28,8 @@ const STOP_TICK: Duration = Duration::from_millis(50);
 /// such as probing a server it started through
 /// [`Detached::network_namespace`]. [`Detached::stop`] kills it and
 /// returns how it ended with its captured output; it is never left
-/// behind: dropping a `Detached` kills it too, and its launcher removes
+/// behind: dropping a `Detached` kills it too (from a thread that keeps
+/// killing it until its launcher reports), and its launcher removes
 /// its cgroups, bundle and state (a crashed launcher's leftovers are
 /// removed by the caller's side as soon as it is gone).
 ///
@@ -174,12 +175,27 @@ impl Detached {
 
 impl Drop for Detached {
     fn drop(&mut self) {
-        if self.ended.is_none() {
-            // The supervising thread removes what the launcher leaves.
-            if let Ok(dirs) = cgroup::container_dirs(&self.cgroup_parent, &self.id) {
-                let _ = cgroup::kill_all(&dirs);
-            }
+        if self.ended.is_some() {
+            return;
         }
+        // Killed until its launcher reports, from a thread of its own: a
+        // container still being created gets its cgroup only later, and
+        // the one dropping this (a cancelled build) does not wait.
+        let (_, closed) = std::sync::mpsc::channel();
+        let done = std::mem::replace(&mut self.done, closed);
+        let (parent, id) = (self.cgroup_parent.clone(), self.id.clone());
+        let _ = std::thread::Builder::new()
+            .name("sandbox-stop".into())
+            .spawn(move || {
+                loop {
+                    if let Ok(dirs) = cgroup::container_dirs(&parent, &id) {
+                        let _ = cgroup::kill_all(&dirs);
+                    }
+                    if !matches!(done.recv_timeout(STOP_TICK), Err(RecvTimeoutError::Timeout)) {
+                        break;
+                    }
+                }
+            });
     }
 }
 

@@ -261,7 +261,9 @@ impl Builder {
                 locks.push(lock);
             }
         }
-        let result = crate::blocking("running a RUN step", move || {
+        // Detached, so that dropping this future (a cancelled build) kills
+        // the command instead of letting it run to its time limit.
+        let (mut running, held) = crate::blocking("starting a RUN step", move || {
             // `locked`/`private` caches: one RUN at a time, held while it runs.
             let mut held = Vec::new();
             for lock in &locks {
@@ -276,9 +278,22 @@ impl Builder {
                 held.push(file);
             }
             let sandbox = Sandbox::new(sandbox)?;
-            Ok(sandbox.run(&spec)?)
+            Ok((sandbox.start_detached(&spec)?, held))
         })
         .await?;
+        loop {
+            let (back, ended) = crate::blocking("running a RUN step", move || {
+                let ended = running.wait(std::time::Duration::from_millis(250));
+                Ok((running, ended))
+            })
+            .await?;
+            running = back;
+            if ended {
+                break;
+            }
+        }
+        let result = crate::blocking("ending a RUN step", move || Ok(running.stop()?)).await?;
+        drop(held);
         drop(image);
         let mut log = String::from_utf8_lossy(&result.stdout).into_owned();
         log.push_str(&String::from_utf8_lossy(&result.stderr));
