@@ -60,6 +60,16 @@ pub(crate) struct BuildArgs {
     /// The network of the Dockerfile's RUN steps: none (default) or host.
     #[arg(long, value_name = "none|host", requires = "file", value_parser = ["none", "host"])]
     network: Option<String>,
+    /// Memory each Dockerfile RUN may use, swap included (bytes, or with
+    /// k/m/g; default 2g).
+    #[arg(long, value_name = "SIZE", requires = "file", value_parser = run::parse_bytes)]
+    run_memory: Option<u64>,
+    /// CPUs each Dockerfile RUN may use (default 2).
+    #[arg(long, value_name = "N", requires = "file")]
+    run_cpus: Option<f64>,
+    /// Longest a Dockerfile RUN may take (default 1h).
+    #[arg(long, value_name = "DURATION", requires = "file", value_parser = run::parse_duration)]
+    run_timeout: Option<Duration>,
     /// Base image: a reference or oci:DIR[:TAG].
     #[arg(long, value_name = "IMAGE", required_unless_present = "file")]
     base: Option<Endpoint>,
@@ -310,6 +320,18 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
     }
     spec.target = args.target.clone();
     spec.network = args.network.as_deref() == Some("host");
+    if let Some(m) = args.run_memory {
+        spec.limits.memory_bytes = m;
+    }
+    if let Some(c) = args.run_cpus {
+        if !(c > 0.0 && c.is_finite()) {
+            bail!("--run-cpus {c}: must be more than 0");
+        }
+        spec.limits.cpus = c;
+    }
+    if let Some(t) = args.run_timeout {
+        spec.limits.timeout = t;
+    }
     // Each step as it starts, each RUN's output as it ends.
     if !g.quiet && !g.json {
         spec.on_event(|event| match event {

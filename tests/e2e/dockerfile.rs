@@ -1118,3 +1118,35 @@ async fn a_pip_install_runs_with_the_network_it_is_allowed() {
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(text(&run.stdout).trim(), "hello from a local index");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_limits_are_set_per_build() {
+    let ctx = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nRUN echo begun && sleep 30\n",
+    )
+    .unwrap();
+    let out_dir = ctx.path().join("out");
+    let output = format!("oci:{}:1", out_dir.display());
+    let out = build_busybox(
+        ctx.path(),
+        cache.path(),
+        &["--run-timeout", "2s", "--output", &output],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(":3:1: RUN ended: TimedOut") && err.contains("begun"),
+        "{err}"
+    );
+    assert!(!out_dir.exists(), "nothing written");
+    let out = build_busybox(ctx.path(), cache.path(), &["--run-cpus", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--run-cpus"),
+        "{}",
+        text(&out.stderr)
+    );
+}
