@@ -351,6 +351,24 @@ async fn release_requests_and_uploads_are_checked() {
     }
     let (status, body) = upload(api, "big.bin", noise((1 << 20) + 1)).await;
     assert_eq!(status, 413, "{body}");
+    // Far over, declared: refused before any byte is read.
+    let (status, _) = upload(api, "huge.bin", noise(3 << 20)).await;
+    assert_eq!(status, 413);
+    // Chunked, no length declared: cut at the limit (the server may
+    // answer 413 and close while the client still sends).
+    let chunks = (0..40).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(noise(64 << 10))));
+    let sent = reqwest::Client::new()
+        .post(format!("{}/v1/artifacts?name=streamed.bin", api.url))
+        .bearer_auth(&api.key)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await;
+    match sent {
+        Ok(response) => assert_eq!(response.status().as_u16(), 413),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
     let artifacts = serve.data.path().join("objects/artifacts");
     let left: Vec<_> = walk(&artifacts);
     assert!(left.is_empty(), "nothing kept of refused uploads: {left:?}");

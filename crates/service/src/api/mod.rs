@@ -164,11 +164,15 @@ impl Api {
     /// The router: every route, with the body limit and request metrics.
     pub fn router(&self) -> Router {
         let limit = self.inner.config.max_body_bytes;
-        // Uploads have their own, larger limit; they are streamed.
+        // Uploads have their own, larger limit; they are streamed. The
+        // layer refuses a declared length over it (and a stream far over
+        // it); the handler counts the bytes itself and stops first at the
+        // limit, so a stream that runs over gets the same 413.
         let uploads = Router::new()
             .route("/v1/artifacts", post(releases::upload))
             .layer(RequestBodyLimitLayer::new(
-                usize::try_from(self.inner.config.max_artifact_bytes).unwrap_or(usize::MAX),
+                usize::try_from(self.inner.config.max_artifact_bytes.saturating_add(1 << 20))
+                    .unwrap_or(usize::MAX),
             ));
         Router::new()
             .route(

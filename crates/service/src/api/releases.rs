@@ -155,14 +155,6 @@ pub(crate) async fn upload(
                 format!("an artifact may be at most {limit} bytes"),
             ));
         }
-        // The limit layer cuts a body over its limit: the same answer.
-        Err(crate::Error::Body(reason)) if reason.contains("length limit") => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("an artifact may be at most {limit} bytes"),
-            ));
-        }
         Err(crate::Error::Body(reason)) => {
             return Err(ApiError::bad_request(format!(
                 "the upload was cut short: {reason}"
