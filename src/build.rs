@@ -57,7 +57,8 @@ pub(crate) struct BuildArgs {
     /// The Dockerfile stage to build (default: the last).
     #[arg(long, value_name = "STAGE", requires = "file")]
     target: Option<String>,
-    /// The network of the Dockerfile's RUN steps: none (default) or host.
+    /// The network of the Dockerfile's RUN steps and `ADD <url>`: none
+    /// (default) or host.
     #[arg(long, value_name = "none|host", requires = "file", value_parser = ["none", "host"])]
     network: Option<String>,
     /// Memory each Dockerfile RUN may use, swap included (bytes, or with

@@ -1150,3 +1150,153 @@ async fn run_limits_are_set_per_build() {
         text(&out.stderr)
     );
 }
+
+/// Serves `/files/hello.txt`, a redirect to it, a 404 and a directory URL
+/// on a loopback port, until the test process ends.
+fn web_server() -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request.split(' ').nth(1).unwrap_or("").to_owned();
+            let (status, extra, body) = match path.as_str() {
+                "/files/hello.txt" | "/dir/" => ("200 OK", String::new(), "hello from the web\n"),
+                "/redirect" => ("302 Found", "location: /files/hello.txt\r\n".to_owned(), ""),
+                _ => ("404 Not Found", String::new(), "no"),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_fetches_urls_only_with_the_network() {
+    let port = web_server();
+    let web = format!("http://127.0.0.1:{port}");
+    let sum = format!(
+        "sha256:{}",
+        oci_model::Digest::of(b"hello from the web\n").hex()
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let dockerfile = |body: &str| {
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM scratch\n{body}\n"),
+        )
+        .unwrap();
+    };
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:web", out_dir.path().display());
+    let fails = |extra: &[&str], want: &str| {
+        let out = build_busybox(ctx.path(), cache.path(), extra);
+        let err = text(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "want {want:?}: {err}"
+        );
+        assert!(err.contains("Dockerfile:2"), "{err}");
+    };
+
+    // Without the network a URL is a named error, not a download.
+    dockerfile(&format!("ADD {web}/files/hello.txt /web/"));
+    fails(&[], "needs the network; build with --network host");
+
+    dockerfile(&format!(
+        "ADD {web}/files/hello.txt /web/\n\
+         ADD --checksum={sum} {web}/redirect /web/renamed.txt\n\
+         ADD --chmod=755 {web}/files/hello.txt /usr/bin/hello"
+    ));
+    let out = build_busybox(
+        ctx.path(),
+        cache.path(),
+        &["--network", "host", "--output", &layout],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let root = unpack(&layout, &out_dir.path().join("unpacked")).await;
+    for file in ["web/hello.txt", "web/renamed.txt", "usr/bin/hello"] {
+        assert_eq!(
+            std::fs::read_to_string(root.join(file)).unwrap(),
+            "hello from the web\n",
+            "{file}"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |f: &str| {
+        std::fs::metadata(root.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("usr/bin/hello"), 0o755);
+    assert_eq!(
+        mode("web/hello.txt") & 0o111,
+        0,
+        "a download is not executable"
+    );
+
+    // A --checksum already fetched is not fetched again: nothing listens here.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    dockerfile(&format!(
+        "ADD --checksum={sum} http://127.0.0.1:{closed}/gone.txt /gone.txt"
+    ));
+    let out = build_busybox(
+        ctx.path(),
+        cache.path(),
+        &["--network", "host", "--output", &layout],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Refusals, each naming the line.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    for (body, want) in [
+        (
+            format!("ADD --checksum={wrong} {web}/files/hello.txt /x"),
+            "checksum mismatch",
+        ),
+        (format!("ADD {web}/missing /x"), "404"),
+        (format!("ADD {web}/dir/ /web/"), "names no file"),
+        ("ADD ftp://127.0.0.1/x /x".to_owned(), "only http and https"),
+        (
+            format!("ADD --checksum=md5:abc {web}/files/hello.txt /x"),
+            "--checksum=md5:abc",
+        ),
+        (
+            format!("ADD --checksum={sum} {web}/files/hello.txt Dockerfile /x/"),
+            "exactly one source",
+        ),
+        (format!("COPY --checksum={sum} Dockerfile /x"), "only ADD"),
+        (
+            "ADD --from=0 Dockerfile /x".to_owned(),
+            "only COPY takes --from",
+        ),
+    ] {
+        dockerfile(&body);
+        fails(&["--network", "host"], want);
+    }
+    // Nothing half-downloaded is kept.
+    let fetched: Vec<_> = std::fs::read_dir(cache.path().join("fetched/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(fetched, [sum.trim_start_matches("sha256:")], "{fetched:?}");
+}

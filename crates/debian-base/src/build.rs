@@ -654,8 +654,6 @@ fn compile(
     out: &Path,
     work: &Path,
 ) -> Result<BytecodeReport> {
-    use sandbox_run::{Capture, Limits, Outcome, Output, RootFs, RunSpec, Sandbox};
-
     let Some((interpreter, version)) = python else {
         return Ok(BytecodeReport::Skipped {
             reason: "no usr/bin/python3.N in the image".into(),
@@ -670,59 +668,27 @@ fn compile(
     // The compile runs as the unprivileged user, as functions do, and adds
     // __pycache__ to these directories; owners are not kept in layers.
     for d in &dirs {
-        chown_dirs(&root.join(d), USER)?;
+        python_bytecode::hand_dirs_to(&root.join(d), python_bytecode::USER)
+            .map_err(|(path, e)| Error::io(path, e))?;
     }
     let kept = work.join("capture");
     std::fs::create_dir(&kept).map_err(|e| Error::io(&kept, e))?;
-    let limits = Limits::default();
-    let jobs = (limits.cpus.ceil() as usize).clamp(
-        1,
-        std::thread::available_parallelism().map_or(1, usize::from),
+    let limits = sandbox_run::Limits::default();
+    let in_image: Vec<String> = dirs.iter().map(|d| format!("/{d}")).collect();
+    let spec = python_bytecode::run_spec(
+        &format!("/{interpreter}"),
+        vec![root.to_owned()],
+        &in_image,
+        limits.clone(),
+        &kept,
     );
-    let mut args = vec![
-        format!("/{interpreter}"),
-        "-S".into(),
-        "-B".into(),
-        "-c".into(),
-        DRIVER.into(),
-        jobs.to_string(),
-    ];
-    args.extend(dirs.iter().map(|d| format!("/{d}")));
-    let mut spec = RunSpec::new(
-        RootFs::Overlay {
-            lower: vec![root.to_owned()],
-        },
-        args,
-    );
-    spec.env
-        .extend(["PYTHONHASHSEED=0".to_owned(), "HOME=/tmp".to_owned()]);
-    spec.uid = USER;
-    spec.gid = USER;
-    spec.readonly_root = false;
-    spec.limits = limits;
-    spec.output = Output::Capture {
-        max_bytes: 64 << 10,
-    };
-    spec.capture = Some(Capture::new(&kept));
-    let result = Sandbox::new(sandbox.clone())?.run(&spec)?;
+    let result = sandbox_run::Sandbox::new(sandbox.clone())?.run(&spec)?;
     let failed = |reason: String| Error::Compile {
         interpreter: format!("/{interpreter}"),
         reason,
     };
-    if result.outcome != Outcome::Exited(0) {
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(failed(format!(
-            "{:?}:\n{}",
-            result.outcome,
-            tail.join("\n")
-        )));
-    }
-    match result.captured {
-        Some(Ok(_)) => {}
-        Some(Err(refusal)) => return Err(failed(format!("what it wrote is refused: {refusal}"))),
-        None => return Err(failed("nothing was captured".into())),
+    if let Some(reason) = python_bytecode::failure(&result, &limits) {
+        return Err(failed(reason));
     }
     let tag = format!("cpython-{}", version.replace('.', ""));
     let (mut modules, mut uncompiled) = (0, 0);
@@ -767,34 +733,6 @@ fn compile(
         modules,
         uncompiled,
     })
-}
-
-/// The user the compile runs as.
-#[cfg(feature = "bytecode")]
-const USER: u32 = 1000;
-/// The compile driver, run with `python -S -B -c DRIVER JOBS DIR...`.
-#[cfg(feature = "bytecode")]
-const DRIVER: &str = include_str!("compile.py");
-
-/// Makes every directory under `dir` (our own tree; links not followed)
-/// owned by `uid`.
-#[cfg(feature = "bytecode")]
-fn chown_dirs(dir: &Path, uid: u32) -> Result<()> {
-    let mut todo = vec![dir.to_owned()];
-    while let Some(d) = todo.pop() {
-        std::os::unix::fs::lchown(&d, Some(uid), Some(uid)).map_err(|e| Error::io(&d, e))?;
-        for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
-            let entry = entry.map_err(|e| Error::io(&d, e))?;
-            if entry
-                .file_type()
-                .map_err(|e| Error::io(entry.path(), e))?
-                .is_dir()
-            {
-                todo.push(entry.path());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Streams a layer into the layout's blobs.

@@ -13,7 +13,7 @@
 //!    code files not compiled yet) are stacked on top as overlay lower
 //!    directories, owned by the sandbox user so that it may add
 //!    `__pycache__` to them;
-//! 3. `compile.py` runs as uid 1000 with the seeds' limits, no network and
+//! 3. `python-bytecode`'s driver runs as uid 1000 with the seeds' limits, no network and
 //!    a build timeout, its writes going to the overlay's upper layer, a
 //!    bounded tmpfs ([`sandbox_run::Capture`]), which the launcher copies
 //!    out without following a link once the container is gone;
@@ -33,14 +33,13 @@
 //! at every start is the cost this removes.
 
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::lchown;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fs_err as fs;
 use layer_cache::{Cache, CacheConfig};
 use oci_model::{Digest, Layout, Platform};
-use sandbox_run::{Capture, Limits, Outcome, Output, RootFs, RunSpec, Sandbox, SandboxConfig};
+use sandbox_run::{Limits, Sandbox, SandboxConfig};
 use serde::{Serialize, Serializer};
 
 use crate::{Error, Result, io_at};
@@ -48,12 +47,6 @@ use crate::{Error, Result, io_at};
 /// Version of the bytecode recipe (driver, invalidation mode, knobs): part
 /// of every cache key that covers bytecode.
 pub(crate) const FORMAT: &str = "hoist-bytecode-v1";
-/// The compile driver, run with `python -S -B -c`.
-const DRIVER: &str = include_str!("compile.py");
-/// The user the compile runs as, as functions do.
-const USER: u32 = 1000;
-/// Standard output and error kept of a compile run.
-const LOG_BYTES: usize = 64 << 10;
 /// The largest `.pyc` of a code file read back: code is under 1 MB.
 pub(crate) const MAX_CODE_PYC: u64 = 16 << 20;
 
@@ -202,88 +195,31 @@ pub(crate) async fn compile(run: Run<'_>, trees: &[Tree<'_>]) -> Result<tempfile
         .map_err(io_at(&tmp))?;
     let mut lower: Vec<PathBuf> = trees.iter().map(|t| t.root.to_owned()).collect();
     lower.extend(image.lower_dirs());
-    let mut args = vec![
-        run.interpreter.to_owned(),
-        "-S".into(),
-        "-B".into(),
-        "-c".into(),
-        DRIVER.into(),
-        jobs(&run.settings.limits).to_string(),
-    ];
-    args.extend(trees.iter().map(|t| format!("/{}", t.dir)));
-    let mut spec = RunSpec::new(RootFs::Overlay { lower }, args);
-    spec.env.extend([
-        "PYTHONHASHSEED=0".to_owned(),
-        format!("SOURCE_DATE_EPOCH={}", run.epoch),
-        "HOME=/tmp".to_owned(),
-    ]);
-    spec.uid = USER;
-    spec.gid = USER;
-    spec.readonly_root = false;
-    spec.limits = run.settings.limits.clone();
-    spec.output = Output::Capture {
-        max_bytes: LOG_BYTES,
-    };
-    spec.capture = Some(Capture::new(kept.path()));
+    let dirs: Vec<String> = trees.iter().map(|t| format!("/{}", t.dir)).collect();
+    let limits = run.settings.limits.clone();
+    let mut spec =
+        python_bytecode::run_spec(run.interpreter, lower, &dirs, limits.clone(), kept.path());
+    spec.env.push(format!("SOURCE_DATE_EPOCH={}", run.epoch));
     let roots: Vec<PathBuf> = trees.iter().map(|t| t.root.to_owned()).collect();
     let sandbox_config = run.settings.sandbox.clone();
     let result = crate::blocking("byte-compiling", move || {
         // The sandbox user adds __pycache__ to the staged directories.
         for root in &roots {
-            hand_dirs_to(root, USER)?;
+            python_bytecode::hand_dirs_to(root, python_bytecode::USER)
+                .map_err(|(path, source)| Error::Io { path, source })?;
         }
         let sandbox = Sandbox::new(sandbox_config)?;
         Ok(sandbox.run(&spec)?)
     })
     .await?;
     drop(image);
-    let failed = |reason: String| Error::Compile {
-        interpreter: run.interpreter.to_owned(),
-        reason,
-    };
-    let tail = || {
-        let text = String::from_utf8_lossy(&result.stderr);
-        let lines: Vec<&str> = text.lines().rev().take(20).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
-    };
-    match &result.outcome {
-        Outcome::Exited(0) => {}
-        Outcome::TimedOut => {
-            return Err(failed(format!(
-                "timed out after {:?}",
-                run.settings.limits.timeout
-            )));
-        }
-        other => return Err(failed(format!("{other:?}:\n{}", tail()))),
+    match python_bytecode::failure(&result, &limits) {
+        None => Ok(kept),
+        Some(reason) => Err(Error::Compile {
+            interpreter: run.interpreter.to_owned(),
+            reason,
+        }),
     }
-    match result.captured {
-        Some(Ok(_)) => Ok(kept),
-        Some(Err(refusal)) => Err(failed(format!("what it wrote is refused: {refusal}"))),
-        None => Err(failed("nothing was captured".into())),
-    }
-}
-
-/// Workers for the CPUs the run may use.
-fn jobs(limits: &Limits) -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    (limits.cpus.ceil() as usize).clamp(1, cpus.max(1))
-}
-
-/// Makes every directory under `root` (our own staging tree, without
-/// links) owned by `uid`: only directories, so that files stay read-only to
-/// the compile.
-fn hand_dirs_to(root: &Path, uid: u32) -> Result<()> {
-    let mut todo = vec![root.to_owned()];
-    while let Some(dir) = todo.pop() {
-        lchown(&dir, Some(uid), Some(uid)).map_err(io_at(&dir))?;
-        for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
-            let entry = entry.map_err(io_at(&dir))?;
-            if entry.file_type().map_err(io_at(&dir))?.is_dir() {
-                todo.push(entry.path());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// What was taken into a layer.

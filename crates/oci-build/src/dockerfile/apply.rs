@@ -194,11 +194,17 @@ impl Builder {
                 empty_layer = false;
             }
             Instruction::Add(a) => {
+                let mut flags = scope_args(&a.options);
+                if flags.iter().any(|(name, _)| name == "from") {
+                    return Err(ctx.error("ADD --from: only COPY takes --from"));
+                }
+                // Checked and used by the fetch, before this step.
+                flags.retain(|(name, _)| name != "checksum");
                 self.copy(
                     state,
                     ctx,
                     &scope,
-                    &scope_args(&a.options),
+                    &flags,
                     &a.src,
                     &a.dest.value,
                     true,
@@ -268,8 +274,24 @@ impl Builder {
             w.add_bytes(in_image, chmod.unwrap_or(0o644), data)?;
         }
         for src in &paths {
+            if add && let Some(file) = ctx.fetched.get(src) {
+                // As docker: a URL's file is never unpacked.
+                let target = match (&file.name, dest_is_dir) {
+                    (Some(name), true) => Path::new(&dest).join(name),
+                    (None, true) => {
+                        return Err(ctx.error(format!(
+                            "ADD {src}: the URL names no file; give the destination a file name"
+                        )));
+                    }
+                    (_, false) => PathBuf::from(&dest),
+                };
+                let in_image = target.strip_prefix("/").unwrap_or(&target).to_owned();
+                let reader = std::fs::File::open(&file.path).map_err(io_at(&file.path))?;
+                w.add_file(in_image, chmod.unwrap_or(0o644), file.size, reader)?;
+                continue;
+            }
             if add && src.contains("://") {
-                return Err(ctx.error(format!("ADD {src}: remote URLs are refused")));
+                return Err(ctx.error(format!("ADD {src}: only http and https URLs are fetched")));
             }
             let matches = context_matches(ctx, src)?;
             if matches.is_empty() {
@@ -468,6 +490,7 @@ pub(super) fn copy_flags(
                 )
             }
             "from" => {}
+            "checksum" => return Err(ctx.error("--checksum: only ADD of a URL takes it")),
             other => return Err(ctx.error(format!("--{other} is not supported yet"))),
         }
     }

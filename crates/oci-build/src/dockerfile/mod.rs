@@ -49,6 +49,7 @@
 
 mod apply;
 mod archive;
+mod fetch;
 mod from;
 mod mounts;
 mod run;
@@ -472,7 +473,11 @@ impl Builder {
                     store: &store,
                     network: spec.network,
                     limits: &spec.limits,
+                    fetched: BTreeMap::new(),
                 };
+                if let Instruction::Add(add) = instruction {
+                    ctx.fetched = self.fetch_urls(&state, &ctx, add).await?;
+                }
                 let options = match instruction {
                     Instruction::Copy(c) => &c.options[..],
                     Instruction::Add(a) => &a.options[..],
@@ -537,6 +542,58 @@ impl Builder {
         }
         let state = built.swap_remove(last);
         self.finish_dockerfile(spec, state, &store, steps.lines)
+    }
+
+    /// Downloads the http(s) sources of an `ADD`, which only a build
+    /// allowed the network may do; `--checksum` needs exactly one.
+    async fn fetch_urls(
+        &self,
+        state: &Stage,
+        ctx: &Ctx<'_>,
+        add: &parse_dockerfile::AddInstruction<'_>,
+    ) -> Result<BTreeMap<String, fetch::Fetched>> {
+        let scope = Scope {
+            args: &state.args,
+            env: apply::env_pairs(&state.config),
+        };
+        let word = |raw: &str| {
+            expand::process_word(raw, &scope, ctx.escape).map_err(|e| ctx.error(e.to_string()))
+        };
+        let mut urls = Vec::new();
+        for source in &add.src {
+            if let parse_dockerfile::Source::Path(p) = source {
+                let src = word(&p.value)?;
+                if fetch::is_http(&src) {
+                    urls.push(src);
+                }
+            }
+        }
+        let checksum = match add.options.iter().find(|f| f.name.value == "checksum") {
+            Some(flag) => {
+                let raw = word(flag.value.as_ref().map_or("", |v| v.value.as_ref()))?;
+                let digest: Digest = raw
+                    .parse()
+                    .map_err(|e: oci_model::Error| ctx.error(format!("--checksum={raw}: {e}")))?;
+                if urls.len() != 1 || add.src.len() != 1 {
+                    return Err(ctx.error("--checksum needs exactly one source, an http(s) URL"));
+                }
+                Some(digest)
+            }
+            None => None,
+        };
+        let mut fetched = BTreeMap::new();
+        for url in urls {
+            if !ctx.network {
+                return Err(ctx.error(format!(
+                    "ADD {url}: fetching a URL needs the network; build with --network host"
+                )));
+            }
+            let file = fetch::fetch(&url, checksum.as_ref(), &self.cache_dir, fetch::MAX_FETCH)
+                .await
+                .map_err(|e| ctx.error(format!("ADD: {e}")))?;
+            fetched.insert(url, file);
+        }
+        Ok(fetched)
     }
 
     /// The uid and gid `spec` (`USER[:GROUP]`, numbers or names) stands
@@ -621,6 +678,8 @@ struct Ctx<'a> {
     store: &'a Layout,
     network: bool,
     limits: &'a sandbox_run::Limits,
+    /// The files an `ADD`'s URLs downloaded, by URL as expanded.
+    fetched: BTreeMap<String, fetch::Fetched>,
 }
 
 impl Ctx<'_> {

@@ -1,6 +1,7 @@
-"""Byte-compiles the modules of a hoist function image at build time.
+"""Byte-compiles the modules of an image at build time (function images'
+code and dependencies, Debian base images' standard library).
 
-Run by the base image's own interpreter in the sandbox, over the image's
+Run by the image's own interpreter in the sandbox, over the image's
 layers: python3 -S -B -c <this> JOBS DIR... Every *.py under each DIR (links
 not followed, __pycache__ skipped) gets a hash-based .pyc (PEP 552,
 unchecked: timestamps play no part) in its __pycache__, as the runtime
@@ -8,7 +9,8 @@ imports it. The work is split over JOBS forked workers; the bytes of a .pyc
 depend only on its source, its path and the interpreter, not on the order.
 
 A source the interpreter refuses (a syntax error, a module for another
-Python version) is left without bytecode, as pip and compileall leave it.
+Python version, Python 2 test data in a standard library) is left without
+bytecode, as pip, compileall and py3compile leave it.
 Anything else (a full disk, an unreadable file) is fatal: exit status 1.
 
 The compile itself is what py_compile.compile does, with the importlib
