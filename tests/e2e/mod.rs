@@ -6,6 +6,7 @@ mod build;
 mod cli;
 mod copy;
 mod dockerfile;
+mod dockerfile_cache;
 mod faults;
 mod functions;
 mod hostile;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oci_layer::{LayerWriter, WriteOptions};
+use oci_layer::{LayerInfo, LayerWriter, WriteOptions};
 use oci_model::{Descriptor, Digest, Layout, Manifest, Platform, Reference, Resolved, SourceImage};
 use oci_push::Endpoint;
 use registry_client::Client;
@@ -916,14 +916,7 @@ impl Builder {
             w.add_bytes(Path::new(FUNCTION_ROOT).join(rel), 0o644, bytes.clone())?;
         }
         w.add_bytes(image::RUNNER.trim_start_matches('/'), 0o644, RUNNER_PY)?;
-        let mut blob = Vec::new();
-        let info = w.finish(&mut blob)?;
-        let reused = store.has_blob(&info.digest, Some(info.size));
-        if !reused {
-            let mut bw = store.verified_blob_writer()?;
-            std::io::Write::write_all(&mut bw, &blob).map_err(io_at(store.root()))?;
-            bw.commit(Some(&info.digest))?;
-        }
+        let (info, reused) = stream_layer(store, w)?;
         Ok(NewLayer {
             digest: info.digest,
             size: info.size,
@@ -994,19 +987,34 @@ fn read_layer_cache(path: &Path) -> Option<LayerCacheEntry> {
 
 /// Streams a layer into the store through a temporary blob.
 fn write_layer(store: &Layout, w: LayerWriter<'_>) -> Result<NewLayer> {
-    let mut bw = std::io::BufWriter::with_capacity(256 * 1024, store.verified_blob_writer()?);
-    let info = w.finish(&mut bw)?;
-    let bw = bw.into_inner().map_err(|e| Error::Io {
-        path: store.root().to_owned(),
-        source: e.into_error(),
-    })?;
-    bw.commit(Some(&info.digest))?;
+    let (info, _) = stream_layer(store, w)?;
     Ok(NewLayer {
         digest: info.digest,
         size: info.size,
         diff_id: info.diff_id,
         reused: false,
     })
+}
+
+/// Streams the layer `w` into the store through a temporary blob, so
+/// memory stays bounded whatever its size; returns its digests and
+/// whether the store held the blob already (the new copy is then
+/// dropped, the stored one left alone).
+pub(crate) fn stream_layer(store: &Layout, w: LayerWriter<'_>) -> Result<(LayerInfo, bool)> {
+    let mut bw = std::io::BufWriter::with_capacity(256 * 1024, store.verified_blob_writer()?);
+    let info = w.finish(&mut bw)?;
+    let bw = bw.into_inner().map_err(|e| Error::Io {
+        path: store.root().to_owned(),
+        source: e.into_error(),
+    })?;
+    let present = store.has_blob(&info.digest, Some(info.size));
+    if present {
+        // Dropping the writer removes its temporary file.
+        drop(bw);
+    } else {
+        bw.commit(Some(&info.digest))?;
+    }
+    Ok((info, present))
 }
 
 /// The dependency layer key: the wheels (name, version, sha256, sorted),
@@ -1078,6 +1086,30 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers_stream_into_the_store_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Layout::create(dir.path().join("store")).unwrap();
+        let layer = || {
+            let mut w = LayerWriter::new(write_options(0));
+            w.add_bytes("app/a.txt", 0o644, b"a".to_vec()).unwrap();
+            w
+        };
+        let (info, present) = stream_layer(&store, layer()).unwrap();
+        assert!(!present);
+        let path = store.blob_path(&info.digest);
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let first = inode(&path);
+        // The same layer again: the stored blob is left as it is, and no
+        // temporary file stays behind.
+        let (again, present) = stream_layer(&store, layer()).unwrap();
+        assert!(present);
+        assert_eq!(again, info);
+        assert_eq!(inode(&path), first);
+        let blobs = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(blobs, 1);
+    }
 
     fn wheel(name: &str, sha: char) -> LockedWheel {
         LockedWheel {

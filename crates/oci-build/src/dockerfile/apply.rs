@@ -8,11 +8,13 @@ use std::path::{Component, Path, PathBuf};
 use dockerfile_syntax::parse_dockerfile::{
     Command, HealthcheckArguments, Instruction, JsonOrStringArray, Source,
 };
-use oci_layer::{LayerWriter, WriteOptions};
-use oci_model::{Descriptor, Layout, Manifest, Resolved, SourceImage};
+use oci_layer::{LayerInfo, LayerWriter, WriteOptions};
+use oci_model::{Descriptor, Digest, Layout, Manifest, Resolved, SourceImage};
 use serde_json::{Map, Value, json};
 
 use super::archive;
+use super::hashes::{ContentHashes, Stat, Verified};
+use super::steps::StepKey;
 use super::{Ctx, DockerfileOutput, DockerfileSpec, Scope, Stage};
 use crate::image::{self, LayerDesc};
 use crate::{Builder, Result, io_at};
@@ -24,13 +26,14 @@ use dockerfile_syntax::heredoc::Heredoc;
 const MAX_ENTRIES: usize = 1 << 20;
 
 impl Builder {
-    /// Applies `instruction` to `state`.
+    /// Applies `instruction` to `state`; returns the step's log (a cached
+    /// `COPY`/`ADD` says so).
     pub(super) fn apply(
         &self,
         state: &mut Stage,
         instruction: &Instruction<'_>,
         ctx: &Ctx<'_>,
-    ) -> Result<()> {
+    ) -> Result<String> {
         // What the instruction sees is the state before it.
         let args = state.args.clone();
         let scope = Scope {
@@ -45,6 +48,7 @@ impl Builder {
         };
         let (_, line) = dockerfile_syntax::describe(instruction, ctx.text);
         let mut empty_layer = true;
+        let mut log = String::new();
         match instruction {
             Instruction::Arg(arg) => {
                 for w in words(&arg.arguments.value)? {
@@ -180,7 +184,7 @@ impl Builder {
                 if c.options.iter().any(|f| f.name.value == "from") {
                     return Err(ctx.error("COPY --from is applied by copy_from_step"));
                 }
-                self.copy(
+                log = self.copy(
                     state,
                     ctx,
                     &scope,
@@ -200,7 +204,7 @@ impl Builder {
                 }
                 // Checked and used by the fetch, before this step.
                 flags.retain(|(name, _)| name != "checksum");
-                self.copy(
+                log = self.copy(
                     state,
                     ctx,
                     &scope,
@@ -220,10 +224,12 @@ impl Builder {
         if empty_layer {
             push_history(&mut state.config, &self.created(), &line, true);
         }
-        Ok(())
+        Ok(log)
     }
 
-    /// `COPY`/`ADD` of context files into one new layer.
+    /// `COPY`/`ADD` of context files into one new layer, or the layer a
+    /// build of the same inputs made before (see `steps.rs`); returns the
+    /// step's log.
     #[allow(clippy::too_many_arguments, reason = "the parts of one instruction")]
     fn copy(
         &self,
@@ -236,7 +242,7 @@ impl Builder {
         add: bool,
         word: &dyn Fn(&str) -> Result<String>,
         line: &str,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let (owner, chmod) = copy_flags(ctx, flags, word)?;
         let mut paths = Vec::with_capacity(sources.len());
         let mut inline = Vec::new();
@@ -255,15 +261,9 @@ impl Builder {
         let dest = word(dest)?;
         let dest_is_dir = dest.ends_with('/') || paths.len() + inline.len() > 1;
         let dest = absolute(&working_dir(&state.config), &dest);
-        let mut w = LayerWriter::new(WriteOptions {
-            mtime: self.epoch,
-            uid: owner.0,
-            gid: owner.1,
-            ..WriteOptions::default()
-        });
-        let mut entries = 0usize;
-        // Unpacked archives, read when the layer is written.
-        let mut unpacked = Vec::new();
+        // What the layer will hold, in the order it is added, each file
+        // with its sha256: the cache key is made of it.
+        let mut plan = Vec::new();
         for (name, data) in inline {
             let target = if dest_is_dir {
                 Path::new(&dest).join(&name)
@@ -271,8 +271,14 @@ impl Builder {
                 PathBuf::from(&dest)
             };
             let in_image = target.strip_prefix("/").unwrap_or(&target).to_owned();
-            w.add_bytes(in_image, chmod.unwrap_or(0o644), data)?;
+            plan.push(Planned::Bytes {
+                at: in_image,
+                mode: chmod.unwrap_or(0o644),
+                data,
+            });
         }
+        let mut hashes = ctx.hashes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = 0usize;
         for src in &paths {
             if add && let Some(file) = ctx.fetched.get(src) {
                 // As docker: a URL's file is never unpacked.
@@ -285,9 +291,15 @@ impl Builder {
                     }
                     (_, false) => PathBuf::from(&dest),
                 };
-                let in_image = target.strip_prefix("/").unwrap_or(&target).to_owned();
-                let reader = std::fs::File::open(&file.path).map_err(io_at(&file.path))?;
-                w.add_file(in_image, chmod.unwrap_or(0o644), file.size, reader)?;
+                let meta = std::fs::symlink_metadata(&file.path).map_err(io_at(&file.path))?;
+                plan.push(Planned::File {
+                    at: target.strip_prefix("/").unwrap_or(&target).to_owned(),
+                    mode: chmod.unwrap_or(0o644),
+                    host: file.path.clone(),
+                    stat: Stat::of(&meta),
+                    size: file.size,
+                    sha256: file.digest.clone(),
+                });
                 continue;
             }
             if add && src.contains("://") {
@@ -305,10 +317,15 @@ impl Builder {
                     && meta.is_file()
                     && let Some(format) = archive::detect(&host).map_err(io_at(&host))?
                 {
-                    let guard = self.unpack_archive(ctx, &rel, &host, format)?;
-                    let in_image = dest.trim_start_matches('/');
-                    w.add_tree(guard.path().join("tree"), in_image)?;
-                    unpacked.push(guard);
+                    let sha256 = hashes.sha256(&rel, &host, &meta).map_err(io_at(&host))?;
+                    plan.push(Planned::Archive {
+                        at: dest.trim_start_matches('/').to_owned(),
+                        rel,
+                        host,
+                        format,
+                        stat: Stat::of(&meta),
+                        sha256,
+                    });
                     continue;
                 }
                 let name = rel.file_name().map(PathBuf::from).unwrap_or_default();
@@ -322,12 +339,85 @@ impl Builder {
                 } else {
                     PathBuf::from(&dest)
                 };
-                add_entry(ctx, &mut w, &rel, &target, chmod, &mut entries)?;
+                plan_entry(
+                    ctx,
+                    &mut hashes,
+                    &mut plan,
+                    &rel,
+                    &target,
+                    chmod,
+                    &mut entries,
+                )?;
             }
         }
-        self.finish_layer(state, ctx, w, line)?;
+        drop(hashes);
+        let mut key = StepKey::new(if add { "add" } else { "copy" }, state, self.epoch);
+        key.number(owner.0);
+        key.number(owner.1);
+        key.number(chmod.map_or(u64::MAX, u64::from));
+        key.field(dest.as_bytes());
+        for p in &plan {
+            p.hash_into(&mut key);
+        }
+        let key = key.finish();
+        if let Some(log) = self.take_cached_step(state, ctx, &key, line) {
+            return Ok(log);
+        }
+        let mut w = LayerWriter::new(WriteOptions {
+            mtime: self.epoch,
+            uid: owner.0,
+            gid: owner.1,
+            ..WriteOptions::default()
+        });
+        // Unpacked archives, read when the layer is written.
+        let mut unpacked = Vec::new();
+        for p in plan {
+            match p {
+                Planned::Dir(at) => {
+                    w.add_dir(&at)?;
+                }
+                Planned::Symlink(at, target) => {
+                    w.add_symlink(&at, target)?;
+                }
+                Planned::Bytes { at, mode, data } => {
+                    w.add_bytes(at, mode, data)?;
+                }
+                Planned::File {
+                    at,
+                    mode,
+                    host,
+                    stat,
+                    size,
+                    sha256,
+                } => {
+                    w.add_file(&at, mode, size, Verified::new(host, stat, sha256))?;
+                }
+                Planned::Archive {
+                    at,
+                    rel,
+                    host,
+                    format,
+                    stat,
+                    ..
+                } => {
+                    let guard = self.unpack_archive(ctx, &rel, &host, format)?;
+                    // The archive read is the one the key hashed.
+                    let now = std::fs::symlink_metadata(&host).map_err(io_at(&host))?;
+                    if Stat::of(&now) != stat {
+                        return Err(ctx.error(format!(
+                            "ADD {}: changed while the build read it",
+                            rel.display()
+                        )));
+                    }
+                    w.add_tree(guard.path().join("tree"), &at)?;
+                    unpacked.push(guard);
+                }
+            }
+        }
+        let info = self.finish_layer(state, ctx, w, line)?;
         drop(unpacked);
-        Ok(())
+        self.remember_step(&key, &info)?;
+        Ok(String::new())
     }
 
     /// Unpacks the context's archive `rel` into a fresh directory of the
@@ -357,37 +447,24 @@ impl Builder {
         Ok(guard)
     }
 
-    /// Writes the layer `w` into the store and adds it to `state`.
+    /// Streams the layer `w` into the store (a blob the store has is not
+    /// written again) and adds it to `state`.
     pub(super) fn finish_layer(
         &self,
         state: &mut Stage,
         ctx: &Ctx<'_>,
         w: LayerWriter<'_>,
         line: &str,
-    ) -> Result<()> {
-        let mut blob = Vec::new();
-        let info = w.finish(&mut blob)?;
-        if !ctx.store.has_blob(&info.digest, Some(info.size)) {
-            let mut bw = ctx.store.verified_blob_writer()?;
-            std::io::Write::write_all(&mut bw, &blob).map_err(io_at(ctx.store.root()))?;
-            bw.commit(Some(&info.digest))?;
-        }
-        let types = image::types(state.family);
-        state.layers.push((
-            Descriptor {
-                media_type: types.layer.to_owned(),
-                digest: info.digest.clone(),
-                size: info.size,
-                platform: None,
-            },
+    ) -> Result<LayerInfo> {
+        let (info, _) = crate::build::stream_layer(ctx.store, w)?;
+        self.add_layer(
+            state,
+            info.digest.clone(),
+            info.size,
             info.diff_id.clone(),
-        ));
-        state.added.push(info.digest);
-        if let Some(ids) = state.config["rootfs"]["diff_ids"].as_array_mut() {
-            ids.push(Value::String(info.diff_id.to_string()));
-        }
-        push_history(&mut state.config, &self.created(), line, false);
-        Ok(())
+            line,
+        );
+        Ok(info)
     }
 
     pub(super) fn created(&self) -> String {
@@ -762,7 +839,7 @@ fn context_matches(ctx: &Ctx<'_>, src: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// `*`, `?` and `[...]` matching of one path component.
-fn glob(pattern: &str, name: &str) -> bool {
+pub(super) fn glob(pattern: &str, name: &str) -> bool {
     fn go(p: &[char], n: &[char]) -> bool {
         match p.first() {
             None => n.is_empty(),
@@ -799,12 +876,86 @@ fn glob(pattern: &str, name: &str) -> bool {
     go(&p, &n)
 }
 
-/// Adds the context entry `rel` at `target` in the image: a file, a link
-/// (kept as a link), or a directory's contents; `.dockerignore`d entries
-/// are left out.
-fn add_entry(
+/// One entry of a `COPY`/`ADD` layer, planned before the layer is
+/// written.
+enum Planned {
+    Dir(PathBuf),
+    Symlink(PathBuf, PathBuf),
+    /// A heredoc's file.
+    Bytes {
+        at: PathBuf,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    File {
+        at: PathBuf,
+        mode: u32,
+        host: PathBuf,
+        stat: Stat,
+        size: u64,
+        sha256: Digest,
+    },
+    /// A local archive `ADD` unpacks at `at`.
+    Archive {
+        at: String,
+        rel: PathBuf,
+        host: PathBuf,
+        format: archive::Format,
+        stat: Stat,
+        sha256: Digest,
+    },
+}
+
+impl Planned {
+    /// Adds what decides this entry's part of the layer to `key`.
+    fn hash_into(&self, key: &mut StepKey) {
+        use std::os::unix::ffi::OsStrExt;
+        match self {
+            Planned::Dir(at) => {
+                key.field(b"dir");
+                key.field(at.as_os_str().as_bytes());
+            }
+            Planned::Symlink(at, target) => {
+                key.field(b"symlink");
+                key.field(at.as_os_str().as_bytes());
+                key.field(target.as_os_str().as_bytes());
+            }
+            Planned::Bytes { at, mode, data } => {
+                key.field(b"bytes");
+                key.field(at.as_os_str().as_bytes());
+                key.number(u64::from(*mode));
+                key.field(data);
+            }
+            Planned::File {
+                at,
+                mode,
+                size,
+                sha256,
+                ..
+            } => {
+                key.field(b"file");
+                key.field(at.as_os_str().as_bytes());
+                key.number(u64::from(*mode));
+                key.number(*size);
+                key.field(sha256.as_str().as_bytes());
+            }
+            Planned::Archive { at, sha256, .. } => {
+                key.field(b"archive");
+                key.field(at.as_bytes());
+                key.field(sha256.as_str().as_bytes());
+            }
+        }
+    }
+}
+
+/// Plans the context entry `rel` at `target` in the image: a file (its
+/// sha256 from `hashes`), a link (kept as a link), or a directory's
+/// contents, each directory's entries in name order; `.dockerignore`d
+/// entries are left out.
+fn plan_entry(
     ctx: &Ctx<'_>,
-    w: &mut LayerWriter<'_>,
+    hashes: &mut ContentHashes,
+    plan: &mut Vec<Planned>,
     rel: &Path,
     target: &Path,
     chmod: Option<u32>,
@@ -822,10 +973,10 @@ fn add_entry(
         let kind = meta.file_type();
         if kind.is_dir() {
             if !in_image.as_os_str().is_empty() {
-                w.add_dir(&in_image)?;
+                plan.push(Planned::Dir(in_image));
             }
-            let entries = std::fs::read_dir(&host).map_err(io_at(&host))?;
-            for e in entries {
+            let mut children = Vec::new();
+            for e in std::fs::read_dir(&host).map_err(io_at(&host))? {
                 let e = e.map_err(io_at(&host))?;
                 let child = rel.join(e.file_name());
                 let text = child.to_string_lossy();
@@ -833,17 +984,26 @@ fn add_entry(
                 if ctx.ignore.excludes(&text) && !(is_dir && ctx.ignore.may_include_below(&text)) {
                     continue;
                 }
-                stack.push((child, target.join(e.file_name())));
+                children.push(e.file_name());
+            }
+            // Reversed onto the stack: taken off in name order.
+            children.sort_unstable_by(|a, b| b.cmp(a));
+            for name in children {
+                stack.push((rel.join(&name), target.join(&name)));
             }
         } else if kind.is_symlink() {
             let link = std::fs::read_link(&host).map_err(io_at(&host))?;
-            w.add_symlink(&in_image, link)?;
+            plan.push(Planned::Symlink(in_image, link));
         } else if kind.is_file() {
-            let mode = chmod.unwrap_or(meta.mode() & 0o7777);
-            // Opened now, read when the layer streams: a file that changes
-            // in between changes the layer, never the bounds.
-            let file = std::fs::File::open(&host).map_err(io_at(&host))?;
-            w.add_file(&in_image, mode, meta.len(), file)?;
+            let sha256 = hashes.sha256(&rel, &host, &meta).map_err(io_at(&host))?;
+            plan.push(Planned::File {
+                at: in_image,
+                mode: chmod.unwrap_or(meta.mode() & 0o7777),
+                host,
+                stat: Stat::of(&meta),
+                size: meta.len(),
+                sha256,
+            });
         } else {
             return Err(ctx.error(format!("{}: not a file, directory or link", rel.display())));
         }

@@ -27,6 +27,7 @@ pub(super) struct Fetched {
     /// Where it is, under `fetched/sha256/`.
     pub path: PathBuf,
     pub size: u64,
+    pub digest: Digest,
 }
 
 /// Whether `src` is a URL `ADD` may fetch.
@@ -76,7 +77,12 @@ pub(super) async fn fetch(
         })
         .await?;
         if let Some(size) = cached {
-            return Ok(Fetched { name, path, size });
+            return Ok(Fetched {
+                name,
+                path,
+                size,
+                digest: want.clone(),
+            });
         }
     }
     let http = client().map_err(|e| fail(e.to_string()))?;
@@ -119,7 +125,12 @@ pub(super) async fn fetch(
     let path = dir.join(digest.hex());
     tmp.persist(&path)
         .map_err(|e| crate::io_at(&path)(e.error))?;
-    Ok(Fetched { name, path, size })
+    Ok(Fetched {
+        name,
+        path,
+        size,
+        digest,
+    })
 }
 
 /// A client that follows at most ten redirects and never from HTTPS down

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use dockerfile_syntax::parse_dockerfile::{CopyInstruction, Source};
 use oci_layer::{LayerWriter, WriteOptions};
 
-use super::apply::{absolute, copy_flags, scope_args, working_dir_of};
+use super::apply::{absolute, copy_flags, glob, scope_args, working_dir_of};
+use super::steps::StepKey;
 use super::union::{Entry, Union};
 use super::{Ctx, Scope, Stage};
 use crate::{Builder, Result, io_at};
@@ -16,7 +17,9 @@ use dockerfile_syntax::expand;
 const MAX_ENTRIES: usize = 1 << 20;
 
 impl Builder {
-    /// Copies what `copy` names from `source` into a new layer of `state`.
+    /// Copies what `copy` names from `source` into a new layer of `state`
+    /// (or takes the layer a build of the same inputs made); returns the
+    /// step's log.
     pub(super) async fn copy_from_step(
         &self,
         state: &mut Stage,
@@ -24,7 +27,7 @@ impl Builder {
         ctx: &Ctx<'_>,
         copy: &CopyInstruction<'_>,
         line: &str,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let args = state.args.clone();
         let scope = Scope {
             args: &args,
@@ -43,14 +46,24 @@ impl Builder {
                 _ => return Err(ctx.error("COPY --from copies files of a stage, not heredocs")),
             }
         }
-        if let Some(glob) = paths.iter().find(|p| p.contains(['*', '?', '['])) {
-            return Err(ctx.error(format!(
-                "COPY --from of a pattern ({glob}) is not supported yet"
-            )));
-        }
         let dest = word(&copy.dest.value)?;
         let dest_is_dir = dest.ends_with('/') || paths.len() > 1;
         let dest = absolute(&working_dir_of(&state.config), &dest);
+        // The source stage's layers name every file it can copy.
+        let mut key = StepKey::new("copy-from", state, self.epoch);
+        key.layers(source);
+        key.number(owner.0);
+        key.number(owner.1);
+        key.number(chmod.map_or(u64::MAX, u64::from));
+        key.field(dest.as_bytes());
+        key.number(u64::from(dest_is_dir));
+        for p in &paths {
+            key.field(p.as_bytes());
+        }
+        let key = key.finish();
+        if let Some(log) = self.take_cached_step(state, ctx, &key, line) {
+            return Ok(log);
+        }
         let image = self.materialize(source, ctx).await?;
         let union = Union::new(image.lower_dirs());
         let mut w = LayerWriter::new(WriteOptions {
@@ -61,29 +74,82 @@ impl Builder {
         });
         let mut entries = 0usize;
         for src in &paths {
-            let rel = PathBuf::from(absolute("/", src).trim_start_matches('/'));
-            let Some(entry) = union.lookup(&rel) else {
-                return Err(ctx.error(format!("{src}: no such file in the stage")));
+            let rel = absolute("/", src);
+            let rel = rel.trim_start_matches('/');
+            let matches = if rel.split('/').any(is_pattern) {
+                let found = stage_matches(&union, rel);
+                if found.is_empty() {
+                    return Err(
+                        ctx.error(format!("{src}: nothing in the stage matches the pattern"))
+                    );
+                }
+                found
+            } else {
+                let rel = PathBuf::from(rel);
+                let Some(entry) = union.lookup(&rel) else {
+                    return Err(ctx.error(format!("{src}: no such file in the stage")));
+                };
+                vec![(rel, entry)]
             };
-            let target = match (&entry, dest_is_dir) {
-                (Entry::Dir, _) => PathBuf::from(&dest),
-                (_, true) => Path::new(&dest).join(rel.file_name().unwrap_or_default()),
-                (_, false) => PathBuf::from(&dest),
-            };
-            add(
-                ctx,
-                &union,
-                &mut w,
-                &rel,
-                entry,
-                &target,
-                chmod,
-                &mut entries,
-            )?;
+            let several = matches.len() > 1 || dest_is_dir;
+            for (rel, entry) in matches {
+                let target = match (&entry, several) {
+                    (Entry::Dir, _) => PathBuf::from(&dest),
+                    (_, true) => Path::new(&dest).join(rel.file_name().unwrap_or_default()),
+                    (_, false) => PathBuf::from(&dest),
+                };
+                add(
+                    ctx,
+                    &union,
+                    &mut w,
+                    &rel,
+                    entry,
+                    &target,
+                    chmod,
+                    &mut entries,
+                )?;
+            }
         }
+        let info = self.finish_layer(state, ctx, w, line);
         drop(image);
-        self.finish_layer(state, ctx, w, line)
+        self.remember_step(&key, &info?)?;
+        Ok(String::new())
     }
+}
+
+/// Whether a path component is a pattern (`*`, `?`, `[...]`).
+fn is_pattern(part: &str) -> bool {
+    part.contains(['*', '?', '['])
+}
+
+/// The merged entries the pattern `rel` (relative, `/`-separated, `.` and
+/// `..` resolved) matches, one component at a time from the stage's root,
+/// in path order. Only real directories are descended into: a link on the
+/// way is never followed, so nothing outside the stage's root is reached.
+fn stage_matches(union: &Union, rel: &str) -> Vec<(PathBuf, Entry)> {
+    let mut found = vec![(PathBuf::new(), Entry::Dir)];
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        let mut next = Vec::new();
+        for (dir, entry) in &found {
+            if *entry != Entry::Dir {
+                continue;
+            }
+            if !is_pattern(part) {
+                let p = dir.join(part);
+                if let Some(e) = union.lookup(&p) {
+                    next.push((p, e));
+                }
+                continue;
+            }
+            for (name, child) in union.read_dir(dir) {
+                if glob(part, &name) {
+                    next.push((dir.join(name), child));
+                }
+            }
+        }
+        found = next;
+    }
+    found
 }
 
 impl Builder {

@@ -40,19 +40,22 @@
 //! Each `COPY`/`ADD`/`RUN` becomes one reproducible layer (sorted entries,
 //! the build epoch as every time); the same Dockerfile and context give
 //! the same digest, and a `RUN` whose inputs are unchanged is taken from
-//! the cache without running. `COPY --from` reads an earlier stage (or an
-//! image) through the merged view of its unpacked layers (`from.rs`,
-//! `union.rs`). What this front end cannot carry out (patterns in `COPY
-//! --from`, `ADD` of a URL, `--mount` types but `cache`, every other `RUN`
-//! flag) fails the build with an error naming the instruction and its
-//! line.
+//! the cache without running, as is a `COPY`/`ADD` whose inputs — down to
+//! the content of every file it reads — are unchanged (`steps.rs`,
+//! `hashes.rs`). `COPY --from` reads an earlier stage (or an image)
+//! through the merged view of its unpacked layers (`from.rs`,
+//! `union.rs`), patterns included. What this front end cannot carry out
+//! (`ADD` of a URL, `--mount` types but `cache`, every other `RUN` flag)
+//! fails the build with an error naming the instruction and its line.
 
 mod apply;
 mod archive;
 mod fetch;
 mod from;
+mod hashes;
 mod mounts;
 mod run;
+mod steps;
 mod union;
 mod user;
 
@@ -365,6 +368,10 @@ impl Builder {
                 })?,
         };
         let store = Layout::create(self.store_path())?;
+        let hashes = std::sync::Mutex::new(hashes::ContentHashes::open(
+            &self.cache_dir.join("dockerfile-copy").join("hashes"),
+            &context,
+        ));
         let mut built: Vec<Stage> = Vec::with_capacity(last + 1);
         let mut steps = StepLog {
             lines: Vec::new(),
@@ -474,6 +481,7 @@ impl Builder {
                     network: spec.network,
                     limits: &spec.limits,
                     fetched: BTreeMap::new(),
+                    hashes: &hashes,
                 };
                 if let Instruction::Add(add) = instruction {
                     ctx.fetched = self.fetch_urls(&state, &ctx, add).await?;
@@ -529,10 +537,13 @@ impl Builder {
                             &loaded
                         }
                     };
-                    self.copy_from_step(&mut state, source, &ctx, copy, &line_text)
+                    let log = self
+                        .copy_from_step(&mut state, source, &ctx, copy, &line_text)
                         .await?;
+                    steps.output(&log);
                 } else {
-                    self.apply(&mut state, instruction, &ctx)?;
+                    let log = self.apply(&mut state, instruction, &ctx)?;
+                    steps.output(&log);
                     if let Instruction::Workdir(_) = instruction {
                         self.make_workdir(&mut state, &ctx, &line_text).await?;
                     }
@@ -541,6 +552,9 @@ impl Builder {
             built.push(state);
         }
         let state = built.swap_remove(last);
+        let hashes = hashes.into_inner().unwrap_or_else(|e| e.into_inner());
+        let memo = self.cache_dir.join("dockerfile-copy").join("hashes");
+        hashes.save().map_err(io_at(&memo))?;
         self.finish_dockerfile(spec, state, &store, steps.lines)
     }
 
@@ -680,6 +694,8 @@ struct Ctx<'a> {
     limits: &'a sandbox_run::Limits,
     /// The files an `ADD`'s URLs downloaded, by URL as expanded.
     fetched: BTreeMap<String, fetch::Fetched>,
+    /// The remembered hashes of context files (`hashes.rs`).
+    hashes: &'a std::sync::Mutex<hashes::ContentHashes>,
 }
 
 impl Ctx<'_> {
