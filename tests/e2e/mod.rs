@@ -13,6 +13,7 @@ mod interop;
 mod peer;
 mod releases;
 mod run;
+mod sbom;
 mod service;
 mod smoke;
 mod warm;
