@@ -41,8 +41,7 @@ enum SbomFormat {
 }
 
 pub(crate) async fn sbom(g: &Global, builder: ClientBuilder, args: SbomArgs) -> Result<ExitCode> {
-    // The time goes into the document before any work: a bad value fails
-    // at once.
+    // Bad settings fail before any work.
     let created = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => v
             .trim()
@@ -52,6 +51,11 @@ pub(crate) async fn sbom(g: &Global, builder: ClientBuilder, args: SbomArgs) -> 
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
+    if let Some(path) = &args.output
+        && path.is_dir()
+    {
+        bail!("--output {}: is a directory", path.display());
+    }
     let format = if args.list {
         SbomFormat::Table
     } else {
@@ -79,9 +83,6 @@ pub(crate) async fn sbom(g: &Global, builder: ClientBuilder, args: SbomArgs) -> 
     };
     match &args.output {
         Some(path) => {
-            if path.is_dir() {
-                bail!("--output {}: is a directory", path.display());
-            }
             oci_model::write_atomic(path, &bytes)
                 .with_context(|| format!("write {}", path.display()))?;
         }

@@ -97,8 +97,8 @@ if errors:
     assert!(out.status.success(), "cyclonedx: {}", text(&out.stderr));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn inventory_and_sboms_of_a_debian_image_with_wheels() {
+#[test]
+fn inventory_and_sboms_of_a_debian_image_with_wheels() {
     let work = tempfile::tempdir().unwrap();
     let w = |p: &str| work.path().join(p).display().to_string();
 
@@ -347,15 +347,12 @@ fn big_file(path: &str, size: usize) -> LayerWriter<'static> {
     w
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hostile_record_files_are_skipped_with_a_note() {
+#[test]
+fn hostile_record_files_are_skipped_with_a_note() {
     // BusyBox from Debian's busybox-static, then layers an attacker
     // controls: the status file swapped for a symlink to a host secret,
     // a 80 MiB status.d file, binary garbage as Python metadata.
-    let base = tokio::task::spawn_blocking(testkit::busybox_base)
-        .await
-        .unwrap()
-        .unwrap();
+    let base = testkit::busybox_base().unwrap();
     let work = tempfile::tempdir().unwrap();
     let mut link = LayerWriter::new(WriteOptions::default());
     link.add_symlink("var/lib/dpkg/status", "/etc/shadow")
@@ -379,11 +376,7 @@ async fn hostile_record_files_are_skipped_with_a_note() {
         garbage,
     ];
     let dir = work.path().join("image");
-    let built = tokio::task::spawn_blocking(move || {
-        testkit::stack_layers(&base, &dir, "v1", layers).unwrap()
-    })
-    .await
-    .unwrap();
+    let built = testkit::stack_layers(&base, &dir, "v1", layers).unwrap();
     let image = built.oci_ref();
     let cache = work.path().join("cache");
     let out = hoist(&[
@@ -407,7 +400,8 @@ async fn hostile_record_files_are_skipped_with_a_note() {
         "83886080 bytes, over the 67108864-byte limit: not read",
         "evil-1.0.dist-info/METADATA",
         "not a distribution's metadata",
-        "/lib/apk/db/installed",
+        "/lib/apk/db/installed (layer sha256:",
+        "no package record in it",
     ] {
         assert!(stderr.contains(want), "{want}: {stderr}");
     }

@@ -336,10 +336,10 @@ impl Scanner {
         if parsed.records.is_empty() && (parsed.skipped > 0 || size > 0) {
             // An empty database is an image without packages; one with
             // bytes but no record is not what its name says.
-            return Ok(skipped(format!(
-                "no valid record ({} without a valid name and version)",
-                parsed.skipped
-            )));
+            return Ok(skipped(match parsed.skipped {
+                0 => "no package record in it".to_owned(),
+                n => format!("no valid record ({n} without a valid name and version)"),
+            }));
         }
         let found = Found::Packages {
             ecosystem,
@@ -634,7 +634,10 @@ Package: dash\nVersion: 0.5.12-2\nArchitecture: amd64\n";
                 .contains("symlink (to `/etc/shadow`), not followed"),
             "{reasons:?}"
         );
-        assert!(reasons[3].1.contains("no valid record"), "{reasons:?}");
+        assert!(
+            reasons[3].1.contains("no package record in it"),
+            "{reasons:?}"
+        );
 
         // A later good file replaces a skipped one, and its note goes.
         let (inv, _) = scan(
