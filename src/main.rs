@@ -10,6 +10,7 @@ mod base;
 mod build;
 mod progress;
 mod run;
+mod sbom;
 mod smoke;
 
 use std::io::IsTerminal;
@@ -91,6 +92,9 @@ enum Command {
     Smoke(smoke::SmokeArgs),
     /// Inspect and maintain the layer cache.
     Cache(run::CacheArgs),
+    /// List an image's packages (dpkg, apk, Python) from its layers,
+    /// without running it: an SPDX or CycloneDX SBOM, or a table.
+    Sbom(sbom::SbomArgs),
     /// Make base images: `hoist base debian` from Debian packages.
     Base(base::BaseArgs),
     /// Run the function platform in one process: the HTTP API and a
@@ -267,6 +271,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cache(args) => return run::cache(g, args).await,
         Command::Base(args) => base::base(g, builder.build()?, args).await?,
         Command::Smoke(args) => return smoke::smoke(g, builder, args).await,
+        Command::Sbom(args) => return sbom::sbom(g, builder, args).await,
         Command::Serve { args } => return Ok(serve(&args)),
         Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }

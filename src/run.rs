@@ -19,9 +19,10 @@ use crate::Global;
 /// The hidden first argument that turns `hoist` into the sandbox launcher.
 pub(crate) const LAUNCHER_ARG: &str = "__sandbox-launch";
 
-/// Where images come from, where they are kept, and the sandbox's limits.
+/// Where images come from and where they are kept: `hoist run`'s and
+/// `hoist sbom`'s image-source flags.
 #[derive(Args)]
-pub(crate) struct SandboxArgs {
+pub(crate) struct PullArgs {
     /// A registry to fall back to, in order, with the image's repository
     /// path (repeatable).
     #[arg(long = "mirror", value_name = "HOST")]
@@ -34,6 +35,16 @@ pub(crate) struct SandboxArgs {
     /// ~/.cache/hoist/layer-cache).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Platform to pick from an index (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<Platform>,
+}
+
+/// Where images come from, where they are kept, and the sandbox's limits.
+#[derive(Args)]
+pub(crate) struct SandboxArgs {
+    #[command(flatten)]
+    pull: PullArgs,
     /// Memory limit (bytes, or with k/m/g).
     #[arg(long, default_value = "2g", value_parser = parse_bytes, value_name = "SIZE")]
     memory: u64,
@@ -55,9 +66,6 @@ pub(crate) struct SandboxArgs {
     /// Extra environment variables (KEY=VALUE, repeatable).
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
-    /// Platform to pick from an index (default: this machine's).
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
-    platform: Option<Platform>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -121,7 +129,7 @@ enum CacheAction {
 }
 
 pub(crate) async fn run(g: &Global, builder: ClientBuilder, args: RunArgs) -> Result<ExitCode> {
-    let image = pull(g, builder, &args.image, &args.sandbox).await?;
+    let image = pull(g, builder, &args.image, &args.sandbox.pull).await?;
     let command = (!args.command.is_empty()).then_some(args.command);
     let mut spec = spec(&image, &args.sandbox, command);
     spec.output = Output::Inherit;
@@ -158,7 +166,7 @@ pub(crate) async fn invoke(
             args.inputs.display()
         );
     }
-    let image = pull(g, builder, &args.image, &args.sandbox).await?;
+    let image = pull(g, builder, &args.image, &args.sandbox.pull).await?;
     let rootfs = RootFs::Overlay {
         lower: image.lower_dirs(),
     };
@@ -261,11 +269,11 @@ pub(crate) async fn cache(g: &Global, args: CacheArgs) -> Result<ExitCode> {
 /// The cache is closed again before the container starts, so that other
 /// `hoist` processes sharing the directory (which wait for it) are not
 /// held up for a whole run; the image's pins keep its layers.
-async fn pull(
+pub(crate) async fn pull(
     g: &Global,
     builder: ClientBuilder,
     image: &Endpoint,
-    args: &SandboxArgs,
+    args: &PullArgs,
 ) -> Result<CachedImage> {
     let source = Source {
         mirrors: args.mirrors.clone(),

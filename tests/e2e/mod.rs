@@ -14,6 +14,7 @@ mod interop;
 mod peer;
 mod releases;
 mod run;
+mod sbom;
 mod service;
 mod smoke;
 mod warm;
