@@ -5,6 +5,7 @@ mod base;
 mod build;
 mod cli;
 mod copy;
+mod db;
 mod dockerfile;
 mod faults;
 mod functions;
