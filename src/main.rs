@@ -8,6 +8,7 @@
 
 mod base;
 mod build;
+mod db;
 mod progress;
 mod run;
 mod sbom;
@@ -97,6 +98,8 @@ enum Command {
     Sbom(sbom::SbomArgs),
     /// Make base images: `hoist base debian` from Debian packages.
     Base(base::BaseArgs),
+    /// The OSV advisory database on local disk: `import`, `status`.
+    Db(db::DbArgs),
     /// Run the function platform in one process: the HTTP API and a
     /// worker, on SQLite, a local object directory and an OCI layout
     /// (runs the `hoist-serve` binary installed beside this one; `hoist
@@ -270,6 +273,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Invoke(args) => return run::invoke(g, builder, args).await,
         Command::Cache(args) => return run::cache(g, args).await,
         Command::Base(args) => base::base(g, builder.build()?, args).await?,
+        Command::Db(args) => db::db(g, args)?,
         Command::Smoke(args) => return smoke::smoke(g, builder, args).await,
         Command::Sbom(args) => return sbom::sbom(g, builder, args).await,
         Command::Serve { args } => return Ok(serve(&args)),

@@ -5,6 +5,7 @@ mod base;
 mod build;
 mod cli;
 mod copy;
+mod db;
 mod dockerfile;
 mod dockerfile_cache;
 mod faults;
