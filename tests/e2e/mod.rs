@@ -13,6 +13,7 @@ mod interop;
 mod peer;
 mod releases;
 mod run;
+mod run_output;
 mod service;
 mod smoke;
 mod warm;
