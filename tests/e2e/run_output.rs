@@ -143,16 +143,19 @@ fn floods_of_output_stay_bounded_and_end_as_the_command_does() {
     let quiet = watch_build("RUN echo quiet");
     assert!(quiet.success, "{}", quiet.text());
 
-    // 50 MiB without a newline, then 40 MB of lines as fast as they come.
+    // 50 MiB without a newline, then 15 MB of lines as fast as they come.
     for run in [
         "RUN head -c 52428800 /dev/zero | tr '\\0' x; echo done-now >&2",
-        "RUN yes 'a fast line of output' | head -n 2000000; echo done-now >&2",
+        "RUN seq 2000000; echo done-now >&2",
     ] {
         let built = watch_build(run);
         let text = built.text();
         assert!(built.success, "{run}: {}", end_of(&text));
+        // Clipped at the step's limit, or thinned out by a reader that
+        // could not keep up: never all of it.
         assert!(
-            text.contains("[output clipped, log limit 2 MiB reached]"),
+            text.contains("[output clipped, log limit 2 MiB reached]")
+                || text.contains(" bytes dropped ("),
             "{run}"
         );
         // The step's log is bounded, and so is the process.
@@ -168,9 +171,7 @@ fn floods_of_output_stay_bounded_and_end_as_the_command_does() {
 
     // A failing flood fails, quoting its last lines (stderr's after a
     // pause the reader catches up in).
-    let failed = watch_build(
-        "RUN yes 'a fast line' | head -n 1000000; sleep 1; echo last-words >&2; exit 7",
-    );
+    let failed = watch_build("RUN seq 1000000; sleep 1; echo last-words >&2; exit 7");
     assert!(!failed.success);
     let text = failed.text();
     let at = text

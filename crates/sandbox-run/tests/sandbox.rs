@@ -961,7 +961,8 @@ fn detached_output_arrives_line_by_line_as_it_is_written() {
 fn a_reader_that_falls_behind_gets_counts_and_the_container_is_not_stalled() {
     let f = Fixture::new("livedrop");
     // 18 MB of lines, then one on stderr; nobody reads until the end.
-    let spec = f.spec("yes abcdefgh | head -n 2000000; echo end >&2");
+    let spec =
+        f.spec("awk 'BEGIN { for (i = 0; i < 2000000; i++) print \"abcdefgh\" }'; echo end >&2");
     let mut live = LiveOutput::default();
     live.max_queued_bytes = 64 << 10;
     let mut running = f.sandbox.start_detached_live(&spec, live).unwrap();
