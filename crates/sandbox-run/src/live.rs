@@ -408,11 +408,8 @@ mod tests {
             })
         };
         let mut got = Vec::new();
-        loop {
-            match queue.take(Duration::from_secs(10)) {
-                Some(events) => got.extend(events),
-                None => break,
-            }
+        while let Some(events) = queue.take(Duration::from_secs(10)) {
+            got.extend(events);
         }
         writer.join().unwrap();
         assert_eq!(
