@@ -333,7 +333,7 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
     if let Some(t) = args.run_timeout {
         spec.limits.timeout = t;
     }
-    // Each step as it starts, each RUN's output as it ends.
+    // Each step as it starts, each RUN's output line as it is written.
     if !g.quiet && !g.json {
         spec.on_event(|event| match event {
             oci_build::DockerfileEvent::Step { index, total, text } => {

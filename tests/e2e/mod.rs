@@ -15,6 +15,7 @@ mod interop;
 mod peer;
 mod releases;
 mod run;
+mod run_output;
 mod sbom;
 mod service;
 mod smoke;

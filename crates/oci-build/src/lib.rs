@@ -67,7 +67,9 @@ pub use build::{
     default_cache_dir,
 };
 pub use bytecode::{Bytecode, NoBytecode};
-pub use dockerfile::{DockerfileEvent, DockerfileOutput, DockerfileProgress, DockerfileSpec};
+pub use dockerfile::{
+    DockerfileEvent, DockerfileOutput, DockerfileProgress, DockerfileSpec, RUN_LOG_BYTES,
+};
 pub use facts::{BaseFacts, Libc};
 pub use function_check::{Policy, Problem};
 pub use install::{SCRIPTS, SITE_PACKAGES};

@@ -5,11 +5,13 @@ use std::io::PipeReader;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::process::Child;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::launcher::Report;
-use crate::sandbox::{Sandbox, read_capped, reap_in_background};
+use crate::live::{Lines, LiveOutput, OutputEvent, Queue, Stream};
+use crate::sandbox::{Sandbox, read_capped_with, reap_in_background};
 use crate::spec::{Output, RunResult, RunSpec};
 use crate::{Error, Result, cgroup, message, oci};
 
@@ -60,6 +62,8 @@ pub struct Detached {
     /// The supervising thread's result, once, when the container ended.
     done: Receiver<Result<RunResult>>,
     ended: Option<Result<RunResult>>,
+    /// Lines waiting for [`Detached::recv_output`], when started live.
+    live: Option<Arc<Queue>>,
 }
 
 impl Sandbox {
@@ -71,6 +75,43 @@ impl Sandbox {
     /// The spec's output must be captured ([`Output::Capture`]): it is
     /// returned by [`Detached::stop`].
     pub fn start_detached(&self, spec: &RunSpec) -> Result<Detached> {
+        self.detach(spec, None)
+    }
+
+    /// [`Sandbox::start_detached`], with the output also handed over line
+    /// by line as it is written ([`Detached::recv_output`]), for logs that
+    /// follow a long command. Lines wait in a queue of
+    /// [`LiveOutput::max_queued_bytes`]; while it is full, lines are
+    /// dropped and counted ([`OutputEvent::Dropped`]) rather than leaving
+    /// the container blocked on a full pipe. The output captured for
+    /// [`Detached::stop`] is the same as without live output.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use sandbox_run::{Launcher, LiveOutput, RootFs, RunSpec, Sandbox, SandboxConfig};
+    ///
+    /// # fn main() -> sandbox_run::Result<()> {
+    /// let sandbox = Sandbox::new(SandboxConfig::new(Launcher::new("/usr/libexec/sandbox-launcher")))?;
+    /// let rootfs = RootFs::Dir("/srv/rootfs".into());
+    /// let spec = RunSpec::new(rootfs, vec!["sh".into(), "-c".into(), "echo a; sleep 5; echo b >&2".into()]);
+    /// let running = sandbox.start_detached_live(&spec, LiveOutput::default())?;
+    /// // `a` is printed at once, `b` five seconds later.
+    /// while let Some(events) = running.recv_output(Duration::from_millis(250)) {
+    ///     for event in events {
+    ///         println!("{event}");
+    ///     }
+    /// }
+    /// let ended = running.stop()?;
+    /// println!("{:?}", ended.outcome);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start_detached_live(&self, spec: &RunSpec, live: LiveOutput) -> Result<Detached> {
+        live.validate()?;
+        self.detach(spec, Some(live))
+    }
+
+    fn detach(&self, spec: &RunSpec, live: Option<LiveOutput>) -> Result<Detached> {
         let started = Instant::now();
         oci::validate(spec)?;
         let Output::Capture { max_bytes } = spec.output else {
@@ -90,6 +131,7 @@ impl Sandbox {
                 crate::Network::Host => Ok(None),
             });
         let (tx, done) = std::sync::mpsc::channel();
+        let live = live.map(|l| (l.max_line_bytes, Arc::new(Queue::new(l.max_queued_bytes))));
         let supervisor = Supervisor {
             sandbox: self.handle(),
             id: id.clone(),
@@ -98,6 +140,7 @@ impl Sandbox {
             stdout: out_r,
             stderr: err_r,
             max_bytes,
+            live: live.clone(),
             started,
             deadline: started + spec.limits.timeout,
         };
@@ -121,6 +164,7 @@ impl Sandbox {
             netns,
             done,
             ended: None,
+            live: live.map(|(_, queue)| queue),
         })
     }
 }
@@ -156,6 +200,17 @@ impl Detached {
             }
         }
         self.ended.is_some()
+    }
+
+    /// Waits up to `timeout` for output of a container started with
+    /// [`Sandbox::start_detached_live`] and takes all that is waiting: each
+    /// stream's lines in the order written (the two streams interleaved as
+    /// they were read), then a note per stream of what was dropped since
+    /// the last call. Empty when nothing came in time; `None` once both
+    /// streams ended (the container is gone) and everything was taken, or
+    /// at once for a container started without live output.
+    pub fn recv_output(&self, timeout: Duration) -> Option<Vec<OutputEvent>> {
+        self.live.as_ref()?.take(timeout)
     }
 
     /// Kills the container unless it already ended, and returns how it
@@ -250,6 +305,8 @@ struct Supervisor {
     stdout: PipeReader,
     stderr: PipeReader,
     max_bytes: usize,
+    /// The line bound and the queue of live output.
+    live: Option<(usize, Arc<Queue>)>,
     started: Instant,
     deadline: Instant,
 }
@@ -267,12 +324,29 @@ impl Supervisor {
             stdout,
             stderr,
             max_bytes,
+            live,
             started,
             deadline,
         } = self;
+        let read = |pipe: PipeReader, stream: Stream| {
+            let live = live.clone();
+            move || match live {
+                None => read_capped_with(pipe, max_bytes, |_| {}),
+                Some((max_line, queue)) => {
+                    let mut lines = Lines::new(max_line);
+                    let mut emit = |line| queue.push(stream, line);
+                    let read = read_capped_with(pipe, max_bytes, |chunk| {
+                        lines.feed(chunk, &mut emit);
+                    });
+                    lines.finish(&mut emit);
+                    queue.close();
+                    read
+                }
+            }
+        };
         std::thread::scope(|scope| {
-            let out = scope.spawn(move || read_capped(stdout, max_bytes));
-            let err = scope.spawn(move || read_capped(stderr, max_bytes));
+            let out = scope.spawn(read(stdout, Stream::Stdout));
+            let err = scope.spawn(read(stderr, Stream::Stderr));
             let exchanged = sandbox.exchange(&socket, deadline, &id);
             let finished = match &exchanged {
                 Ok((Report::Done(..), false)) => {

@@ -33,6 +33,11 @@
 //!   background until the caller stops it, which gets its outcome and
 //!   output then; its network namespace is open to the caller meanwhile,
 //!   so that a server in it can be probed on its loopback (a smoke test).
+//!   Started with [`Sandbox::start_detached_live`], its output is also
+//!   handed over line by line as it is written ([`Detached::recv_output`],
+//!   a build step's log): bounded per line and in what waits for the
+//!   caller, and dropped with a count, never blocking the container, when
+//!   the caller falls behind.
 //! - The caller's side enforces the timeout: it kills every process in the
 //!   container's cgroup (frozen first, so that a fork bomb cannot outrun it).
 //! - [`Sandbox::sweep`] removes what a crashed process left behind.
@@ -68,6 +73,7 @@ mod detached;
 mod error;
 mod io;
 mod launcher;
+mod live;
 mod message;
 mod oci;
 mod sandbox;
@@ -79,6 +85,7 @@ mod warm;
 pub use detached::Detached;
 pub use error::{Error, Result};
 pub use launcher::{Launcher, launcher_main};
+pub use live::{LiveOutput, OutputEvent, Stream};
 pub use sandbox::{Sandbox, SandboxConfig, SweepReport};
 pub use spec::{
     Bind, Capability, Capture, CaptureRefusal, Captured, Collected, Io, Limits, Network, Outcome,

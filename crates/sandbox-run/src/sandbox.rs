@@ -417,7 +417,16 @@ pub(crate) fn reap_in_background(mut child: Child) {
 }
 
 /// Reads a stream to its end, keeping the first `max` bytes.
-pub(crate) fn read_capped(mut stream: impl Read, max: usize) -> (Vec<u8>, bool) {
+pub(crate) fn read_capped(stream: impl Read, max: usize) -> (Vec<u8>, bool) {
+    read_capped_with(stream, max, |_| {})
+}
+
+/// [`read_capped`], handing every chunk read to `each` as well.
+pub(crate) fn read_capped_with(
+    mut stream: impl Read,
+    max: usize,
+    mut each: impl FnMut(&[u8]),
+) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut truncated = false;
     let mut chunk = vec![0u8; 64 * 1024];
@@ -425,6 +434,7 @@ pub(crate) fn read_capped(mut stream: impl Read, max: usize) -> (Vec<u8>, bool) 
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => {
+                each(&chunk[..n]);
                 let room = max.saturating_sub(kept.len());
                 kept.extend_from_slice(&chunk[..n.min(room)]);
                 truncated |= n > room;

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sandbox_run::{
-    Capture, CaptureRefusal, Io, Launcher, Network, Outcome, Output, Refusal, RootFs, RunResult,
-    RunSpec, Sandbox, SandboxConfig,
+    Capture, CaptureRefusal, Io, Launcher, LiveOutput, Network, Outcome, Output, OutputEvent,
+    Refusal, RootFs, RunResult, RunSpec, Sandbox, SandboxConfig, Stream,
 };
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_sandbox-launcher");
@@ -901,4 +901,107 @@ fn crashed_worker() {
     );
     spec.limits.timeout = Duration::from_secs(120);
     Sandbox::new(config).unwrap().run(&spec).unwrap();
+}
+
+/// Every event of a live container's output until its end.
+fn drain(running: &sandbox_run::Detached) -> Vec<(Instant, OutputEvent)> {
+    let mut seen = Vec::new();
+    while let Some(events) = running.recv_output(Duration::from_secs(60)) {
+        let now = Instant::now();
+        seen.extend(events.into_iter().map(|e| (now, e)));
+    }
+    seen
+}
+
+#[test]
+fn detached_output_arrives_line_by_line_as_it_is_written() {
+    let f = Fixture::new("live");
+    let spec = f.spec("echo one; echo two >&2; sleep 3; printf 'three\\r\\nno-newline'");
+    let running = f
+        .sandbox
+        .start_detached_live(&spec, LiveOutput::default())
+        .unwrap();
+    let seen = drain(&running);
+    let result = running.stop().unwrap();
+    f.assert_clean();
+    assert_eq!(result.outcome, Outcome::Exited(0));
+    // The captured output is what it was without live output.
+    assert_eq!(text(&result.stdout), "one\nthree\r\nno-newline");
+    assert_eq!(text(&result.stderr), "two\n");
+    let lines: Vec<(Stream, String)> = seen
+        .iter()
+        .map(|(_, e)| match e {
+            OutputEvent::Line { stream, line } => (*stream, text(line)),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let of = |s: Stream| -> Vec<&str> {
+        lines
+            .iter()
+            .filter(|(t, _)| *t == s)
+            .map(|(_, l)| l.as_str())
+            .collect()
+    };
+    assert_eq!(of(Stream::Stdout), ["one", "three", "no-newline"]);
+    assert_eq!(of(Stream::Stderr), ["two"]);
+    let at = |wanted: &str| {
+        seen.iter()
+            .find(|(_, e)| e.to_string() == wanted)
+            .unwrap()
+            .0
+    };
+    assert!(
+        at("three").duration_since(at("one")) >= Duration::from_secs(2),
+        "one came as it was written"
+    );
+    assert!(at("three").duration_since(at("two")) >= Duration::from_secs(2));
+}
+
+#[test]
+fn a_reader_that_falls_behind_gets_counts_and_the_container_is_not_stalled() {
+    let f = Fixture::new("livedrop");
+    // 18 MB of lines, then one on stderr; nobody reads until the end.
+    let spec =
+        f.spec("awk 'BEGIN { for (i = 0; i < 2000000; i++) print \"abcdefgh\" }'; echo end >&2");
+    let mut live = LiveOutput::default();
+    live.max_queued_bytes = 64 << 10;
+    let mut running = f.sandbox.start_detached_live(&spec, live).unwrap();
+    assert!(
+        running.wait(Duration::from_secs(60)),
+        "the container ran to its end unread"
+    );
+    let seen = drain(&running);
+    let result = running.stop().unwrap();
+    f.assert_clean();
+    assert_eq!(result.outcome, Outcome::Exited(0));
+    let (mut kept, mut dropped) = ([0u64; 2], [0u64; 2]);
+    let mut queued = 0;
+    for (_, event) in &seen {
+        match event {
+            OutputEvent::Line { stream, line } => {
+                kept[*stream as usize] += 1;
+                queued += line.len() + 64;
+                if *stream == Stream::Stdout {
+                    assert_eq!(line, b"abcdefgh");
+                }
+            }
+            OutputEvent::Dropped {
+                stream,
+                lines,
+                bytes,
+            } => {
+                dropped[*stream as usize] += lines;
+                assert_eq!(
+                    *bytes,
+                    lines * if *stream == Stream::Stdout { 8 } else { 3 }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(queued <= 64 << 10, "{queued} bytes queued");
+    assert_eq!(kept[0] + dropped[0], 2_000_000, "every stdout line counted");
+    assert_eq!(kept[1] + dropped[1], 1, "stderr's line counted");
+    assert!(dropped[0] > 0);
+    assert!(seen.last().unwrap().1.to_string().starts_with("… "));
 }

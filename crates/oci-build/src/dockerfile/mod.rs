@@ -88,10 +88,17 @@ pub enum DockerfileEvent {
         /// The instruction.
         text: String,
     },
-    /// A line a `RUN` wrote (or the note that it came from the cache),
-    /// once the step is over.
+    /// A line a `RUN` wrote, as it is written (both streams, in the order
+    /// read; a note where lines were dropped because the build's reader
+    /// fell behind, or where the step's log reached [`RUN_LOG_BYTES`]),
+    /// or the note that the step came from the cache.
     Output(String),
 }
+
+/// The most bytes of one `RUN`'s output told and kept in the build's log
+/// (as `BuildKit`'s default step log limit); the rest is left out after a
+/// note saying so.
+pub const RUN_LOG_BYTES: usize = 2 << 20;
 
 /// A callback taking a build's events.
 pub type DockerfileProgress = Arc<dyn Fn(&DockerfileEvent) + Send + Sync>;
@@ -122,7 +129,7 @@ pub struct DockerfileSpec {
     /// Limits of each `RUN` (default: the sandbox's, with a one-hour
     /// timeout as the seeds' build limit).
     pub limits: sandbox_run::Limits,
-    /// Told of every step as it starts and of what each `RUN` wrote.
+    /// Told of every step as it starts and of each line a `RUN` writes.
     pub progress: Option<DockerfileProgress>,
 }
 
@@ -164,7 +171,8 @@ impl DockerfileSpec {
     }
 
     /// Calls `f` with every [`DockerfileEvent`] of the build, as it
-    /// happens (from the build's task: `f` should be quick).
+    /// happens (from the build's task: `f` should be quick; while it is
+    /// slow, a `RUN`'s lines are dropped with a note rather than held).
     pub fn on_event(&mut self, f: impl Fn(&DockerfileEvent) + Send + Sync + 'static) {
         self.progress = Some(Arc::new(f));
     }
@@ -175,10 +183,13 @@ impl DockerfileSpec {
 struct StepLog<'a> {
     lines: Vec<String>,
     progress: Option<&'a DockerfileProgress>,
+    /// Output bytes of the current step so far.
+    step_bytes: usize,
 }
 
 impl StepLog<'_> {
     fn step(&mut self, index: usize, total: usize, text: &str) {
+        self.step_bytes = 0;
         self.lines.push(format!("STEP {index}/{total}: {text}"));
         if let Some(f) = self.progress {
             f(&DockerfileEvent::Step {
@@ -189,12 +200,27 @@ impl StepLog<'_> {
         }
     }
 
-    fn output(&mut self, text: &str) {
-        for line in text.lines() {
-            self.lines.push(format!("  {line}"));
-            if let Some(f) = self.progress {
-                f(&DockerfileEvent::Output(line.to_owned()));
+    /// One line of the current step's output, unless the step's log is
+    /// full ([`RUN_LOG_BYTES`]).
+    fn line(&mut self, line: &str) {
+        let before = self.step_bytes;
+        self.step_bytes = before.saturating_add(line.len() + 1);
+        if self.step_bytes > RUN_LOG_BYTES {
+            if before <= RUN_LOG_BYTES {
+                self.emit(&format!(
+                    "[output clipped, log limit {} MiB reached]",
+                    RUN_LOG_BYTES >> 20
+                ));
             }
+            return;
+        }
+        self.emit(line);
+    }
+
+    fn emit(&mut self, line: &str) {
+        self.lines.push(format!("  {line}"));
+        if let Some(f) = self.progress {
+            f(&DockerfileEvent::Output(line.to_owned()));
         }
     }
 }
@@ -218,7 +244,8 @@ pub struct DockerfileOutput {
     /// The digests of the layers the build added, in order.
     pub added_layers: Vec<Digest>,
     /// Each instruction of the built stages as it was applied (`STEP n/m:
-    /// TEXT`), each `RUN`'s output after it (indented), for logs.
+    /// TEXT`), each `RUN`'s output after it (indented, at most
+    /// [`RUN_LOG_BYTES`] a step), for logs.
     pub steps: Vec<String>,
 }
 
@@ -376,6 +403,7 @@ impl Builder {
         let mut steps = StepLog {
             lines: Vec::new(),
             progress: spec.progress.as_ref(),
+            step_bytes: 0,
         };
         let mut step = 0;
         let total: usize = stages[..=last]
@@ -505,8 +533,8 @@ impl Builder {
                     ctx.owner = Some(owner);
                 }
                 if let Instruction::Run(run) = instruction {
-                    let log = self.run_step(&mut state, &ctx, run, &line_text).await?;
-                    steps.output(&log);
+                    self.run_step(&mut state, &ctx, run, &line_text, &mut steps)
+                        .await?;
                 } else if let Instruction::Copy(copy) = instruction
                     && let Some(flag) = copy.options.iter().find(|f| f.name.value == "from")
                 {

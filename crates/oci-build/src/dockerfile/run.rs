@@ -14,28 +14,36 @@
 //! command left, setuid included, as Docker does. A layer is cached by everything that
 //! decides it — the stage's layers, the command, environment, user,
 //! directory, network and platform — so a repeated build runs nothing.
+//! Its output goes to the build's log line by line as it is written
+//! (`sandbox_run::Detached::recv_output`), each line bounded, the step's
+//! log bounded by [`super::RUN_LOG_BYTES`]; a failure quotes its last
+//! lines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
+use std::time::Duration;
 
 use dockerfile_syntax::parse_dockerfile::{Command, RunInstruction};
 use layer_cache::{Cache, CacheConfig};
 use oci_layer::{LayerWriter, WriteOptions};
 use oci_model::{Descriptor, Digest};
-use sandbox_run::{Capture, Io, Network, Outcome, Output, RootFs, RunSpec, Sandbox};
+use sandbox_run::{Capture, Io, LiveOutput, Network, Outcome, Output, RootFs, RunSpec, Sandbox};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::apply::{absolute, command_line};
-use super::{Ctx, Scope, Stage};
+use super::{Ctx, Scope, Stage, StepLog};
 use crate::image::{self, LayerDesc};
 use crate::{Builder, Result, io_at};
 use dockerfile_syntax::heredoc;
 
 /// Version of the cached `RUN` layer entries and of their key's recipe.
 const FORMAT: &str = "hoist-dockerfile-run-v2";
-/// Output kept of one `RUN`.
-const LOG_BYTES: usize = 1 << 20;
+/// Lines of a failed `RUN`'s output its error quotes.
+const TAIL_LINES: usize = 30;
+/// How long the build's task waits for a `RUN`'s next lines before it
+/// looks whether the step ended.
+const TICK: Duration = Duration::from_millis(250);
 
 #[derive(Serialize, Deserialize)]
 struct CachedLayer {
@@ -47,14 +55,15 @@ struct CachedLayer {
 
 impl Builder {
     /// Runs one `RUN` (or takes its layer from the cache) and adds its
-    /// layer to `state`; returns its output, for the build's log.
+    /// layer to `state`; its output goes to `log` as it is written.
     pub(super) async fn run_step(
         &self,
         state: &mut Stage,
         ctx: &Ctx<'_>,
         run: &RunInstruction<'_>,
         line: &str,
-    ) -> Result<String> {
+        log: &mut StepLog<'_>,
+    ) -> Result<()> {
         let Some(sandbox) = self.sandbox.clone() else {
             return Err(ctx.error("RUN needs the sandbox (run hoist as root)"));
         };
@@ -137,14 +146,18 @@ impl Builder {
             .ok()
             .and_then(|b| serde_json::from_slice::<CachedLayer>(&b).ok())
             .filter(|c| c.format == FORMAT && ctx.store.has_blob(&c.digest, Some(c.size)));
-        let (layer, log) = match cached {
-            Some(c) => (c, format!("(cached {})\n", short(&key))),
+        let layer = match cached {
+            Some(c) => {
+                log.line(&format!("(cached {})", short(&key)));
+                c
+            }
             None => {
-                let (layer, log) = self
+                let layer = self
                     .run_fresh(
                         state,
                         ctx,
                         sandbox,
+                        log,
                         Job {
                             args,
                             env,
@@ -164,7 +177,7 @@ impl Builder {
                 std::fs::write(tmp.path(), bytes).map_err(io_at(tmp.path()))?;
                 tmp.persist(&entry_path)
                     .map_err(|e| io_at(&entry_path)(e.error))?;
-                (layer, log)
+                layer
             }
         };
         let types = image::types(state.family);
@@ -182,7 +195,7 @@ impl Builder {
             ids.push(Value::String(layer.diff_id.to_string()));
         }
         super::apply::push_history(&mut state.config, &self.created(), line, false);
-        Ok(log)
+        Ok(())
     }
 
     async fn run_fresh(
@@ -190,8 +203,9 @@ impl Builder {
         state: &Stage,
         ctx: &Ctx<'_>,
         sandbox: sandbox_run::SandboxConfig,
+        log: &mut StepLog<'_>,
         job: Job,
-    ) -> Result<(CachedLayer, String)> {
+    ) -> Result<CachedLayer> {
         let Job {
             args,
             env,
@@ -233,9 +247,8 @@ impl Builder {
         } else {
             Network::None
         };
-        spec.output = Output::Capture {
-            max_bytes: LOG_BYTES,
-        };
+        // The output is followed live (below); none is kept twice.
+        spec.output = Output::Capture { max_bytes: 0 };
         spec.capture = Some(Capture::new(kept.path()));
         // A `#!` heredoc: the script in the run's own `/io`, read by its
         // interpreter, never part of the layer.
@@ -278,16 +291,31 @@ impl Builder {
                 held.push(file);
             }
             let sandbox = Sandbox::new(sandbox)?;
-            Ok((sandbox.start_detached(&spec)?, held))
+            Ok((
+                sandbox.start_detached_live(&spec, LiveOutput::default())?,
+                held,
+            ))
         })
         .await?;
+        // Lines as they come (the sandbox drops what this task is too slow
+        // to take, with a note), until the output ends and the step with it.
+        let mut tail = VecDeque::with_capacity(TAIL_LINES);
         loop {
-            let (back, ended) = crate::blocking("running a RUN step", move || {
-                let ended = running.wait(std::time::Duration::from_millis(250));
-                Ok((running, ended))
+            let (back, events, ended) = crate::blocking("running a RUN step", move || {
+                let events = running.recv_output(TICK);
+                let ended = events.is_none() && running.wait(TICK);
+                Ok((running, events.unwrap_or_default(), ended))
             })
             .await?;
             running = back;
+            for event in events {
+                let line = event.to_string();
+                log.line(&line);
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
             if ended {
                 break;
             }
@@ -295,12 +323,7 @@ impl Builder {
         let result = crate::blocking("ending a RUN step", move || Ok(running.stop()?)).await?;
         drop(held);
         drop(image);
-        let mut log = String::from_utf8_lossy(&result.stdout).into_owned();
-        log.push_str(&String::from_utf8_lossy(&result.stderr));
-        let tail = || {
-            let lines: Vec<&str> = log.lines().rev().take(30).collect();
-            lines.into_iter().rev().collect::<Vec<_>>().join("\n")
-        };
+        let tail = || Vec::from(tail.clone()).join("\n");
         match &result.outcome {
             Outcome::Exited(0) => {}
             Outcome::Exited(code) => {
@@ -328,15 +351,12 @@ impl Builder {
         let result = store_layer(ctx, &blob_path, &info.digest);
         let _ = std::fs::remove_file(&blob_path);
         result?;
-        Ok((
-            CachedLayer {
-                format: FORMAT.to_owned(),
-                digest: info.digest,
-                size: info.size,
-                diff_id: info.diff_id,
-            },
-            log,
-        ))
+        Ok(CachedLayer {
+            format: FORMAT.to_owned(),
+            digest: info.digest,
+            size: info.size,
+            diff_id: info.diff_id,
+        })
     }
 }
 

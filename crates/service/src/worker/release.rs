@@ -3,12 +3,14 @@
 //! each checked against its recorded size and digest), the Dockerfile built
 //! with `oci-build` (`building`, progress from the steps done out of the
 //! steps in all, every step and every line a `RUN` wrote in the build's
-//! log), the image pushed to `REGISTRY/NAME:TAG` (`pushing`). The whole
+//! log, live: a `RUN`'s lines as it writes them), the image pushed to
+//! `REGISTRY/NAME:TAG` (`pushing`). The whole
 //! build has a time limit (one hour by default, as the seeds' Celery
 //! limit) and its context a size limit; a Dockerfile that fails gives
 //! `failed` with the failing step and its output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use jobs::BuildStatus;
 use oci_build::{DockerfileEvent, DockerfileSpec};
@@ -19,6 +21,13 @@ use uuid::Uuid;
 use super::Context;
 use super::build::{Built, Failed, record_log, record_step};
 use crate::keys;
+
+/// The most bytes of `RUN` output waiting to be recorded: the log's
+/// writer makes a database write per line, slower than a command can
+/// print, so what comes while this is reached is dropped and counted.
+const LOG_QUEUE_BYTES: usize = 1 << 20;
+/// What a waiting line costs besides its bytes.
+const LINE_COST: usize = 64;
 
 /// An artifact a release build copies into its context.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,16 +171,17 @@ async fn build(ctx: &Context, id: Uuid, spec: &ReleaseBuildSpec) -> Result<Built
     build.target = spec.target.clone();
     build.network = spec.network;
     build.limits = ctx.config.release.limits.clone();
-    // Events come from the build's task: recorded in order by one writer.
-    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
-    build.on_event(move |e: &DockerfileEvent| {
-        let _ = events.send(e.clone());
-    });
+    // Events come from the build's task: recorded in order by one writer,
+    // lines dropped (with a note) rather than piling up while it lags.
+    let queue = Arc::new(LogQueue::default());
+    let events = queue.clone();
+    build.on_event(move |e: &DockerfileEvent| events.push(e));
     let recorder = {
         let jobs = jobs.clone();
+        let queue = queue.clone();
         async move {
             let mut failing = String::from("building");
-            while let Some(event) = received.recv().await {
+            while let Some(event) = queue.next().await {
                 match event {
                     DockerfileEvent::Step { index, total, text } => {
                         let step = format!("Step {index}/{total} : {text}");
@@ -194,7 +204,7 @@ async fn build(ctx: &Context, id: Uuid, spec: &ReleaseBuildSpec) -> Result<Built
     let (built, failing) = tokio::join!(
         async {
             let built = builder.build_dockerfile(&build).await;
-            drop(build);
+            queue.close();
             built
         },
         recorder
@@ -220,4 +230,150 @@ async fn build(ctx: &Context, id: Uuid, spec: &ReleaseBuildSpec) -> Result<Built
 fn image_size(image: &oci_model::SourceImage<oci_model::Layout>) -> u64 {
     let manifest = image.manifest();
     manifest.config().map_or(0, |c| c.size) + manifest.layers().iter().map(|l| l.size).sum::<u64>()
+}
+
+/// Build events on their way to the log's writer: steps always, `RUN`
+/// lines within [`LOG_QUEUE_BYTES`]; once a line is dropped, lines are
+/// dropped until the writer caught up, and a note of how many comes
+/// where they were.
+#[derive(Default)]
+struct LogQueue {
+    pending: Mutex<Pending>,
+    ready: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    events: VecDeque<DockerfileEvent>,
+    bytes: usize,
+    /// Lines and bytes dropped since the last note.
+    dropped: (u64, u64),
+    closed: bool,
+}
+
+impl Pending {
+    /// Queues the note of what was dropped, if anything was.
+    fn note_dropped(&mut self) {
+        let (lines, bytes) = std::mem::take(&mut self.dropped);
+        if lines > 0 {
+            self.events.push_back(DockerfileEvent::Output(format!(
+                "… {bytes} bytes dropped ({lines} lines; the log fell behind)"
+            )));
+        }
+    }
+}
+
+impl LogQueue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, event: &DockerfileEvent) {
+        let mut pending = self.lock();
+        if let DockerfileEvent::Output(line) = event {
+            let cost = line.len() + LINE_COST;
+            if pending.dropped.0 > 0 || pending.bytes + cost > LOG_QUEUE_BYTES {
+                pending.dropped.0 += 1;
+                pending.dropped.1 += line.len() as u64;
+                return;
+            }
+            pending.bytes += cost;
+        } else {
+            pending.note_dropped();
+        }
+        pending.events.push_back(event.clone());
+        drop(pending);
+        self.ready.notify_one();
+    }
+
+    /// No more events after those queued.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// The next event, once there is one; `None` after the last.
+    async fn next(&self) -> Option<DockerfileEvent> {
+        loop {
+            {
+                let mut pending = self.lock();
+                if pending.events.is_empty() {
+                    pending.note_dropped();
+                }
+                if let Some(event) = pending.events.pop_front() {
+                    if let DockerfileEvent::Output(line) = &event {
+                        pending.bytes = pending.bytes.saturating_sub(line.len() + LINE_COST);
+                    }
+                    return Some(event);
+                }
+                if pending.closed {
+                    return None;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &str) -> DockerfileEvent {
+        DockerfileEvent::Output(text.to_owned())
+    }
+
+    #[tokio::test]
+    async fn a_lagging_log_drops_lines_with_a_note_but_never_a_step() {
+        let queue = LogQueue::default();
+        let big = "x".repeat(LOG_QUEUE_BYTES / 2);
+        queue.push(&line(&big));
+        queue.push(&line("fits"));
+        queue.push(&line(&big));
+        // Room now, but the note must come before it.
+        queue.push(&line(""));
+        let step = DockerfileEvent::Step {
+            index: 2,
+            total: 2,
+            text: "RUN true".into(),
+        };
+        queue.push(&step);
+        queue.push(&line("after"));
+        queue.close();
+        let mut got = Vec::new();
+        while let Some(event) = queue.next().await {
+            got.push(event);
+        }
+        let note = format!(
+            "… {} bytes dropped (2 lines; the log fell behind)",
+            big.len()
+        );
+        assert_eq!(
+            got,
+            [line(&big), line("fits"), line(&note), step, line("after")]
+        );
+        assert_eq!(queue.lock().bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn the_writer_wakes_for_each_event_and_ends_after_the_last() {
+        let queue = Arc::new(LogQueue::default());
+        let writer = {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    queue.push(&line(&i.to_string()));
+                    tokio::task::yield_now().await;
+                }
+                queue.close();
+            })
+        };
+        let mut got = Vec::new();
+        while let Some(event) = queue.next().await {
+            got.push(event);
+        }
+        writer.await.unwrap();
+        let wanted: Vec<_> = (0..100).map(|i| line(&i.to_string())).collect();
+        assert_eq!(got, wanted);
+    }
 }
