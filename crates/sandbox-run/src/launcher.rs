@@ -445,6 +445,7 @@ fn run_container(request: &Request) -> Outcome {
 /// returns its init's pid, or the outcome of a container that did not
 /// start (and was deleted).
 pub(crate) fn start_container(request: &Request, stdin: OwnedFd) -> Result<Pid, Outcome> {
+    let sigpipe = DefaultSigpipe::set();
     let built = ContainerBuilder::new(request.id.clone(), SyscallType::default())
         .with_root_path(&request.state)
         .map(|b| {
@@ -453,6 +454,7 @@ pub(crate) fn start_container(request: &Request, stdin: OwnedFd) -> Result<Pid, 
                 .with_systemd(false)
                 .build()
         });
+    drop(sigpipe);
     let mut container = match built {
         Ok(Ok(container)) => container,
         Ok(Err(e)) | Err(e) => return Err(Outcome::FailedToStart(chain(&e))),
@@ -545,4 +547,34 @@ pub(crate) fn clean_up(request: &Request) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// SIGPIPE at its default for as long as it lives. Rust starts every
+/// binary with SIGPIPE ignored, and an ignored signal stays ignored across
+/// `exec`: a container forked while it is ignored never dies of a broken
+/// pipe (`yes | head -n 1` runs on until its timeout). The container's
+/// init is forked while this lives; the launcher's own disposition comes
+/// back after, so that it sees `EPIPE` rather than dying of it.
+struct DefaultSigpipe(Option<nix::sys::signal::SigHandler>);
+
+impl DefaultSigpipe {
+    #[allow(unsafe_code, reason = "sigaction; no handler is installed")]
+    fn set() -> Self {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        // SAFETY: SIG_DFL installs no handler, so no code runs in signal
+        // context; the disposition is process-wide, and the launcher's
+        // other threads only write to pipes whose reader outlives them.
+        Self(unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.ok())
+    }
+}
+
+impl Drop for DefaultSigpipe {
+    #[allow(unsafe_code, reason = "sigaction of a disposition read before")]
+    fn drop(&mut self) {
+        if let Some(previous) = self.0 {
+            // SAFETY: restores what `set` replaced (SIG_IGN as Rust set it).
+            let _ =
+                unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, previous) };
+        }
+    }
 }

@@ -243,6 +243,28 @@ fn exit_codes_and_output_are_reported() {
 }
 
 #[test]
+fn a_broken_pipe_ends_the_writer_as_it_does_outside() {
+    // The launcher is a Rust binary, which ignores SIGPIPE; the container
+    // must not inherit that: `yes` dies of the signal (status 141), as
+    // under docker, rather than living on until it checks a write.
+    let f = Fixture::new("sigpipe");
+    let mut spec =
+        f.spec(r#"(yes; echo "yes: $?" >&2) | head -n 2; grep '^SigIgn' /proc/self/status >&2"#);
+    spec.limits.timeout = Duration::from_secs(20);
+    let result = f.run(&spec);
+    let err = text(&result.stderr);
+    assert_eq!(result.outcome, Outcome::Exited(0), "{err}");
+    assert_eq!(text(&result.stdout), "y\ny\n");
+    assert!(err.contains("yes: 141"), "{err}");
+    let ignored = err
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(ignored & (1 << (13 - 1)), 0, "SIGPIPE ignored: {err}");
+}
+
+#[test]
 fn inherited_output_is_not_captured() {
     let f = Fixture::new("inherit");
     let mut spec = f.spec("echo streamed; exit 4");
