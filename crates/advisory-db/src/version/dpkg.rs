@@ -6,6 +6,7 @@ pub(crate) use debian_base::compare_versions as compare;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Ordering;
 
     #[test]
     fn orders_as_dpkg_does() {

@@ -568,10 +568,10 @@ impl Builder {
                     let log = self
                         .copy_from_step(&mut state, source, &ctx, copy, &line_text)
                         .await?;
-                    steps.output(&log);
+                    log.lines().for_each(|l| steps.line(l));
                 } else {
                     let log = self.apply(&mut state, instruction, &ctx)?;
-                    steps.output(&log);
+                    log.lines().for_each(|l| steps.line(l));
                     if let Instruction::Workdir(_) = instruction {
                         self.make_workdir(&mut state, &ctx, &line_text).await?;
                     }
