@@ -360,7 +360,7 @@ fn what_cannot_be_built_is_named_with_its_line() {
         (
             "FROM scratch\nADD https://example.invalid/x /x\n",
             "Dockerfile:2:1: ",
-            "remote URLs are refused",
+            "fetching a URL needs the network; build with --network host",
         ),
         (
             "FROM scratch AS one\nFROM scratch\nCOPY --from=one /missing /b\n",
