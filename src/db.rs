@@ -111,33 +111,15 @@ fn report(g: &Global, dir: &Path, meta: &Meta) -> Result<()> {
 
 /// Seconds since the epoch as an RFC 3339 UTC time, with the age.
 fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rest = secs % 86_400;
-    // Howard Hinnant's days-to-civil conversion.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let age = now.saturating_sub(secs);
-    let age = match age {
+    let age = match now.saturating_sub(secs) {
         a if a < 120 => format!("{a} s ago"),
         a if a < 7_200 => format!("{} min ago", a / 60),
         a if a < 172_800 => format!("{} h ago", a / 3600),
         a => format!("{} days ago", a / 86_400),
     };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z ({age})",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    format!("{} ({age})", oci_model::rfc3339(secs))
 }
