@@ -68,6 +68,10 @@ pub(crate) struct BuildArgs {
     /// CPUs each Dockerfile RUN may use (default 2).
     #[arg(long, value_name = "N", requires = "file")]
     run_cpus: Option<f64>,
+    /// Bytes each Dockerfile RUN may write to the image (bytes, or with
+    /// k/m/g; default 1g; a tmpfs, so memory too).
+    #[arg(long, value_name = "SIZE", requires = "file", value_parser = run::parse_bytes)]
+    run_disk: Option<u64>,
     /// Longest a Dockerfile RUN may take (default 1h).
     #[arg(long, value_name = "DURATION", requires = "file", value_parser = run::parse_duration)]
     run_timeout: Option<Duration>,
@@ -332,6 +336,9 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
     }
     if let Some(t) = args.run_timeout {
         spec.limits.timeout = t;
+    }
+    if let Some(d) = args.run_disk {
+        spec.run_disk = d;
     }
     // Each step as it starts, each RUN's output line as it is written.
     if !g.quiet && !g.json {

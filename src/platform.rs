@@ -174,6 +174,10 @@ pub struct WorkerArgs {
     /// GiB the artifacts of one release build may take together.
     #[arg(long, default_value_t = 10, value_name = "GIB")]
     pub release_context: u64,
+    /// MiB each `RUN` of a release build may write to the image (a tmpfs,
+    /// so counted as its memory too).
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub release_disk: u64,
 }
 
 impl WorkerArgs {
@@ -212,6 +216,7 @@ impl WorkerArgs {
             config.release.limits.memory_bytes = mib.saturating_mul(1 << 20);
         }
         config.release.max_context_bytes = self.release_context.saturating_mul(1 << 30);
+        config.release.run_disk = self.release_disk.max(1).saturating_mul(1 << 20);
         Ok(config)
     }
 

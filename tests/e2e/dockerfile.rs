@@ -1149,6 +1149,31 @@ async fn run_limits_are_set_per_build() {
         "{}",
         text(&out.stderr)
     );
+
+    // What a RUN may write: 12 MiB does not fit in 8, and fits in 32.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nRUN dd if=/dev/zero of=/big bs=1M count=12\n",
+    )
+    .unwrap();
+    let out = build_busybox(
+        ctx.path(),
+        cache.path(),
+        &["--run-disk", "8m", "--output", &output],
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(":3:1: RUN exited with status 1") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(!out_dir.exists(), "nothing written");
+    let out = build_busybox(
+        ctx.path(),
+        cache.path(),
+        &["--run-disk", "32m", "--output", &output],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 /// Serves `/files/hello.txt`, a redirect to it, a 404 and a directory URL

@@ -129,6 +129,10 @@ pub struct DockerfileSpec {
     /// Limits of each `RUN` (default: the sandbox's, with a one-hour
     /// timeout as the seeds' build limit).
     pub limits: sandbox_run::Limits,
+    /// The most bytes one `RUN` may write to the image (its overlay's
+    /// upper layer, a tmpfs: counted as the `RUN`'s memory too; default
+    /// 1 GiB). Over it, the command's writes fail with `ENOSPC`.
+    pub run_disk: u64,
     /// Told of every step as it starts and of each line a `RUN` writes.
     pub progress: Option<DockerfileProgress>,
 }
@@ -166,6 +170,7 @@ impl DockerfileSpec {
                 limits.timeout = std::time::Duration::from_secs(3600);
                 limits
             },
+            run_disk: 1 << 30,
             progress: None,
         }
     }
@@ -508,6 +513,7 @@ impl Builder {
                     store: &store,
                     network: spec.network,
                     limits: &spec.limits,
+                    run_disk: spec.run_disk,
                     fetched: BTreeMap::new(),
                     hashes: &hashes,
                 };
@@ -720,6 +726,8 @@ struct Ctx<'a> {
     store: &'a Layout,
     network: bool,
     limits: &'a sandbox_run::Limits,
+    /// The most one `RUN` may write ([`DockerfileSpec::run_disk`]).
+    run_disk: u64,
     /// The files an `ADD`'s URLs downloaded, by URL as expanded.
     fetched: BTreeMap<String, fetch::Fetched>,
     /// The remembered hashes of context files (`hashes.rs`).

@@ -249,7 +249,9 @@ impl Builder {
         };
         // The output is followed live (below); none is kept twice.
         spec.output = Output::Capture { max_bytes: 0 };
-        spec.capture = Some(Capture::new(kept.path()));
+        let mut capture = Capture::new(kept.path());
+        capture.max_bytes = ctx.run_disk;
+        spec.capture = Some(capture);
         // A `#!` heredoc: the script in the run's own `/io`, read by its
         // interpreter, never part of the layer.
         let inputs = tempfile::Builder::new()

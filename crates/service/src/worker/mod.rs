@@ -105,6 +105,9 @@ pub struct ReleaseLimits {
     /// Memory, CPU, processes and time of each `RUN` (the sandbox's
     /// defaults, with the build's hour as its time).
     pub limits: sandbox_run::Limits,
+    /// What each `RUN` may write to the image (1 GiB; see
+    /// [`oci_build::DockerfileSpec::run_disk`]).
+    pub run_disk: u64,
 }
 
 impl Default for ReleaseLimits {
@@ -115,6 +118,7 @@ impl Default for ReleaseLimits {
             timeout: Duration::from_secs(3600),
             max_context_bytes: 10 << 30,
             limits,
+            run_disk: 1 << 30,
         }
     }
 }

@@ -171,6 +171,7 @@ async fn build(ctx: &Context, id: Uuid, spec: &ReleaseBuildSpec) -> Result<Built
     build.target = spec.target.clone();
     build.network = spec.network;
     build.limits = ctx.config.release.limits.clone();
+    build.run_disk = ctx.config.release.run_disk;
     // Events come from the build's task: recorded in order by one writer,
     // lines dropped (with a note) rather than piling up while it lags.
     let queue = Arc::new(LogQueue::default());
