@@ -263,11 +263,15 @@ async fn a_release_build_fetches_artifacts_builds_and_pushes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_requests_and_uploads_are_checked() {
+    // 25 submissions with one key: over the default burst of 20 when they
+    // come faster than the refill (rate limits have their own test).
     let serve = Serve::start(&[
         "--release-registry",
         "registry.example:5000",
         "--max-artifact",
         "1",
+        "--burst",
+        "100",
     ]);
     let api = &serve.client;
     let good = || {
