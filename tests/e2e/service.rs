@@ -579,8 +579,10 @@ async fn api_and_two_workers_over_postgres_redis_and_s3() {
     let base_ref = base.oci_ref();
     let caches: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut workers = Vec::new();
+    let mut scrapes = Vec::new();
     for cache in &caches {
         let metrics = format!("127.0.0.1:{}", free_port());
+        scrapes.push(metrics.clone());
         let mut args = store.to_vec();
         args.extend([
             "--registry",
@@ -707,6 +709,22 @@ async fn api_and_two_workers_over_postgres_redis_and_s3() {
     assert_eq!(done["status"], "completed", "{done}");
     let digest = super::skopeo_digest(&format!("docker://{registry_host}/acme/model:2.0.0")).await;
     assert_eq!(done["image_digest"], digest.as_str(), "{done}");
+
+    // The API's and the surviving worker's metrics: valid, and every
+    // metric the alert rules and the dashboard use is there.
+    let mut texts = Vec::new();
+    for url in [
+        format!("{url}/metrics"),
+        format!("http://{}/metrics", scrapes[1]),
+    ] {
+        texts.push(reqwest::get(&url).await.unwrap().text().await.unwrap());
+    }
+    assert!(
+        texts[1].contains(&format!("hoist_image_pull_duration_seconds_count{{registry=\"{registry_host}\",image_type=\"function\"}}")),
+        "the worker timed its pull:\n{}",
+        texts[1]
+    );
+    super::monitoring::check_scrapes(&[&texts[0], &texts[1]]);
     drop(workers);
     drop(api_proc);
 }

@@ -54,6 +54,10 @@ async fn fifty_concurrent_pulls_fetch_each_blob_once() {
     assert_eq!(proxy.count("GET", "/blobs/"), 4);
     let stats = cache.stats();
     assert_eq!((stats.downloads, stats.unpacks), (3, 3));
+    assert!(
+        images.iter().any(|i| i.downloaded),
+        "a first pull downloads"
+    );
     for image in &images {
         assert_eq!(image.digest, fixture.manifest_digest);
         assert_eq!(image.layers, images[0].layers);
@@ -69,9 +73,10 @@ async fn fifty_concurrent_pulls_fetch_each_blob_once() {
     let pinned = reference.with_digest(fixture.manifest_digest.clone());
     let again = cache.pull(&pinned, &*fetch).await.unwrap();
     assert_eq!(again.digest, fixture.manifest_digest);
+    assert!(!again.downloaded);
     assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
     // By tag, one manifest request resolves it; no blob is fetched.
-    drop(cache.pull(&reference, &*fetch).await.unwrap());
+    assert!(!cache.pull(&reference, &*fetch).await.unwrap().downloaded);
     assert_eq!(proxy.count("GET", "/blobs/"), 0);
     assert_eq!(proxy.count("GET", "/manifests/v1"), 1);
     assert!(cache.verify().await.unwrap().corrupt.is_empty());

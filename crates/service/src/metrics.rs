@@ -65,6 +65,9 @@ struct State {
     task_duration: Histogram,
     result_cache: BTreeMap<&'static str, u64>,
     requests: BTreeMap<(String, u16), u64>,
+    image_pulls: BTreeMap<(String, &'static str), Histogram>,
+    image_pull_errors: BTreeMap<(String, &'static str), u64>,
+    image_cache_hits: BTreeMap<&'static str, u64>,
 }
 
 /// Counters kept by the API and the worker of one process.
@@ -116,6 +119,30 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// An image of `image_type` (`function`) was pulled from `registry`:
+    /// downloaded (a cache miss) in `took`, or found complete in the cache
+    /// or a warm sandbox (`took` is `None`: a cache hit).
+    pub fn image_pulled(&self, registry: &str, image_type: &'static str, took: Option<Duration>) {
+        let mut s = self.state();
+        match took {
+            Some(took) => s
+                .image_pulls
+                .entry((registry.to_owned(), image_type))
+                .or_default()
+                .observe(took),
+            None => *s.image_cache_hits.entry(image_type).or_default() += 1,
+        }
+    }
+
+    /// Pulling an image from `registry` failed with `error_type`.
+    pub fn image_pull_failed(&self, registry: &str, error_type: &'static str) {
+        *self
+            .state()
+            .image_pull_errors
+            .entry((registry.to_owned(), error_type))
+            .or_default() += 1;
+    }
+
     /// The text exposition of these counters, followed by `extra` (gauges
     /// and counters other parts report).
     pub fn to_prometheus(&self, extra: &str) -> String {
@@ -146,6 +173,25 @@ impl Metrics {
                 "hoist_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
+        out.push_str("# HELP hoist_image_pull_duration_seconds Image pulls that downloaded something, by the image's registry and type.\n# TYPE hoist_image_pull_duration_seconds histogram\n");
+        for ((registry, image_type), h) in &s.image_pulls {
+            let labels = format!("registry=\"{registry}\",image_type=\"{image_type}\"");
+            h.write(&mut out, "hoist_image_pull_duration_seconds", &labels);
+        }
+        out.push_str("# HELP hoist_image_pull_errors_total Image pulls that failed, by the image's registry and the kind of error.\n# TYPE hoist_image_pull_errors_total counter\n");
+        for ((registry, error_type), n) in &s.image_pull_errors {
+            let _ = writeln!(
+                out,
+                "hoist_image_pull_errors_total{{registry=\"{registry}\",error_type=\"{error_type}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP hoist_image_cache_hits_total Images ready without a download: complete in the layer cache or kept in a warm sandbox.\n# TYPE hoist_image_cache_hits_total counter\n");
+        for (image_type, n) in &s.image_cache_hits {
+            let _ = writeln!(
+                out,
+                "hoist_image_cache_hits_total{{image_type=\"{image_type}\"}} {n}"
+            );
+        }
         out.push_str(extra);
         out
     }
@@ -163,6 +209,9 @@ mod tests {
         m.task_finished("failed", Duration::from_secs(2));
         m.result_cache(true);
         m.request("/v1/functions", 202);
+        m.image_pulled("r:5000", "function", Some(Duration::from_secs(3)));
+        m.image_pulled("r:5000", "function", None);
+        m.image_pull_failed("r:5000", "registry");
         let text = m.to_prometheus("hoist_queue_depth 3\n");
         for line in [
             "hoist_builds_total{status=\"completed\"} 1",
@@ -173,6 +222,11 @@ mod tests {
             "hoist_result_cache_total{result=\"hit\"} 1",
             "hoist_http_requests_total{route=\"/v1/functions\",status=\"202\"} 1",
             "hoist_queue_depth 3",
+            "hoist_image_pull_duration_seconds_bucket{registry=\"r:5000\",image_type=\"function\",le=\"2.5\"} 0",
+            "hoist_image_pull_duration_seconds_bucket{registry=\"r:5000\",image_type=\"function\",le=\"5\"} 1",
+            "hoist_image_pull_duration_seconds_count{registry=\"r:5000\",image_type=\"function\"} 1",
+            "hoist_image_pull_errors_total{registry=\"r:5000\",error_type=\"registry\"} 1",
+            "hoist_image_cache_hits_total{image_type=\"function\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }

@@ -32,6 +32,9 @@ pub struct CachedImage {
     pub config: ImageConfiguration,
     /// The unpacked layer directories, bottom (base) first.
     pub layers: Vec<PathBuf>,
+    /// Whether this pull had to download or unpack something (a cache
+    /// miss); false when the cache held the image complete.
+    pub downloaded: bool,
     pub(super) diff_ids: Vec<Digest>,
     record: Arc<ImageRecord>,
     config_desc: Descriptor,
@@ -66,6 +69,7 @@ impl CachedImage {
             digest: record.digest.clone(),
             config: record.config.clone(),
             layers: layers.iter().map(|l| paths.layer_dir(&l.diff_id)).collect(),
+            downloaded: false,
             diff_ids: layers.into_iter().map(|l| l.diff_id).collect(),
             record,
             config_desc,

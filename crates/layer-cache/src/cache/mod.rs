@@ -199,7 +199,8 @@ impl Cache {
             }
             None => {
                 inner.counters.misses.fetch_add(1, Ordering::Relaxed);
-                let image = inner.fill(reference, source, &resolved.manifest).await?;
+                let mut image = inner.fill(reference, source, &resolved.manifest).await?;
+                image.downloaded = true;
                 // Moka orders entries once it has processed their inserts:
                 // a use recorded before would be lost.
                 inner.index.run_pending_tasks().await;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use function_run::Options;
 use image_pull::{PullConfig, Puller};
 use jobs::{Build, BuildResult, BuildStatus, BuildUpdate, Jobs, Lease, TaskResult, Work};
-use layer_cache::{Cache, CacheConfig};
+use layer_cache::{Cache, CacheConfig, CachedImage};
 use oci_model::Endpoint;
 use registry_client::ClientBuilder;
 use sandbox_run::{Sandbox, SandboxConfig};
@@ -543,6 +543,59 @@ async fn cancelled(ctx: &Context, id: uuid::Uuid) {
     }
 }
 
+impl Context {
+    /// Pulls a function image through the layer cache, counting it in the
+    /// image pull metrics: a download's duration, a cache hit, or the kind
+    /// of error.
+    pub(crate) async fn pull_function(&self, image: &Endpoint) -> image_pull::Result<CachedImage> {
+        let registry = match image {
+            Endpoint::Registry(r) => r.registry().to_owned(),
+            Endpoint::Layout { .. } => "oci-layout".to_owned(),
+        };
+        let started = Instant::now();
+        match self.puller.pull(image).await {
+            Ok(pulled) => {
+                let took = pulled.downloaded.then(|| started.elapsed());
+                self.metrics.image_pulled(&registry, "function", took);
+                Ok(pulled)
+            }
+            Err(e) => {
+                self.metrics
+                    .image_pull_failed(&registry, pull_error_type(&e));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The `error_type` label of a failed pull: the registry failed or lied
+/// (`registry`, `integrity`), the image cannot run (`invalid_image`), the
+/// reference or configuration is wrong (`reference`), or the worker's own
+/// disk or cache failed (`local`).
+fn pull_error_type(e: &image_pull::Error) -> &'static str {
+    match e {
+        image_pull::Error::Cache { source, .. } => cache_error_type(source),
+        image_pull::Error::Model(_)
+        | image_pull::Error::MirrorsForLayout { .. }
+        | image_pull::Error::Failover(_) => "reference",
+        _ => "local",
+    }
+}
+
+fn cache_error_type(e: &layer_cache::Error) -> &'static str {
+    use layer_cache::Error as C;
+    match e {
+        C::Fetch { .. } => "registry",
+        C::DigestMismatch { .. }
+        | C::SizeMismatch { .. }
+        | C::DiffIdMismatch { .. }
+        | C::HostileLayer { .. } => "integrity",
+        C::InvalidImage { .. } | C::Model(_) | C::Unpack { .. } => "invalid_image",
+        C::Shared(inner) => cache_error_type(inner),
+        _ => "local",
+    }
+}
+
 /// Pulls the images most used in the last week, in parallel; readiness
 /// does not wait for it.
 async fn prewarm(ctx: Arc<Context>) {
@@ -563,7 +616,7 @@ async fn prewarm(ctx: Arc<Context>) {
             let Ok(endpoint) = image.parse::<Endpoint>() else {
                 return;
             };
-            match ctx.puller.pull(&endpoint).await {
+            match ctx.pull_function(&endpoint).await {
                 Ok(_) => tracing::info!(%image, "pre-warmed"),
                 Err(e) => tracing::warn!(%image, error = %e, "pre-warming"),
             }

@@ -56,10 +56,13 @@ pub(crate) async fn run(ctx: &Context, task: &Task) -> Result<TaskResult, Retry>
     let key = format!("{}:{}", task.function_id, task.image);
     // A sandbox kept warm holds its image pinned: no pull needed.
     let ready = match ctx.pool.take(&key) {
-        Some(kept) => Ready::Warm(Box::new(kept)),
+        Some(kept) => {
+            ctx.metrics
+                .image_pulled(kept.image.reference.registry(), "function", None);
+            Ready::Warm(Box::new(kept))
+        }
         None => Ready::Cold(Box::new(
-            ctx.puller
-                .pull(&image)
+            ctx.pull_function(&image)
                 .await
                 .map_err(|e| Retry(format!("pulling {image}: {e}")))?,
         )),
