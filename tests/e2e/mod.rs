@@ -4,6 +4,7 @@ mod auth;
 mod base;
 mod build;
 mod cli;
+mod console;
 mod copy;
 mod db;
 mod dockerfile;

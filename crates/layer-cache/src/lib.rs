@@ -105,8 +105,13 @@ impl CacheConfig {
     }
 }
 
-/// `linux/<this machine's architecture>`, in OCI's names.
-fn host_platform() -> Platform {
+/// `linux/<this machine's architecture>`, in OCI's names: the platform
+/// images are pulled for unless told otherwise.
+///
+/// ```
+/// assert_eq!(layer_cache::host_platform().os, "linux");
+/// ```
+pub fn host_platform() -> Platform {
     let architecture = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

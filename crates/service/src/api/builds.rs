@@ -46,6 +46,8 @@ pub struct BuildView {
     pub size_bytes: Option<u64>,
     /// Why it failed.
     pub error_message: Option<String>,
+    /// The step it failed in, when known.
+    pub error_step: Option<String>,
     /// Whether cancelling it was asked.
     pub cancel_requested: bool,
     /// Who submitted it.
@@ -108,6 +110,7 @@ pub(crate) fn view(b: jobs::Build) -> BuildView {
         image_digest: b.image_digest,
         size_bytes: b.size_bytes,
         error_message: b.error_message,
+        error_step: b.error_step,
         cancel_requested: b.cancel_requested,
         created_by: b.created_by.unwrap_or_default(),
         created_at: b.created_at.to_rfc3339(),

@@ -13,6 +13,7 @@
 //! [`Api::router`] builds the router a server or a test calls.
 
 mod builds;
+mod console;
 mod functions;
 mod openapi;
 mod releases;
@@ -187,12 +188,15 @@ impl Api {
             .route("/v1/tasks/{id}", get(tasks::show))
             .route("/v1/artifacts/{id}", get(releases::show_artifact))
             .route("/v1/releases/build", post(releases::create))
+            .route("/v1/releases/options", get(releases::options))
             .route("/v1/builds", get(builds::list))
             .route("/v1/builds/{id}", get(builds::show).delete(builds::cancel))
             .route("/v1/builds/{id}/stream", get(builds::stream))
             .route("/health", get(system::health))
             .route("/metrics", get(system::metrics))
             .route("/openapi.json", get(system::openapi))
+            .route("/", get(console::index))
+            .route("/console/{file}", get(console::file))
             .layer(RequestBodyLimitLayer::new(limit))
             .merge(uploads)
             .layer(axum::middleware::from_fn_with_state(

@@ -13,7 +13,7 @@ use super::{builds, functions, releases, system, tasks};
         functions::create, functions::list, functions::show, functions::delete, functions::invoke,
         tasks::show,
         builds::show, builds::list, builds::cancel, builds::stream,
-        releases::create, releases::upload, releases::show_artifact,
+        releases::create, releases::options, releases::upload, releases::show_artifact,
         system::health, system::metrics, system::openapi,
     ),
     components(schemas(
@@ -21,7 +21,8 @@ use super::{builds, functions, releases, system, tasks};
         functions::FunctionList, functions::Invoke,
         tasks::TaskView, tasks::Logs,
         builds::BuildView, builds::BuildList, builds::Cancelled,
-        releases::CreateRelease, releases::ReleaseCreated, releases::ArtifactView,
+        releases::CreateRelease, releases::ReleaseCreated, releases::ReleaseOptions,
+        releases::ArtifactView,
         system::Health, super::ErrorBody, super::ErrorDetail,
     )),
     modifiers(&Bearer),

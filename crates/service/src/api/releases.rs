@@ -91,6 +91,35 @@ pub struct CreateRelease {
     pub release_notes: Option<String>,
 }
 
+/// What a release request may ask for on this server: the console's
+/// choices, the same rules the server checks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReleaseOptions {
+    /// Registries a release may push to (the allow-list; nothing else is
+    /// accepted).
+    pub registries: Vec<String>,
+    /// Whether `RUN` may use the network (`"network": "host"`).
+    pub network: bool,
+    /// Platforms the workers build for: their own (a `RUN` needs the
+    /// platform's binaries to run; there is no emulation).
+    pub platforms: Vec<String>,
+    /// The largest artifact an upload may be, in bytes.
+    pub max_artifact_bytes: u64,
+}
+
+/// The release options of this server.
+#[utoipa::path(get, path = "/v1/releases/options",
+    responses((status = 200, body = ReleaseOptions)), security(("bearer" = [])))]
+pub(crate) async fn options(State(api): State<Api>, _caller: Caller) -> Json<ReleaseOptions> {
+    let config = &api.inner.config;
+    Json(ReleaseOptions {
+        registries: config.release_registries.clone(),
+        network: config.release_network,
+        platforms: vec![layer_cache::host_platform().to_string()],
+        max_artifact_bytes: config.max_artifact_bytes,
+    })
+}
+
 /// A queued release build.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReleaseCreated {
