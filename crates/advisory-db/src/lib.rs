@@ -16,13 +16,17 @@
 //!   (`introduced`, `fixed`, `last_affected`, `limit`) and explicit
 //!   `versions`; withdrawn records are skipped at import; aliases (CVE
 //!   ids) are kept.
-//! - **Severity** ([`Severity`]): as Trivy decides, the record's own
-//!   rating (GHSA's `database_specific.severity`, `MODERATE` = `MEDIUM`),
-//!   else the highest CVSS v3.x base score among its vectors
-//!   ([`cvss3_base_score`]) in the CVSS bands. CVSS v4 (and v2) vectors are
-//!   not scored: v4's score comes from a table of 270 macro-vector values
-//!   and interpolation this crate does not carry, so a record with only a
-//!   v4 vector and no rating is `UNKNOWN`.
+//! - **Severity** ([`Severity`]): as Trivy decides (trivy-db's
+//!   `detailToSeverity`), the record's own rating (GHSA's
+//!   `database_specific.severity`, `MODERATE` = `MEDIUM`), else the highest
+//!   CVSS v4.0 score among its `CVSS_V4` vectors ([`cvss4_base_score`])
+//!   when that is above zero, else the highest CVSS v3.x base score among
+//!   its `CVSS_V3` vectors ([`cvss3_base_score`]), in the CVSS bands: a
+//!   v4.0 score wins over v3 even when lower, as in Trivy. v4.0 is scored
+//!   as FIRST's reference calculator does (macro vectors, its table of 270
+//!   macro-vector scores, interpolation), threat and environmental metrics
+//!   included when the vector has them. CVSS v2 vectors are not scored;
+//!   unparsable vectors are ignored.
 //!
 //! ```
 //! use advisory_db::{Database, Limits, Package, Severity, import};
@@ -53,6 +57,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cvss4;
 mod osv;
 mod severity;
 mod store;
@@ -60,6 +65,7 @@ mod version;
 
 use std::path::{Path, PathBuf};
 
+pub use cvss4::cvss4_base_score;
 pub use osv::{Advisory, Affected, Cvss, Event, Range, RangeKind, Record, RecordError};
 pub use severity::{CvssError, Severity, cvss3_base_score};
 pub use store::{Counts, Database, Finding, Limits, Meta, Package, import};

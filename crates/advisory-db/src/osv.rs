@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::cvss4::cvss4_base_score;
 use crate::severity::{Severity, cvss3_base_score};
 use crate::version::Ecosystem;
 
@@ -59,18 +60,21 @@ pub struct Advisory {
     pub summary: Option<String>,
     /// RFC 3339 time of the record's last change.
     pub modified: String,
-    /// As Trivy decides: the record's own rating, else its CVSS v3 score.
+    /// As Trivy decides: the record's own rating, else its CVSS v4.0
+    /// score, else its CVSS v3 score.
     pub severity: Severity,
-    /// The CVSS v3 vector scored, with its base score.
+    /// The CVSS vector scored (v4.0 when one scores above zero, else
+    /// v3.x), with its score.
     pub cvss: Option<Cvss>,
 }
 
 /// A scored CVSS vector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cvss {
-    /// `CVSS:3.1/AV:N/…`.
+    /// `CVSS:3.1/AV:N/…` or `CVSS:4.0/AV:N/…`.
     pub vector: String,
-    /// Its base score, 0.0–10.0.
+    /// Its score, 0.0–10.0 (v3.x: the base score; v4.0: with the threat
+    /// and environmental metrics the vector has).
     pub score: f64,
 }
 
@@ -196,19 +200,30 @@ impl Record {
         for alias in &raw.aliases {
             check("alias", alias)?;
         }
-        let mut cvss: Option<Cvss> = None;
+        // The highest-scoring vector of each version; a v4.0 one that
+        // scores above zero wins over v3 (see `severity`'s docs).
+        let mut v3: Option<Cvss> = None;
+        let mut v4: Option<Cvss> = None;
         for s in &raw.severity {
-            // CVSS v4 and v2 vectors are not scored (see the crate docs).
-            if s.kind == "CVSS_V3"
-                && let Ok(score) = cvss3_base_score(&s.score)
-                && cvss.as_ref().is_none_or(|c| score > c.score)
+            // CVSS v2 vectors are not scored (see the crate docs).
+            let (best, scored) = match s.kind.as_str() {
+                "CVSS_V3" => (&mut v3, cvss3_base_score(&s.score)),
+                "CVSS_V4" => (&mut v4, cvss4_base_score(&s.score)),
+                _ => continue,
+            };
+            if let Ok(score) = scored
+                && best.as_ref().is_none_or(|c| score > c.score)
             {
-                cvss = Some(Cvss {
+                *best = Some(Cvss {
                     vector: s.score.clone(),
                     score,
                 });
             }
         }
+        let cvss = match (v4, v3) {
+            (Some(v4), _) if v4.score > 0.0 => Some(v4),
+            (v4, v3) => v3.or(v4),
+        };
         let own = raw
             .database_specific
             .get("severity")
@@ -482,8 +497,30 @@ mod tests {
                 {"type": "CVSS_V3", "score": "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:H/A:H"}]}"#,
         )
         .unwrap();
-        assert_eq!(record.advisory.severity, Severity::High);
-        assert_eq!(record.advisory.cvss.unwrap().score, 7.8);
+        // As Trivy: the v4.0 score wins over v3's.
+        assert_eq!(record.advisory.severity, Severity::Critical);
+        let cvss = record.advisory.cvss.unwrap();
+        assert_eq!(cvss.score, 9.3);
+        assert!(cvss.vector.starts_with("CVSS:4.0/"));
+        // Only a v4.0 vector (E:U lowers it to 8.1): scored, the highest.
+        let v4_only = Record::parse(
+            br#"{"id": "GHSA-x", "severity": [
+                {"type": "CVSS_V4", "score": "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N/E:U"},
+                {"type": "CVSS_V4", "score": "CVSS:4.0/AV:L/AC:L/AT:P/PR:L/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"},
+                {"type": "CVSS_V4", "score": "CVSS:4.0/AV:N/bad"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(v4_only.advisory.severity, Severity::High);
+        assert_eq!(v4_only.advisory.cvss.unwrap().score, 8.1);
+        // A v4.0 score of 0.0 gives way to v3.
+        let zero_v4 = Record::parse(
+            br#"{"id": "GHSA-y", "severity": [
+                {"type": "CVSS_V4", "score": "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:N/VI:N/VA:N/SC:N/SI:N/SA:N"},
+                {"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:L/I:N/A:N"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(zero_v4.advisory.severity, Severity::Medium);
+        assert_eq!(zero_v4.advisory.cvss.unwrap().score, 5.3);
         let moderate =
             Record::parse(br#"{"id": "G", "database_specific": {"severity": "MODERATE"}}"#)
                 .unwrap();

@@ -1,6 +1,7 @@
 //! Severity as Trivy decides it: the advisory's own rating when it has
-//! one (GHSA's `database_specific.severity`), else the CVSS v3.x base
-//! score of its vector, in the CVSS score bands.
+//! one (GHSA's `database_specific.severity`), else the score of its CVSS
+//! vectors in the CVSS score bands: a v4.0 score above zero first, else
+//! the v3.x base score (the order of trivy-db's `detailToSeverity`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -74,16 +75,37 @@ impl fmt::Display for Severity {
     }
 }
 
+/// The longest vector accepted, in bytes: a v4.0 vector with every
+/// metric at its longest value is under 200.
+pub(crate) const MAX_VECTOR_LEN: usize = 1024;
+
 /// Why a CVSS vector was not scored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CvssError {
     /// Not `CVSS:3.0/…` or `CVSS:3.1/…`.
     #[error("not a CVSS v3 vector (it must start with CVSS:3.0/ or CVSS:3.1/)")]
     Version,
-    /// A metric that is not `NAME:VALUE`, unknown, repeated or with an
-    /// unknown value.
+    /// Not `CVSS:4.0/…`.
+    #[error("not a CVSS v4.0 vector (it must start with CVSS:4.0/)")]
+    NotVersion4,
+    /// Longer than any valid vector.
+    #[error("CVSS vector of {len} bytes is longer than the {limit}-byte limit")]
+    TooLong {
+        /// The vector's length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A field that is not `NAME:VALUE` (an empty one among them), or a
+    /// value its metric does not have.
     #[error("bad CVSS metric {0:?}")]
     Metric(String),
+    /// A metric name this CVSS version does not define.
+    #[error("unknown CVSS metric {0:?}")]
+    Unknown(String),
+    /// A metric given twice.
+    #[error("CVSS metric {0} is given twice")]
+    Duplicate(&'static str),
     /// A base metric is missing.
     #[error("CVSS base metric {0} is missing")]
     Missing(&'static str),
@@ -102,6 +124,12 @@ pub enum CvssError {
 /// assert!(cvss3_base_score("AV:N/AC:L/Au:N/C:P/I:P/A:P").is_err());
 /// ```
 pub fn cvss3_base_score(vector: &str) -> Result<f64, CvssError> {
+    if vector.len() > MAX_VECTOR_LEN {
+        return Err(CvssError::TooLong {
+            len: vector.len(),
+            limit: MAX_VECTOR_LEN,
+        });
+    }
     let rest = vector
         .strip_prefix("CVSS:3.1/")
         .or_else(|| vector.strip_prefix("CVSS:3.0/"))
@@ -127,17 +155,23 @@ pub fn cvss3_base_score(vector: &str) -> Result<f64, CvssError> {
                 "UI" => "NR",
                 _ => "UC",
             };
-            if base[i].is_some() || !allowed.contains(v) {
+            if base[i].is_some() {
+                return Err(CvssError::Duplicate(BASE[i]));
+            }
+            if !allowed.contains(v) {
                 return Err(bad());
             }
             base[i] = Some(v as u8);
         } else if let Some(i) = OTHER.iter().position(|n| *n == name) {
-            if seen_other[i] || !v.is_ascii_uppercase() {
+            if seen_other[i] {
+                return Err(CvssError::Duplicate(OTHER[i]));
+            }
+            if !v.is_ascii_uppercase() {
                 return Err(bad());
             }
             seen_other[i] = true;
         } else {
-            return Err(bad());
+            return Err(CvssError::Unknown(name.chars().take(32).collect()));
         }
     }
     let mut m = [0u8; 8];
@@ -231,11 +265,26 @@ mod tests {
             cvss3_base_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H"),
             Err(CvssError::Missing("A"))
         );
+        assert_eq!(
+            cvss3_base_score("CVSS:3.1/AV:N/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"),
+            Err(CvssError::Duplicate("AV"))
+        );
+        assert_eq!(
+            cvss3_base_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/E:P/E:P"),
+            Err(CvssError::Duplicate("E"))
+        );
+        assert_eq!(
+            cvss3_base_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/ZZ:1"),
+            Err(CvssError::Unknown("ZZ".into()))
+        );
+        let long = format!("CVSS:3.1/{}", "AV:N/".repeat(1 << 20));
+        assert!(matches!(
+            cvss3_base_score(&long),
+            Err(CvssError::TooLong { limit: 1024, .. })
+        ));
         for bad in [
-            "CVSS:3.1/AV:N/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
             "CVSS:3.1/AV:X/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
             "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:HH",
-            "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/ZZ:1",
             "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/",
         ] {
             assert!(
