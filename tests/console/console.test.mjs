@@ -249,9 +249,29 @@ try {
     return page.url().split('/').pop();
   }
 
-  step('a release whose connection drops mid-build: no line lost or repeated');
+  step('a release submitted with the keyboard alone');
   const slow = `FROM ${releaseBase}\nARG COUNT\nRUN i=0; while [ $i -lt $COUNT ]; do i=$((i+1)); echo "line $i"; sleep 0.2; done\n`;
-  await release('acme/slow', slow, { COUNT: '40' });
+  await page.goto(`${base}#/functions`);
+  await page.goto(`${base}#/releases/new`);
+  await page.waitForSelector('form[aria-label="New release"]');
+  const form = 'form[aria-label="New release"]';
+  await tabTo(`${form} textarea`);
+  await page.keyboard.press('Control+A');
+  await page.keyboard.insertText(slow);
+  await tabTo(`${form} input[placeholder="team/app"]`);
+  await page.keyboard.type('acme/slow');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type('1.0.0');
+  await tabTo("#add-build-arg");
+  await page.keyboard.press('Enter');
+  await page.keyboard.type('COUNT');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type('40');
+  await tabTo(`${form} button[type=submit]`);
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/#\/builds\/[0-9a-f-]{36}$/);
+
+  step('its connection drops mid-build: no line lost or repeated');
   await page.waitForFunction(() => /line 5\n/.test((document.querySelector('#build-log')?.textContent || '')), null, { timeout: 120_000 });
   dropConnections();
   await page.waitForFunction(() => document.querySelector('#connection')?.dataset.state === 'reconnecting', null, { timeout: 10_000 });

@@ -387,7 +387,7 @@ async function newRelease() {
     args.append(row);
     return key;
   };
-  const addButton = h('button', { type: 'button', text: 'Add build argument' });
+  const addButton = h('button', { type: 'button', id: 'add-build-arg', text: 'Add build argument' });
   addButton.addEventListener('click', () => addArg().focus());
   const argsProblem = h('div', { class: 'problem', role: 'alert' });
   fields.build_args = h('fieldset', {}, h('legend', { text: 'Build arguments' }), args, addButton, argsProblem);
