@@ -13,6 +13,7 @@ mod functions;
 mod hostile;
 mod interop;
 mod peer;
+mod referrers;
 mod releases;
 mod run;
 mod run_output;
