@@ -6,6 +6,7 @@
 // A command-line tool prints its results.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod backup;
 mod base;
 mod build;
 mod db;
@@ -102,6 +103,10 @@ enum Command {
     Referrers(referrers::ReferrersArgs),
     /// Attach a file to an image as an OCI artifact (`subject`).
     Attach(referrers::AttachArgs),
+    /// Write a registry's metadata (repositories, tags, digests, labels,
+    /// referrers) as JSON to an object store, or `--check` a backup
+    /// against the registry.
+    Backup(backup::BackupArgs),
     /// Make base images: `hoist base debian` from Debian packages.
     Base(base::BaseArgs),
     /// The OSV advisory database on local disk: `import`, `status`.
@@ -286,6 +291,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Db(args) => db::db(g, args)?,
         Command::Smoke(args) => return smoke::smoke(g, builder, args).await,
         Command::Sbom(args) => return sbom::sbom(g, builder, args).await,
+        Command::Backup(args) => return backup::backup(g, builder.build()?, args).await,
         Command::Referrers(args) => referrers::referrers(g, builder.build()?, args).await?,
         Command::Attach(args) => referrers::attach(g, builder.build()?, args).await?,
         Command::Serve { args } => return Ok(serve(&args)),

@@ -1,6 +1,7 @@
 //! Test modules and shared helpers.
 
 mod auth;
+mod backup;
 mod base;
 mod build;
 mod cli;
