@@ -346,3 +346,42 @@ async fn hostile_referrers_indexes_are_refused() {
         assert!(err.contains(&want), "{want}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sbom_attach_pushes_the_sbom_as_a_referrer() {
+    let a = Registry::start().await.unwrap();
+    let (_dir, _image, oci) = fixture(&[3_000], 36, false);
+    let app = format!("{}/sbom/app:v1", a.host());
+    hoist_ok(&["copy", &oci, &app]);
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path().to_str().unwrap();
+    let out = hoist_ok(&[
+        "sbom",
+        &app,
+        "--attach",
+        "--format",
+        "cyclonedx",
+        "--cache-dir",
+        cache,
+    ]);
+    let digest = out.trim().rsplit('@').next().unwrap().to_owned();
+    assert_eq!(
+        referrer_digests(&app, Some("application/vnd.cyclonedx+json")),
+        vec![digest.clone()]
+    );
+    let manifest = json(&hoist_ok(&[
+        "inspect",
+        &format!("{}/sbom/app@{digest}", a.host()),
+    ]));
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.cyclonedx+json"
+    );
+    let err = hoist_err(&["sbom", &app, "--attach", "--list", "--cache-dir", cache]);
+    assert!(
+        err.contains("--attach needs --format spdx or cyclonedx"),
+        "{err}"
+    );
+    let err = hoist_err(&["sbom", &oci, "--attach", "--cache-dir", cache]);
+    assert!(err.contains("not a layout"), "{err}");
+}
