@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use oci_model::{Endpoint, Reference};
-use oci_push::{Attachment, Content};
+use oci_push::Attachment;
 use registry_client::Client;
 
 use crate::Global;
@@ -80,8 +80,7 @@ pub(crate) async fn attach(g: &Global, client: Client, args: AttachArgs) -> Resu
     if !args.file.is_file() {
         bail!("{}: not a regular file", args.file.display());
     }
-    let mut attachment = Attachment::new(&args.artifact_type, Vec::new());
-    attachment.content = Content::File(args.file.clone());
+    let mut attachment = Attachment::file(&args.artifact_type, &args.file);
     if let Some(m) = args.media_type {
         attachment.media_type = m;
     }

@@ -197,10 +197,14 @@ impl Copier {
     ) -> Result<CopyReport> {
         let run = self.new_run(origin, dst)?;
         let root_manifest = src.manifest(root).await?;
+        // An index's children have attachments of their own (per-platform
+        // signatures, SBOMs).
+        let children = match root_manifest.kind() {
+            ManifestKind::Index => root_manifest.children(),
+            ManifestKind::Image => &[],
+        };
         let mut queue: std::collections::VecDeque<(Digest, usize)> = std::iter::once(root.clone())
-            .chain(root_manifest.children().iter().filter_map(|d| {
-                (root_manifest.kind() == ManifestKind::Index).then(|| d.digest.clone())
-            }))
+            .chain(children.iter().map(|d| d.digest.clone()))
             .map(|d| (d, 0))
             .collect();
         let mut seen: HashSet<Digest> = queue.iter().map(|(d, _)| d.clone()).collect();

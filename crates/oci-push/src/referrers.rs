@@ -63,6 +63,15 @@ impl Attachment {
         }
     }
 
+    /// An attachment of the file at `path`, streamed when pushed; its
+    /// name becomes the layer's [`TITLE`].
+    pub fn file(artifact_type: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            content: Content::File(path.into()),
+            ..Self::new(artifact_type, Vec::new())
+        }
+    }
+
     /// Adds an annotation to the manifest.
     pub fn annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.annotations.insert(key.into(), value.into());

@@ -139,7 +139,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
     })
     .to_string();
     // The header object, left open for the repositories array.
-    out.write_all(head[..head.len() - 1].as_bytes()).await?;
+    out.write_all(&head.as_bytes()[..head.len() - 1]).await?;
     out.write_all(b",\"repositories\":[").await?;
     let mut summary = Summary::default();
     let mut next = None;

@@ -223,7 +223,6 @@ impl Client {
                 what: format!("PUT manifest {}", manifest.digest()),
                 source,
             })?;
-        let indexed = self.put_manifest_subject(&by_digest, manifest).await?;
         let Some(subject) = manifest.subject() else {
             return Err(Error::Protocol {
                 registry: repo.api_host().to_owned(),
@@ -231,6 +230,7 @@ impl Client {
                 reason: "the manifest has no subject".into(),
             });
         };
+        let indexed = self.put_manifest_subject(&by_digest, manifest).await?;
         if indexed.is_some() {
             return Ok(ReferrersVia::Api);
         }
