@@ -340,6 +340,27 @@ async fn hostile_referrers_indexes_are_refused() {
             "malformed referrers index".into(),
         ),
     ];
+    // A well-formed answer of the referrers API is listed as it comes,
+    // filtered by artifact type even when the registry does not filter.
+    let listed = referrers_index(&[
+        Referrer::new(media_type::OCI_MANIFEST, Digest::of(b"one"), 5).artifact_type("a/b"),
+        Referrer::new(media_type::OCI_MANIFEST, Digest::of(b"two"), 6).artifact_type("c/d"),
+    ]);
+    let host = hostile_referrers(listed).await;
+    let out = json(&hoist_ok(&[
+        "referrers",
+        &format!("{host}/app@{subject}"),
+        "--artifact-type",
+        "c/d",
+        "--json",
+    ]));
+    assert_eq!(out["via"], "api", "{out}");
+    assert_eq!(out["referrers"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(
+        out["referrers"][0]["digest"],
+        Digest::of(b"two").to_string()
+    );
+
     for (body, want) in cases {
         let host = hostile_referrers(body).await;
         let err = hoist_err(&["referrers", &format!("{host}/app@{subject}")]);
