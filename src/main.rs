@@ -6,10 +6,12 @@
 // A command-line tool prints its results.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod backup;
 mod base;
 mod build;
 mod db;
 mod progress;
+mod referrers;
 mod run;
 mod sbom;
 mod smoke;
@@ -96,6 +98,15 @@ enum Command {
     /// List an image's packages (dpkg, apk, Python) from its layers,
     /// without running it: an SPDX or CycloneDX SBOM, or a table.
     Sbom(sbom::SbomArgs),
+    /// List the artifacts attached to an image (SBOMs, reports,
+    /// signatures): its OCI referrers.
+    Referrers(referrers::ReferrersArgs),
+    /// Attach a file to an image as an OCI artifact (`subject`).
+    Attach(referrers::AttachArgs),
+    /// Write a registry's metadata (repositories, tags, digests, labels,
+    /// referrers) as JSON to an object store, or `--check` a backup
+    /// against the registry.
+    Backup(backup::BackupArgs),
     /// Make base images: `hoist base debian` from Debian packages.
     Base(base::BaseArgs),
     /// The OSV advisory database on local disk: `import`, `status`.
@@ -124,6 +135,10 @@ enum RegistryCommand {
         /// Copy only this platform out of an index (default: the whole index).
         #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
         platform: Option<Platform>,
+        /// Also copy the image's attachments: referrers and cosign
+        /// `sha256-<hex>.sig|.att|.sbom` tags, digests unchanged.
+        #[arg(long)]
+        referrers: bool,
     },
     /// Print an image's manifest (or, with --config, its config).
     Inspect {
@@ -276,6 +291,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Db(args) => db::db(g, args)?,
         Command::Smoke(args) => return smoke::smoke(g, builder, args).await,
         Command::Sbom(args) => return sbom::sbom(g, builder, args).await,
+        Command::Backup(args) => return backup::backup(g, builder.build()?, args).await,
+        Command::Referrers(args) => referrers::referrers(g, builder.build()?, args).await?,
+        Command::Attach(args) => referrers::attach(g, builder.build()?, args).await?,
         Command::Serve { args } => return Ok(serve(&args)),
         Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }
@@ -285,9 +303,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 /// The registry verbs: copy, inspect, digest, tags, delete.
 async fn registry(g: &Global, client: Client, command: RegistryCommand) -> Result<()> {
     match command {
-        RegistryCommand::Copy { src, dst, platform } => {
+        RegistryCommand::Copy {
+            src,
+            dst,
+            platform,
+            referrers,
+        } => {
             let show_progress = !g.quiet && !g.json && std::io::stderr().is_terminal();
-            let mut copier = Copier::new(client).jobs(g.jobs).platform(platform);
+            let mut copier = Copier::new(client)
+                .jobs(g.jobs)
+                .platform(platform)
+                .referrers(referrers);
             let bar = show_progress.then(progress::Bar::new);
             if let Some(bar) = &bar {
                 copier = copier.progress(bar.sink());

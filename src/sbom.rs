@@ -29,6 +29,11 @@ pub(crate) struct SbomArgs {
     /// stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Also push the SBOM to the registry as an artifact attached to the
+    /// image (artifactType application/spdx+json or
+    /// application/vnd.cyclonedx+json).
+    #[arg(long)]
+    attach: bool,
     #[command(flatten)]
     pull: PullArgs,
 }
@@ -61,6 +66,14 @@ pub(crate) async fn sbom(g: &Global, builder: ClientBuilder, args: SbomArgs) -> 
     } else {
         args.format
     };
+    let attach_to = match (&args.image, args.attach, format) {
+        (_, false, _) => None,
+        (_, true, SbomFormat::Table) => bail!("--attach needs --format spdx or cyclonedx"),
+        (Endpoint::Registry(r), true, _) => Some((r.clone(), builder.clone().build()?)),
+        (Endpoint::Layout { .. }, true, _) => {
+            bail!("--attach needs an image in a registry, not a layout")
+        }
+    };
     let image = run::pull(g, builder, &args.image, &args.pull).await?;
     let inventory = image_scan::scan(&image, &Limits::default())
         .await
@@ -81,6 +94,21 @@ pub(crate) async fn sbom(g: &Global, builder: ClientBuilder, args: SbomArgs) -> 
         (SbomFormat::Spdx, _) => image_scan::sbom(&inventory, Format::Spdx, created)?,
         (SbomFormat::Cyclonedx, _) => image_scan::sbom(&inventory, Format::CycloneDx, created)?,
     };
+    if let Some((reference, client)) = attach_to {
+        let artifact_type = match format {
+            SbomFormat::Cyclonedx => "application/vnd.cyclonedx+json",
+            _ => "application/spdx+json",
+        };
+        // With --attach, stdout names the artifact; the SBOM goes to
+        // --output only.
+        if let Some(path) = &args.output {
+            oci_model::write_atomic(path, &bytes)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        let attachment = oci_push::Attachment::new(artifact_type, bytes);
+        crate::referrers::push(g, &client, &reference, &attachment).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match &args.output {
         Some(path) => {
             oci_model::write_atomic(path, &bytes)

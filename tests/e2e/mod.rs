@@ -1,6 +1,7 @@
 //! Test modules and shared helpers.
 
 mod auth;
+mod backup;
 mod base;
 mod build;
 mod cli;
@@ -15,6 +16,7 @@ mod hostile;
 mod interop;
 mod monitoring;
 mod peer;
+mod referrers;
 mod releases;
 mod run;
 mod run_output;

@@ -24,6 +24,7 @@ mod layout;
 mod manifest;
 pub mod media_type;
 mod reference;
+mod referrers;
 mod time;
 
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub use layout::{BlobWriter, Layout, REF_NAME};
 pub use manifest::{Body, Descriptor, MAX_MANIFEST_BYTES, Manifest, Platform};
 pub use oci_spec;
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API_HOST, Reference};
+pub use referrers::{
+    EMPTY_JSON, MAX_REFERRERS, Referrer, parse_referrers, referrers_index, referrers_tag,
+};
 pub use time::rfc3339;
 
 /// Everything that can go wrong in this crate.
@@ -100,6 +104,20 @@ pub enum Error {
     UnsupportedMediaType {
         /// The media type.
         media_type: String,
+    },
+    /// A referrers index that does not parse.
+    #[error("malformed referrers index: {reason}")]
+    MalformedReferrers {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A referrers index over [`MAX_REFERRERS`] entries.
+    #[error("the referrers index lists {count} entries: more than {limit} referrers")]
+    TooManyReferrers {
+        /// How many it lists.
+        count: usize,
+        /// The limit.
+        limit: usize,
     },
     /// Platform selection asked of an image manifest.
     #[error("the manifest is not an index, so it has no platforms to choose from")]

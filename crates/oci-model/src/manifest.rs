@@ -159,6 +159,7 @@ pub struct Manifest {
     body: Body,
     children: Vec<Descriptor>,
     config: Option<Descriptor>,
+    subject: Option<Descriptor>,
 }
 
 #[derive(Deserialize)]
@@ -245,8 +246,15 @@ impl Manifest {
                 (Body::Index(Box::new(m)), children, None)
             }
         };
+        let subject = match &body {
+            Body::Image(m) => m.subject().as_ref(),
+            Body::Index(m) => m.subject().as_ref(),
+        }
+        .map(Descriptor::from_spec)
+        .transpose()?;
         let digest = Digest::of(&bytes);
         Ok(Self {
+            subject,
             bytes,
             media_type,
             digest,
@@ -314,6 +322,55 @@ impl Manifest {
         match self.kind {
             ManifestKind::Image => &self.children[1..],
             ManifestKind::Index => &[],
+        }
+    }
+
+    /// The manifest this one refers to (OCI 1.1 `subject`): set on
+    /// artifacts attached to an image.
+    pub fn subject(&self) -> Option<&Descriptor> {
+        self.subject.as_ref()
+    }
+
+    /// What kind of artifact this is, as a referrers index lists it: the
+    /// `artifactType` field, else (for an image manifest) the config's
+    /// media type.
+    pub fn artifact_type(&self) -> Option<String> {
+        match &self.body {
+            Body::Image(m) => Some(
+                m.artifact_type()
+                    .as_ref()
+                    .map_or_else(|| m.config().media_type().to_string(), |t| t.to_string()),
+            ),
+            Body::Index(m) => m.artifact_type().as_ref().map(|t| t.to_string()),
+        }
+    }
+
+    /// This manifest as an entry of its subject's referrers index: its
+    /// descriptor, artifact type and annotations.
+    ///
+    /// ```
+    /// # let json = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+    /// #   "artifactType":"application/spdx+json","annotations":{"a":"b"},
+    /// #   "config":{"mediaType":"application/vnd.oci.empty.v1+json","size":2,
+    /// #     "digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+    /// #   "layers":[]}"#;
+    /// let m = oci_model::Manifest::from_bytes(json.to_vec(), None)?;
+    /// let r = m.referrer();
+    /// assert_eq!(r.artifact_type.as_deref(), Some("application/spdx+json"));
+    /// assert_eq!(r.annotations["a"], "b");
+    /// # Ok::<(), oci_model::Error>(())
+    /// ```
+    pub fn referrer(&self) -> crate::Referrer {
+        let annotations = match &self.body {
+            Body::Image(m) => m.annotations().clone(),
+            Body::Index(m) => m.annotations().clone(),
+        };
+        crate::Referrer {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.bytes.len() as u64,
+            artifact_type: self.artifact_type(),
+            annotations: annotations.unwrap_or_default().into_iter().collect(),
         }
     }
 

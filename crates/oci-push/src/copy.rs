@@ -54,6 +54,9 @@ pub struct CopyReport {
     pub blobs_existed: usize,
     /// Bytes of blobs copied.
     pub bytes_copied: u64,
+    /// Attachments brought along with [`Copier::referrers`]: referrer
+    /// manifests and cosign-style `sha256-<hex>.sig|.att|.sbom` tags.
+    pub referrers: usize,
 }
 
 /// A sink for progress events; called from many tasks at once.
@@ -78,6 +81,7 @@ pub struct Copier {
     jobs: usize,
     platform: Option<Platform>,
     progress: Option<Progress>,
+    referrers: bool,
 }
 
 /// State shared by the tasks of one copy.
@@ -105,6 +109,7 @@ impl Copier {
             jobs: 8,
             platform: None,
             progress: None,
+            referrers: false,
         }
     }
 
@@ -127,16 +132,131 @@ impl Copier {
         self
     }
 
+    /// Also copy the image's attachments ([`Copier::copy`] only): its
+    /// referrers (OCI 1.1 `subject`, found through the referrers API, the
+    /// `sha256-<hex>` fallback tag, or a layout's untagged manifests) and
+    /// the cosign-style tags `sha256-<hex>.sig`, `.att` and `.sbom`, for the
+    /// image and, for an index, each child manifest; then the referrers of
+    /// those, [`MAX_ATTACHMENT_DEPTH`] levels down, each digest once, at
+    /// most [`MAX_ATTACHMENTS`] in all. Every digest stays the same; at a
+    /// registry without the referrers API the fallback index is updated,
+    /// in a layout the referrers become untagged `index.json` entries.
+    pub fn referrers(mut self, on: bool) -> Self {
+        self.referrers = on;
+        self
+    }
+
     /// Copies `src` to `dst`.
     pub async fn copy(&self, src: &Endpoint, dst: &Endpoint) -> Result<CopyReport> {
-        match src {
-            Endpoint::Registry(r) => self.copy_from(self.client.clone(), r, dst).await,
+        let (mut report, attachments) = match src {
+            Endpoint::Registry(r) => (
+                self.copy_from(self.client.clone(), r, dst).await?,
+                Attachments::Registry(self.client.clone(), r.clone()),
+            ),
             Endpoint::Layout { dir, tag } => {
                 let layout = Layout::open(dir)?;
                 let reference = layout.reference(tag.as_deref())?;
-                self.copy_from(layout, &reference, dst).await
+                (
+                    self.copy_from(layout.clone(), &reference, dst).await?,
+                    Attachments::Layout(layout, reference),
+                )
+            }
+        };
+        if self.referrers {
+            let root = report.digest.clone().expect("a finished copy has a digest");
+            let extra = match &attachments {
+                Attachments::Registry(client, r) => {
+                    let origin = crate::source::SourceOrigin::new(client.clone(), r.clone());
+                    self.copy_attachments(&attachments, &origin, &root, dst)
+                        .await?
+                }
+                Attachments::Layout(layout, r) => {
+                    let origin = crate::source::SourceOrigin::new(layout.clone(), r.clone());
+                    self.copy_attachments(&attachments, &origin, &root, dst)
+                        .await?
+                }
+            };
+            report.referrers = extra.referrers;
+            report.manifests += extra.manifests;
+            report.blobs_copied += extra.blobs_copied;
+            report.blobs_mounted += extra.blobs_mounted;
+            report.blobs_existed += extra.blobs_existed;
+            report.bytes_copied += extra.bytes_copied;
+        }
+        Ok(report)
+    }
+
+    /// Copies the attachments of `root` (and of its children) breadth
+    /// first, each digest once.
+    async fn copy_attachments(
+        &self,
+        src: &Attachments,
+        origin: &dyn Origin,
+        root: &Digest,
+        dst: &Endpoint,
+    ) -> Result<CopyReport> {
+        let run = self.new_run(origin, dst)?;
+        let root_manifest = src.manifest(root).await?;
+        // An index's children have attachments of their own (per-platform
+        // signatures, SBOMs).
+        let children = match root_manifest.kind() {
+            ManifestKind::Index => root_manifest.children(),
+            ManifestKind::Image => &[],
+        };
+        let mut queue: std::collections::VecDeque<(Digest, usize)> = std::iter::once(root.clone())
+            .chain(children.iter().map(|d| d.digest.clone()))
+            .map(|d| (d, 0))
+            .collect();
+        let mut seen: HashSet<Digest> = queue.iter().map(|(d, _)| d.clone()).collect();
+        let mut count = 0;
+        while let Some((subject, depth)) = queue.pop_front() {
+            let mut found = Vec::new();
+            for r in src.referrers(&subject).await? {
+                if seen.insert(r.digest.clone()) {
+                    found.push((
+                        Descriptor {
+                            media_type: r.media_type,
+                            digest: r.digest,
+                            size: r.size,
+                            platform: None,
+                        },
+                        None,
+                    ));
+                }
+            }
+            for suffix in ["sig", "att", "sbom"] {
+                let tag = format!("{}.{suffix}", oci_model::referrers_tag(&subject));
+                if let Some(desc) = src.tagged(&tag).await?
+                    && seen.insert(desc.digest.clone())
+                {
+                    found.push((desc, Some(tag)));
+                }
+            }
+            for (desc, tag) in found {
+                count += 1;
+                if count > MAX_ATTACHMENTS {
+                    return Err(Error::TooManyAttachments {
+                        limit: MAX_ATTACHMENTS,
+                    });
+                }
+                let m = origin.manifest(&desc).await?;
+                if tag.is_none() && m.subject().map(|s| &s.digest) != Some(&subject) {
+                    return Err(Error::ReferrerSubjectMismatch {
+                        referrer: desc.digest.clone(),
+                        expected: subject.clone(),
+                        actual: m.subject().map(|s| s.digest.clone()),
+                    });
+                }
+                run.copy_manifest(m.clone(), false).await?;
+                run.dst.attach(&m, tag.as_deref()).await?;
+                if depth + 1 < MAX_ATTACHMENT_DEPTH {
+                    queue.push_back((m.digest().clone(), depth + 1));
+                }
             }
         }
+        let mut report = run.report.lock().expect("report lock").clone();
+        report.referrers = count;
+        Ok(report)
     }
 
     /// Copies what `reference` names on `source` — a registry, registries
@@ -183,12 +303,12 @@ impl Copier {
         self.run(&origin, image.manifest().clone(), dst).await
     }
 
-    async fn run(&self, origin: &dyn Origin, root: Manifest, dst: &Endpoint) -> Result<CopyReport> {
+    fn new_run<'o>(&self, origin: &'o dyn Origin, dst: &Endpoint) -> Result<Run<'o>> {
         let dst = match dst {
             Endpoint::Registry(r) => Dst::Registry(self.client.clone(), r.clone()),
             Endpoint::Layout { dir, tag } => Dst::Layout(Layout::create(dir)?, tag.clone()),
         };
-        let run = Run {
+        Ok(Run {
             origin,
             dst,
             permits: Semaphore::new(self.jobs),
@@ -197,7 +317,11 @@ impl Copier {
             report: Mutex::default(),
             progress: self.progress.clone(),
             retry: self.client.retry_policy().clone(),
-        };
+        })
+    }
+
+    async fn run(&self, origin: &dyn Origin, root: Manifest, dst: &Endpoint) -> Result<CopyReport> {
+        let run = self.new_run(origin, dst)?;
         let digest = root.digest().clone();
         let unchanged = run.dst.has_root(&root).await?;
         if !unchanged {
@@ -426,6 +550,24 @@ impl Dst {
         }
     }
 
+    /// Records an attachment already written by digest: under its cosign
+    /// tag, or as a referrer of its subject (at a registry without the
+    /// referrers API, in the fallback index; in a layout, as an untagged
+    /// `index.json` entry).
+    async fn attach(&self, m: &Manifest, tag: Option<&str>) -> Result<()> {
+        match (self, tag) {
+            (Dst::Registry(client, r), Some(tag)) => {
+                Ok(client.put_manifest(&r.with_tag(tag)?, m).await?)
+            }
+            (Dst::Registry(client, r), None) => client
+                .put_referrer(r, m)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            (Dst::Layout(layout, _), tag) => Ok(layout.add_manifest(&m.descriptor(), tag)?),
+        }
+    }
+
     async fn put_manifest(&self, m: &Manifest, root: bool) -> Result<()> {
         match self {
             Dst::Registry(client, r) => {
@@ -444,6 +586,58 @@ impl Dst {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+/// How many levels of attachments [`Copier::referrers`] follows: an
+/// image's referrers (1), theirs (2, a signature of an SBOM), and theirs.
+pub const MAX_ATTACHMENT_DEPTH: usize = 3;
+/// The most attachments one copy brings along.
+pub const MAX_ATTACHMENTS: usize = 1000;
+
+/// Where a copy's attachments are listed: the source registry or layout.
+enum Attachments {
+    Registry(Client, Reference),
+    Layout(Layout, Reference),
+}
+
+impl Attachments {
+    async fn manifest(&self, digest: &Digest) -> Result<Manifest> {
+        match self {
+            Attachments::Registry(client, r) => {
+                Ok(client.get_manifest(&r.with_digest(digest.clone())).await?)
+            }
+            Attachments::Layout(layout, r) => layout
+                .manifest(&r.with_digest(digest.clone()))
+                .await
+                .map_err(from_model),
+        }
+    }
+
+    async fn referrers(&self, subject: &Digest) -> Result<Vec<oci_model::Referrer>> {
+        match self {
+            Attachments::Registry(client, r) => Ok(client.referrers(r, subject, None).await?.list),
+            Attachments::Layout(layout, _) => crate::referrers::layout_referrers(layout, subject),
+        }
+    }
+
+    /// The manifest at `tag`, if there is one.
+    async fn tagged(&self, tag: &str) -> Result<Option<Descriptor>> {
+        match self {
+            Attachments::Registry(client, r) => {
+                let at = r.with_tag(tag)?;
+                match client.get_manifest(&at).await {
+                    Ok(m) => Ok(Some(m.descriptor())),
+                    Err(registry_client::Error::Status { status: 404, .. }) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Attachments::Layout(layout, _) => Ok(layout
+                .manifests()?
+                .into_iter()
+                .find(|(_, name)| name.as_deref() == Some(tag))
+                .map(|(d, _)| d)),
         }
     }
 }

@@ -36,13 +36,17 @@
 
 mod copy;
 mod inspect;
+mod referrers;
 mod source;
 
 use oci_model::Digest;
 
-pub use copy::{BlobHow, Copier, CopyReport, Progress};
+pub use copy::{BlobHow, Copier, CopyReport, MAX_ATTACHMENT_DEPTH, MAX_ATTACHMENTS, Progress};
 pub use inspect::{config, manifest};
 pub use oci_model::Endpoint;
+pub use referrers::{
+    Attached, Attachment, CREATED, Content, ReferrerList, TITLE, attach, referrers,
+};
 
 /// Progress of a copy.
 #[derive(Clone, Debug)]
@@ -106,6 +110,23 @@ pub enum Error {
         /// What the manifest is.
         actual: String,
     },
+    /// A referrer whose manifest does not name the image it is listed for
+    /// as its `subject`.
+    #[error("{referrer} is listed as a referrer of {expected}, but its subject is {}", actual.as_ref().map_or("missing".to_owned(), |d| d.to_string()))]
+    ReferrerSubjectMismatch {
+        /// The referrer manifest.
+        referrer: Digest,
+        /// The image it was listed for.
+        expected: Digest,
+        /// Its own subject.
+        actual: Option<Digest>,
+    },
+    /// More attachments than one copy brings along.
+    #[error("more than {limit} attachments (referrers and signature tags) to copy")]
+    TooManyAttachments {
+        /// The limit.
+        limit: usize,
+    },
     /// Local file I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -118,9 +139,11 @@ impl Error {
         match self {
             Self::Registry(e) => e.action(),
             Self::Model(oci_model::Error::DigestMismatch { .. }) => Action::Retry,
-            Self::Model(_) | Self::NotAnIndex { .. } | Self::MediaTypeMismatch { .. } => {
-                Action::GiveUp
-            }
+            Self::Model(_)
+            | Self::NotAnIndex { .. }
+            | Self::MediaTypeMismatch { .. }
+            | Self::ReferrerSubjectMismatch { .. }
+            | Self::TooManyAttachments { .. } => Action::GiveUp,
             Self::Io(_) => Action::GiveUp,
         }
     }

@@ -42,6 +42,7 @@ mod client;
 mod credentials;
 mod error;
 mod manifests;
+mod referrers;
 mod retry;
 mod source;
 mod upload;
@@ -50,6 +51,7 @@ pub use blobs::{ByteStream, Checkpoint, CheckpointHandle, VerifiedStream};
 pub use client::{Client, ClientBuilder};
 pub use credentials::{CredentialStore, Credentials};
 pub use error::{Action, Error, ErrorCode};
+pub use referrers::{CatalogPage, Referrers, ReferrersVia};
 pub use retry::RetryPolicy;
 pub use upload::{BlobSource, PushOutcome};
 

@@ -125,6 +125,16 @@ impl Client {
     /// Uploads a manifest under `r`'s tag (or, without a tag, its digest).
     /// Every blob and child manifest it references must already be there.
     pub async fn put_manifest(&self, r: &Reference, manifest: &Manifest) -> Result<()> {
+        self.put_manifest_subject(r, manifest).await.map(drop)
+    }
+
+    /// [`Client::put_manifest`], returning the registry's `OCI-Subject`
+    /// header: the subject it indexed, when it has the referrers API.
+    pub async fn put_manifest_subject(
+        &self,
+        r: &Reference,
+        manifest: &Manifest,
+    ) -> Result<Option<String>> {
         let target = match r.tag() {
             Some(t) => t.to_owned(),
             None => manifest.digest().to_string(),
@@ -157,7 +167,7 @@ impl Client {
                         ),
                     });
                 }
-                Ok(())
+                Ok(header_str(response.headers(), "oci-subject").map(str::to_owned))
             })
             .await
     }

@@ -243,6 +243,16 @@ impl Objects {
         }
     }
 
+    /// Moves an object to another key, replacing what is there (a copy
+    /// then a delete on S3): how a document written under a temporary key
+    /// appears whole under its final one.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.store
+            .rename(&Path::from(from), &Path::from(to))
+            .await
+            .map_err(|e| object_error(from, e))
+    }
+
     /// Whether the store answers: a probe object written, read and removed.
     pub async fn health(&self) -> Result<()> {
         let key = ".health";
