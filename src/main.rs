@@ -12,6 +12,7 @@ mod db;
 mod progress;
 mod run;
 mod sbom;
+mod scan;
 mod smoke;
 
 use std::io::IsTerminal;
@@ -96,6 +97,10 @@ enum Command {
     /// List an image's packages (dpkg, apk, Python) from its layers,
     /// without running it: an SPDX or CycloneDX SBOM, or a table.
     Sbom(sbom::SbomArgs),
+    /// Match an image's packages against the OSV database (`hoist db
+    /// import`) and judge them by a policy: exit 0 pass or warn, 1 reject,
+    /// 2 error. A table, JSON or SARIF 2.1.0.
+    Scan(Box<scan::ScanArgs>),
     /// Make base images: `hoist base debian` from Debian packages.
     Base(base::BaseArgs),
     /// The OSV advisory database on local disk: `import`, `status`.
@@ -276,6 +281,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Db(args) => db::db(g, args)?,
         Command::Smoke(args) => return smoke::smoke(g, builder, args).await,
         Command::Sbom(args) => return sbom::sbom(g, builder, args).await,
+        Command::Scan(args) => return Ok(scan::scan(g, builder, *args).await),
         Command::Serve { args } => return Ok(serve(&args)),
         Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }

@@ -330,6 +330,11 @@ pub fn findings(inventory: &Inventory, db: &Database) -> Result<Scan> {
     })
 }
 
+/// Today's date in UTC: the day ignores' expiry dates are compared with.
+pub fn today_utc() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
 /// Most severe first, then by package, version and advisory id.
 pub(crate) fn sort(findings: &mut [Finding]) {
     findings.sort_by(|a, b| {
