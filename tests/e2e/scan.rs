@@ -572,3 +572,110 @@ async fn a_rejected_build_never_reaches_the_registry() {
     let pushed = hoist_ok(&["digest", &reference]);
     assert_eq!(pushed.trim(), digest);
 }
+
+/// A function build on `hoist serve` whose worker scans with a policy
+/// that rejects HIGH: Jinja2 2.10 (GHSA-462w-v97r-4m45, CVE-2019-10906,
+/// HIGH, fixed in 2.10.1) from PyPI fails the build, nothing reaches the
+/// registry, and the API answers with the seed's `vulnerabilities`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_build_the_gate_rejects_fails_with_the_seed_s_shape() {
+    let work = tempfile::tempdir().unwrap();
+    let osv = work.path().join("osv");
+    std::fs::create_dir_all(&osv).unwrap();
+    std::fs::write(
+        osv.join("GHSA-462w-v97r-4m45.json"),
+        r#"{"schema_version": "1.4.0", "id": "GHSA-462w-v97r-4m45", "modified": "2024-09-20T00:00:00Z",
+  "published": "2019-04-10T14:30:24Z", "aliases": ["CVE-2019-10906"],
+  "summary": "Jinja2 sandbox escape via string formatting",
+  "severity": [{"type": "CVSS_V3", "score": "CVSS:3.0/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:N/A:N"}],
+  "affected": [{"package": {"ecosystem": "PyPI", "name": "jinja2", "purl": "pkg:pypi/jinja2"},
+    "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.10.1"}]}]}],
+  "database_specific": {"cwe_ids": ["CWE-134"], "severity": "HIGH", "github_reviewed": true}}"#,
+    )
+    .unwrap();
+    let db = work.path().join("db");
+    hoist_ok(&[
+        "db",
+        "import",
+        osv.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    let strict = work.path().join("strict.toml");
+    std::fs::write(
+        &strict,
+        "reject = [\"CRITICAL\", \"HIGH\"]\nwarn = [\"MEDIUM\"]\n",
+    )
+    .unwrap();
+
+    let registry = testkit::Registry::start().await.unwrap();
+    let target = format!("{}/fns", registry.host());
+    let serve = super::service::Serve::start(&[
+        "--registry",
+        &target,
+        "--advisory-db",
+        db.to_str().unwrap(),
+        "--scan-policy",
+        strict.to_str().unwrap(),
+    ]);
+    let api = &serve.client;
+    let (status, created) = api
+        .post(
+            "/v1/functions",
+            serde_json::json!({
+                "name": "templating",
+                "version": "1.0.0",
+                "code": "def handler(inputs):\n    return {'ok': True}\n",
+                "requirements": "Jinja2==2.10\n",
+            }),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let build = created["build_id"].as_str().unwrap();
+    let done = api
+        .build_done(build, std::time::Duration::from_secs(600))
+        .await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["error_message"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "vulnerability scan rejected the image, nothing pushed: 0 critical, 1 high"
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        done["vulnerabilities"],
+        serde_json::json!({
+            "critical": 0,
+            "high": 1,
+            "warnings": ["Jinja2 2.10 has HIGH CVE-2019-10906"],
+        }),
+        "{done}"
+    );
+
+    let http = reqwest::Client::new();
+    let catalog = http
+        .get(format!("{}/v2/_catalog", registry.url()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let catalog: Value = serde_json::from_slice(&catalog).unwrap();
+    assert_eq!(catalog["repositories"], serde_json::json!([]), "{catalog}");
+
+    let (status, metrics) = api.as_key("").get("/metrics").await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for line in [
+        "hoist_scans_total{decision=\"reject\"} 1",
+        "hoist_scan_rejections_total 1",
+        "hoist_builds_total{status=\"failed\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
+}

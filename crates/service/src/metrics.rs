@@ -65,6 +65,7 @@ struct State {
     task_duration: Histogram,
     result_cache: BTreeMap<&'static str, u64>,
     requests: BTreeMap<(String, u16), u64>,
+    scans: BTreeMap<String, u64>,
 }
 
 /// Counters kept by the API and the worker of one process.
@@ -96,6 +97,12 @@ impl Metrics {
         let mut s = self.state();
         *s.tasks.entry(outcome.to_owned()).or_default() += 1;
         s.task_duration.observe(took);
+    }
+
+    /// The build gate scanned an image and decided `decision` (`pass`,
+    /// `warn`, `reject`).
+    pub fn scan_finished(&self, decision: &str) {
+        *self.state().scans.entry(decision.to_owned()).or_default() += 1;
     }
 
     /// An invocation was answered from the result cache (`hit`) or not.
@@ -146,6 +153,13 @@ impl Metrics {
                 "hoist_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
+        out.push_str("# HELP hoist_scans_total Images the build gate scanned, by decision.\n# TYPE hoist_scans_total counter\n");
+        for (decision, n) in &s.scans {
+            let _ = writeln!(out, "hoist_scans_total{{decision=\"{decision}\"}} {n}");
+        }
+        out.push_str("# HELP hoist_scan_rejections_total Builds the vulnerability gate rejected (never pushed).\n# TYPE hoist_scan_rejections_total counter\n");
+        let rejected = s.scans.get("reject").copied().unwrap_or(0);
+        let _ = writeln!(out, "hoist_scan_rejections_total {rejected}");
         out.push_str(extra);
         out
     }
@@ -163,6 +177,9 @@ mod tests {
         m.task_finished("failed", Duration::from_secs(2));
         m.result_cache(true);
         m.request("/v1/functions", 202);
+        m.scan_finished("reject");
+        m.scan_finished("warn");
+        m.scan_finished("reject");
         let text = m.to_prometheus("hoist_queue_depth 3\n");
         for line in [
             "hoist_builds_total{status=\"completed\"} 1",
@@ -173,6 +190,9 @@ mod tests {
             "hoist_result_cache_total{result=\"hit\"} 1",
             "hoist_http_requests_total{route=\"/v1/functions\",status=\"202\"} 1",
             "hoist_queue_depth 3",
+            "hoist_scans_total{decision=\"reject\"} 2",
+            "hoist_scans_total{decision=\"warn\"} 1",
+            "hoist_scan_rejections_total 2",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
