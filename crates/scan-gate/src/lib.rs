@@ -213,6 +213,15 @@ impl Finding {
     }
 
     /// Whether `id` names this advisory (its id or an alias, any case).
+    ///
+    /// ```
+    /// # let f = scan_gate::Finding { package: "PyYAML".into(), ecosystem: "PyPI".into(),
+    /// #   installed: "5.3.1".into(), advisory_package: None, fixed: None,
+    /// #   id: "GHSA-8q59-q68h-6hv4".into(), aliases: vec!["CVE-2020-14343".into()],
+    /// #   severity: advisory_db::Severity::Critical, score: None, layer: None, path: None, summary: None };
+    /// assert!(f.is_named("cve-2020-14343"));
+    /// assert!(!f.is_named("CVE-2020-1747"));
+    /// ```
     pub fn is_named(&self, id: &str) -> bool {
         self.id.eq_ignore_ascii_case(id) || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(id))
     }
@@ -331,6 +340,11 @@ pub fn findings(inventory: &Inventory, db: &Database) -> Result<Scan> {
 }
 
 /// Today's date in UTC: the day ignores' expiry dates are compared with.
+///
+/// ```
+/// let verdict = scan_gate::Policy::default().judge(scan_gate::Scan::default(), scan_gate::today_utc());
+/// assert_eq!(verdict.decision, scan_gate::Decision::Pass);
+/// ```
 pub fn today_utc() -> chrono::NaiveDate {
     chrono::Utc::now().date_naive()
 }

@@ -73,7 +73,12 @@ enum RawDate {
 }
 
 impl Policy {
-    /// Reads a policy file (see [`Policy::parse`]).
+    /// Reads a policy file (see [`Policy::parse`]), at most 1 MiB.
+    ///
+    /// ```no_run
+    /// let policy = scan_gate::Policy::load("policy.toml".as_ref())?;
+    /// # Ok::<(), scan_gate::Error>(())
+    /// ```
     pub fn load(path: &Path) -> Result<Policy> {
         use std::io::Read;
         let name = path.display().to_string();

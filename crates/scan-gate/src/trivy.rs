@@ -201,6 +201,15 @@ pub enum Target {
 }
 
 /// The `trivy` on PATH, if any.
+///
+/// ```
+/// if scan_gate::trivy::find().is_none() {
+///     assert!(matches!(
+///         scan_gate::trivy::run(&scan_gate::trivy::Target::Registry("alpine:3.19".into())),
+///         Err(scan_gate::Error::TrivyNotFound)
+///     ));
+/// }
+/// ```
 pub fn find() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -216,6 +225,13 @@ fn is_executable(p: &Path) -> bool {
 /// Runs `trivy image --format json --quiet` on `target` with the `trivy`
 /// on PATH ([`Error::TrivyNotFound`] without one) and maps its report
 /// ([`parse`]); a report over [`MAX_REPORT_BYTES`] is refused.
+///
+/// ```no_run
+/// use scan_gate::trivy::{Target, run};
+/// let scan = run(&Target::Layout("/tmp/app-layout".into()))?;
+/// println!("{} findings", scan.findings.len());
+/// # Ok::<(), scan_gate::Error>(())
+/// ```
 pub fn run(target: &Target) -> Result<Scan> {
     use std::io::Read;
     let trivy = find().ok_or(Error::TrivyNotFound)?;
