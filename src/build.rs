@@ -11,7 +11,7 @@ use oci_model::{Platform, Reference};
 use oci_push::{Copier, Endpoint};
 use registry_client::Client;
 
-use crate::{Global, progress, run, smoke};
+use crate::{Global, progress, run, scan, smoke};
 
 /// Options shared by `validate` and `build`.
 #[derive(Args)]
@@ -135,6 +135,27 @@ pub(crate) struct BuildArgs {
     policy: PolicyArgs,
     #[command(flatten)]
     smoke: smoke::BuildSmokeArgs,
+    /// Scan the built image before pushing it: a policy rejection prints
+    /// the report, pushes nothing and exits 1; warnings are printed.
+    #[arg(long)]
+    scan: bool,
+    /// The advisory database --scan reads (default
+    /// $XDG_CACHE_HOME/hoist/osv or ~/.cache/hoist/osv).
+    #[arg(long = "db", value_name = "DIR", requires = "scan")]
+    scan_db: Option<PathBuf>,
+    /// The policy file --scan applies (default: CRITICAL rejects, HIGH
+    /// warns).
+    #[arg(long = "policy", value_name = "FILE", requires = "scan")]
+    scan_policy: Option<PathBuf>,
+}
+
+impl BuildArgs {
+    /// The vulnerability gate of --scan, loaded before any work.
+    fn scan_gate(&self) -> Result<Option<scan::BuildGate>> {
+        self.scan
+            .then(|| scan::BuildGate::load(self.scan_db.as_deref(), self.scan_policy.as_deref()))
+            .transpose()
+    }
 }
 
 /// Prints problems one per line (or as JSON); exit status 1 if any.
@@ -172,6 +193,7 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
     }
     let name = name(&args)?;
     naming::check_tag(&name, args.allow_latest)?;
+    let gate = args.scan_gate()?;
     let Some(base) = args.base.clone() else {
         bail!("--base IMAGE is needed");
     };
@@ -216,6 +238,10 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
         args.platform.clone(),
     )
     .await?;
+    let verdict = match &gate {
+        Some(gate) => Some(gate.check(g, &output.image).await?),
+        None => None,
+    };
 
     // Push (or write the layout): only blobs the destination lacks move;
     // base layers are mounted from the base's repository when they share
@@ -264,7 +290,7 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
             .map(|(p, d)| (p.to_string(), ms(*d).into()))
             .collect();
         phases.insert("push".into(), ms(push_time).into());
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "reference": pinned.to_string(),
             "destination": dst.to_string(),
             "digest": output.manifest_digest,
@@ -280,6 +306,9 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
             "phases_ms": phases,
             "push": report,
         });
+        if let Some(v) = &verdict {
+            value["vulnerabilities"] = serde_json::to_value(v.summary())?;
+        }
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
@@ -316,6 +345,7 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
     for n in &names {
         naming::check_tag(n, args.allow_latest)?;
     }
+    let gate = args.scan_gate()?;
     let mut spec = oci_build::DockerfileSpec::new(&file, &args.dir, names[0].clone());
     for kv in &args.build_args {
         let (k, v) = kv
@@ -378,6 +408,10 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
         args.platform.clone(),
     )
     .await?;
+    let verdict = match &gate {
+        Some(gate) => Some(gate.check(g, &output.image).await?),
+        None => None,
+    };
     let destinations: Vec<Endpoint> = match &args.output {
         Some(Endpoint::Layout { dir, tag }) => vec![Endpoint::Layout {
             dir: dir.clone(),
@@ -395,13 +429,16 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
         pushed.push(serde_json::json!({"destination": dst.to_string(), "push": report}));
     }
     if g.json {
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "digest": output.manifest_digest,
             "config_digest": output.config_digest,
             "added_layers": output.added_layers,
             "steps": output.steps,
             "destinations": pushed,
         });
+        if let Some(v) = &verdict {
+            value["vulnerabilities"] = serde_json::to_value(v.summary())?;
+        }
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }

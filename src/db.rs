@@ -46,12 +46,19 @@ struct DbDir {
 
 impl DbDir {
     fn resolve(&self) -> Result<PathBuf> {
-        match &self.dir {
-            Some(d) => Ok(d.clone()),
-            None => oci_build::default_cache_dir()
-                .map(|d| d.join("osv"))
-                .context("no cache directory: set XDG_CACHE_HOME or HOME, or pass --db"),
-        }
+        resolve_dir(self.dir.as_deref())
+    }
+}
+
+/// `--db DIR`, else the default $XDG_CACHE_HOME/hoist/osv (or
+/// ~/.cache/hoist/osv); `hoist scan` and `hoist build --scan` read the
+/// same one.
+pub(crate) fn resolve_dir(given: Option<&Path>) -> Result<PathBuf> {
+    match given {
+        Some(d) => Ok(d.to_owned()),
+        None => oci_build::default_cache_dir()
+            .map(|d| d.join("osv"))
+            .context("no cache directory: set XDG_CACHE_HOME or HOME, or pass --db"),
     }
 }
 

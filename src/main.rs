@@ -14,6 +14,7 @@ mod progress;
 mod referrers;
 mod run;
 mod sbom;
+mod scan;
 mod smoke;
 
 use std::io::IsTerminal;
@@ -107,6 +108,10 @@ enum Command {
     /// referrers) as JSON to an object store, or `--check` a backup
     /// against the registry.
     Backup(backup::BackupArgs),
+    /// Match an image's packages against the OSV database (`hoist db
+    /// import`) and judge them by a policy: exit 0 pass or warn, 1 reject,
+    /// 2 error. A table, JSON or SARIF 2.1.0.
+    Scan(Box<scan::ScanArgs>),
     /// Make base images: `hoist base debian` from Debian packages.
     Base(base::BaseArgs),
     /// The OSV advisory database on local disk: `import`, `status`.
@@ -294,6 +299,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Backup(args) => return backup::backup(g, builder.build()?, args).await,
         Command::Referrers(args) => referrers::referrers(g, builder.build()?, args).await?,
         Command::Attach(args) => referrers::attach(g, builder.build()?, args).await?,
+        Command::Scan(args) => return Ok(scan::scan(g, builder, *args).await),
         Command::Serve { args } => return Ok(serve(&args)),
         Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }

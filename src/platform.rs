@@ -178,6 +178,15 @@ pub struct WorkerArgs {
     /// so counted as its memory too).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub release_disk: u64,
+    /// Scan every built image before its push against this OSV database
+    /// (`hoist db import --db DIR`): a build the policy rejects fails and
+    /// is never pushed.
+    #[arg(long, value_name = "DIR")]
+    pub advisory_db: Option<PathBuf>,
+    /// The policy of the build scan (TOML, as `hoist scan --policy`;
+    /// default: CRITICAL rejects, HIGH warns).
+    #[arg(long, value_name = "FILE", requires = "advisory_db")]
+    pub scan_policy: Option<PathBuf>,
 }
 
 impl WorkerArgs {
@@ -217,6 +226,13 @@ impl WorkerArgs {
         }
         config.release.max_context_bytes = self.release_context.saturating_mul(1 << 30);
         config.release.run_disk = self.release_disk.max(1).saturating_mul(1 << 20);
+        if let Some(db) = &self.advisory_db {
+            let mut gate = service::worker::ScanConfig::new(db);
+            if let Some(p) = &self.scan_policy {
+                gate.policy = scan_gate::Policy::load(p)?;
+            }
+            config.scan = Some(gate);
+        }
         Ok(config)
     }
 

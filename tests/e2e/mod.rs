@@ -21,6 +21,7 @@ mod releases;
 mod run;
 mod run_output;
 mod sbom;
+mod scan;
 mod service;
 mod smoke;
 mod warm;

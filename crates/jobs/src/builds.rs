@@ -30,7 +30,7 @@ pub const MAX_LINE_BYTES: usize = 8192;
 
 const COLUMNS: &str = "id, kind, function_id, status, progress, current_step, image_url, \
                        image_digest, size_bytes, error_message, error_step, spec, started_at, \
-                       completed_at, created_at, created_by, cancel_requested";
+                       completed_at, created_at, created_by, cancel_requested, vulnerabilities";
 
 /// `status NOT IN (final)`, as SQL.
 const OPEN: &str = "status NOT IN ('completed', 'failed', 'cancelled')";
@@ -55,6 +55,7 @@ fn build(row: &AnyRow) -> Result<Build> {
         created_at: c.time("created_at")?,
         created_by: c.opt_text("created_by")?,
         cancel_requested: c.flag("cancel_requested")?,
+        vulnerabilities: c.opt_json("vulnerabilities")?,
     })
 }
 
@@ -146,6 +147,7 @@ impl Jobs {
             created_at: time(now)?,
             created_by: new.created_by,
             cancel_requested: false,
+            vulnerabilities: None,
         };
         let mut tx = self.begin().await?;
         // First, so that a missing function is NotFound rather than a
@@ -188,6 +190,35 @@ impl Jobs {
         self.commit(tx, signals).await?;
         self.enqueue_after(later).await;
         Ok(b)
+    }
+
+    /// Records the vulnerability gate's summary of build `id`'s image
+    /// (before its push, or its failure). Not an event of its own: the
+    /// worker logs the decision, which is.
+    ///
+    /// ```no_run
+    /// # async fn demo(jobs: jobs::Jobs, id: uuid::Uuid) -> jobs::Result<()> {
+    /// let summary = serde_json::json!({"critical": 0, "high": 1,
+    ///     "warnings": ["numpy 1.24.0 has HIGH CVE-2024-0001"]});
+    /// jobs.set_build_vulnerabilities(id, &summary).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn set_build_vulnerabilities(
+        &self,
+        id: Uuid,
+        summary: &serde_json::Value,
+    ) -> Result<()> {
+        let done = sqlx::query("UPDATE builds SET vulnerabilities = $1 WHERE id = $2")
+            .bind(summary.to_string())
+            .bind(id.to_string())
+            .execute(&self.inner.db.pool)
+            .await
+            .map_err(db("record a build's vulnerabilities"))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { kind: "build", id });
+        }
+        Ok(())
     }
 
     /// The build with this id.

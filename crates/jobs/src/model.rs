@@ -224,6 +224,9 @@ pub struct Build {
     /// A user asked to cancel it while it ran; the worker stops and
     /// finishes it as cancelled.
     pub cancel_requested: bool,
+    /// The vulnerability gate's summary of its image (`{"critical": N,
+    /// "high": N, "warnings": [...]}`), when the worker scanned it.
+    pub vulnerabilities: Option<serde_json::Value>,
 }
 
 /// What [`Jobs::create_build`](crate::Jobs::create_build) needs.

@@ -95,6 +95,21 @@ async fn first_schema_then_latest(backend: Backend) {
         (BuildStatus::Building, 40, false)
     );
     assert_eq!(b.spec, serde_json::json!({"a": 1}));
+    assert_eq!(b.vulnerabilities, None);
+    let summary = serde_json::json!({"critical": 1, "high": 0,
+        "warnings": ["PyYAML 5.3.1 has CRITICAL CVE-2020-14343"]});
+    jobs.set_build_vulnerabilities(build, &summary)
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.build(build).await.unwrap().unwrap().vulnerabilities,
+        Some(summary)
+    );
+    assert!(matches!(
+        jobs.set_build_vulnerabilities(Uuid::now_v7(), &serde_json::json!({}))
+            .await,
+        Err(jobs::Error::NotFound { .. })
+    ));
     assert_eq!(
         jobs.cancel_build(build).await.unwrap(),
         Some(BuildStatus::Building)

@@ -68,6 +68,7 @@ struct State {
     image_pulls: BTreeMap<(String, &'static str), Histogram>,
     image_pull_errors: BTreeMap<(String, &'static str), u64>,
     image_cache_hits: BTreeMap<&'static str, u64>,
+    scans: BTreeMap<String, u64>,
 }
 
 /// Counters kept by the API and the worker of one process.
@@ -99,6 +100,12 @@ impl Metrics {
         let mut s = self.state();
         *s.tasks.entry(outcome.to_owned()).or_default() += 1;
         s.task_duration.observe(took);
+    }
+
+    /// The build gate scanned an image and decided `decision` (`pass`,
+    /// `warn`, `reject`).
+    pub fn scan_finished(&self, decision: &str) {
+        *self.state().scans.entry(decision.to_owned()).or_default() += 1;
     }
 
     /// An invocation was answered from the result cache (`hit`) or not.
@@ -192,6 +199,13 @@ impl Metrics {
                 "hoist_image_cache_hits_total{{image_type=\"{image_type}\"}} {n}"
             );
         }
+        out.push_str("# HELP hoist_scans_total Images the build gate scanned, by decision.\n# TYPE hoist_scans_total counter\n");
+        for (decision, n) in &s.scans {
+            let _ = writeln!(out, "hoist_scans_total{{decision=\"{decision}\"}} {n}");
+        }
+        out.push_str("# HELP hoist_scan_rejections_total Builds the vulnerability gate rejected (never pushed).\n# TYPE hoist_scan_rejections_total counter\n");
+        let rejected = s.scans.get("reject").copied().unwrap_or(0);
+        let _ = writeln!(out, "hoist_scan_rejections_total {rejected}");
         out.push_str(extra);
         out
     }
@@ -212,6 +226,9 @@ mod tests {
         m.image_pulled("r:5000", "function", Some(Duration::from_secs(3)));
         m.image_pulled("r:5000", "function", None);
         m.image_pull_failed("r:5000", "registry");
+        m.scan_finished("reject");
+        m.scan_finished("warn");
+        m.scan_finished("reject");
         let text = m.to_prometheus("hoist_queue_depth 3\n");
         for line in [
             "hoist_builds_total{status=\"completed\"} 1",
@@ -227,6 +244,9 @@ mod tests {
             "hoist_image_pull_duration_seconds_count{registry=\"r:5000\",image_type=\"function\"} 1",
             "hoist_image_pull_errors_total{registry=\"r:5000\",error_type=\"registry\"} 1",
             "hoist_image_cache_hits_total{image_type=\"function\"} 1",
+            "hoist_scans_total{decision=\"reject\"} 2",
+            "hoist_scans_total{decision=\"warn\"} 1",
+            "hoist_scan_rejections_total 2",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }

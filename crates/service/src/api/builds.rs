@@ -58,6 +58,11 @@ pub struct BuildView {
     pub started_at: Option<String>,
     /// When it ended.
     pub completed_at: Option<String>,
+    /// The vulnerability gate's summary of its image, when the worker
+    /// scanned it: `{"critical": N, "high": N, "warnings": ["PyYAML 5.3.1
+    /// has CRITICAL CVE-2020-14343", …]}`.
+    #[schema(value_type = Option<Object>)]
+    pub vulnerabilities: Option<Value>,
 }
 
 /// A page of builds.
@@ -116,6 +121,7 @@ pub(crate) fn view(b: jobs::Build) -> BuildView {
         created_at: b.created_at.to_rfc3339(),
         started_at: b.started_at.map(|t| t.to_rfc3339()),
         completed_at: b.completed_at.map(|t| t.to_rfc3339()),
+        vulnerabilities: b.vulnerabilities,
     }
 }
 

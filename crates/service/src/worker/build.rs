@@ -150,6 +150,60 @@ pub(super) async fn push(
     Ok(())
 }
 
+/// The vulnerability gate, when the worker has one: scans build `id`'s
+/// image before its push, records the summary on the build and in the
+/// log, counts the decision; a rejection fails the build (nothing is
+/// pushed).
+pub(super) async fn scan(
+    ctx: &Context,
+    id: Uuid,
+    image: &oci_model::SourceImage<oci_model::Layout>,
+) -> Result<(), Failed> {
+    let (Some(db), Some(gate)) = (&ctx.advisories, &ctx.config.scan) else {
+        return Ok(());
+    };
+    let jobs = &ctx.jobs;
+    record_step(jobs, id, BuildStatus::Building, 80, "scanning").await;
+    let inventory = image_scan::scan(image, &image_scan::Limits::default())
+        .await
+        .map_err(|e| Failed::at("scanning")(e.to_string()))?;
+    let db = db.clone();
+    // Matching reads many small files.
+    let found = tokio::task::spawn_blocking(move || scan_gate::findings(&inventory, &db))
+        .await
+        .map_err(|e| Failed::at("scanning")(e.to_string()))?
+        .map_err(|e| Failed::at("scanning")(e.to_string()))?;
+    let verdict = gate.policy.judge(found, scan_gate::today_utc());
+    let summary = verdict.summary();
+    let value = serde_json::to_value(&summary).expect("a summary serializes");
+    if let Err(e) = jobs.set_build_vulnerabilities(id, &value).await {
+        tracing::warn!(build = %id, error = %e, "recording the scan's summary");
+    }
+    ctx.metrics.scan_finished(&verdict.decision.to_string());
+    let t = &verdict.tally;
+    record_log(
+        jobs,
+        id,
+        format!(
+            "scan: {} ({} critical, {} high, {} medium, {} low, {} unknown, {} ignored)",
+            verdict.decision, t.critical, t.high, t.medium, t.low, t.unknown, t.ignored
+        ),
+    )
+    .await;
+    for line in &summary.warnings {
+        record_log(jobs, id, format!("scan: {line}")).await;
+    }
+    if verdict.decision == scan_gate::Decision::Reject {
+        return Err(Failed::at("scanning")(format!(
+            "vulnerability scan rejected the image, nothing pushed: {} critical, {} high: {}",
+            summary.critical,
+            summary.high,
+            summary.warnings.join("; ")
+        )));
+    }
+    Ok(())
+}
+
 /// Runs the build job `id` of `spec`.
 pub(crate) async fn run(
     ctx: &Context,
@@ -209,6 +263,7 @@ pub(crate) async fn run(
         .await;
     }
     record_log(jobs, id, format!("built {}", built.manifest_digest)).await;
+    scan(ctx, id, &built.image).await?;
 
     record_step(jobs, id, BuildStatus::Pushing, 85, "pushing").await;
     let (dst, image_url) = match &ctx.config.images {

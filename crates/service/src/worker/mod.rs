@@ -86,6 +86,34 @@ pub struct WorkerConfig {
     pub warm: WarmPolicy,
     /// Limits of release builds.
     pub release: ReleaseLimits,
+    /// The vulnerability gate of builds (off by default): every built
+    /// image is scanned before its push, and a rejected one never pushed.
+    pub scan: Option<ScanConfig>,
+}
+
+/// The vulnerability gate of a worker's builds.
+///
+/// ```
+/// let gate = service::worker::ScanConfig::new("/var/lib/hoist/osv");
+/// assert!(gate.policy.reject.contains(&advisory_db::Severity::Critical));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ScanConfig {
+    /// The OSV database (`hoist db import --db DIR`).
+    pub db: PathBuf,
+    /// What rejects and warns (default: CRITICAL rejects, HIGH warns).
+    pub policy: scan_gate::Policy,
+}
+
+impl ScanConfig {
+    /// The gate on the database at `db` with the default policy.
+    pub fn new(db: impl Into<PathBuf>) -> Self {
+        Self {
+            db: db.into(),
+            policy: scan_gate::Policy::default(),
+        }
+    }
 }
 
 /// Limits of one release build (a Dockerfile build).
@@ -144,6 +172,7 @@ impl WorkerConfig {
             attempts: 5,
             warm: WarmPolicy::default(),
             release: ReleaseLimits::default(),
+            scan: None,
         }
     }
 
@@ -163,6 +192,8 @@ pub(crate) struct Context {
     pub(crate) puller: Puller,
     pub(crate) sandbox: Arc<Sandbox>,
     pub(crate) pool: Arc<warm::Pool>,
+    /// The advisory database of the build gate, when it is on.
+    pub(crate) advisories: Option<Arc<advisory_db::Database>>,
 }
 
 /// A worker; see the module documentation.
@@ -196,6 +227,17 @@ impl Worker {
                 source,
             })?;
         }
+        // A gate without its database is a configuration error now, not
+        // a failed build later.
+        let advisories = match &config.scan {
+            Some(gate) => Some(Arc::new(advisory_db::Database::open(&gate.db).map_err(
+                |e| crate::Error::Config {
+                    what: "advisory database",
+                    reason: e.to_string(),
+                },
+            )?)),
+            None => None,
+        };
         let cache = Cache::open(CacheConfig::new(config.data_dir.join("layers"))).await?;
         let client = registries
             .clone()
@@ -229,6 +271,7 @@ impl Worker {
                 puller,
                 sandbox: Arc::new(sandbox),
                 pool: Arc::new(warm::Pool::new(config.warm.clone())),
+                advisories,
                 config,
             }),
         })

@@ -215,6 +215,7 @@ async fn build(ctx: &Context, id: Uuid, spec: &ReleaseBuildSpec) -> Result<Built
         error: e.to_string(),
     })?;
     record_log(jobs, id, format!("built {}", built.manifest_digest)).await;
+    super::build::scan(ctx, id, &built.image).await?;
 
     record_step(jobs, id, BuildStatus::Pushing, 85, "pushing").await;
     let dst = Endpoint::Registry(name.clone());
