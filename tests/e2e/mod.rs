@@ -18,6 +18,7 @@ mod run;
 mod run_output;
 mod sbom;
 mod service;
+mod signing;
 mod smoke;
 mod warm;
 
