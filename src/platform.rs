@@ -178,6 +178,10 @@ pub struct WorkerArgs {
     /// so counted as its memory too).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub release_disk: u64,
+    /// Run only images signed by this cosign public key (cosign.pub):
+    /// an unsigned or otherwise signed image fails its task.
+    #[arg(long, value_name = "KEY.pub")]
+    pub require_signature: Option<PathBuf>,
 }
 
 impl WorkerArgs {
@@ -217,6 +221,14 @@ impl WorkerArgs {
         }
         config.release.max_context_bytes = self.release_context.saturating_mul(1 << 30);
         config.release.run_disk = self.release_disk.max(1).saturating_mul(1 << 20);
+        if let Some(path) = &self.require_signature {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--require-signature {}", path.display()))?;
+            config.require_signature = Some(
+                image_sign::PublicKey::from_pem(&pem)
+                    .with_context(|| format!("--require-signature {}", path.display()))?,
+            );
+        }
         Ok(config)
     }
 

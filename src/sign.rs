@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use image_sign::{IdentityCheck, PrivateKey, PublicKey};
-use oci_model::Reference;
-use registry_client::Client;
+use oci_model::{Endpoint, Reference};
+use registry_client::{Client, ClientBuilder};
 use zeroize::Zeroizing;
 
 use crate::Global;
@@ -156,6 +156,28 @@ pub(crate) async fn verify(g: &Global, client: Client, args: VerifyArgs) -> Resu
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `hoist run --require-signature KEY`: `image` pinned to the digest a
+/// signature by `key` verified for, so that a tag moved meanwhile cannot
+/// swap what runs.
+pub(crate) async fn verified_image(
+    builder: &ClientBuilder,
+    image: &Endpoint,
+    key: &Path,
+) -> Result<Endpoint> {
+    let Endpoint::Registry(reference) = image else {
+        bail!("--require-signature: {image} is an OCI layout, which carries no signatures");
+    };
+    let pem = read_key_file(key)?;
+    let key = PublicKey::from_pem(&pem)
+        .with_context(|| format!("--require-signature {}", key.display()))?;
+    let client = builder.clone().build()?;
+    let verified = image_sign::verify(&client, reference, &key, IdentityCheck::Repository)
+        .await
+        .with_context(|| format!("signature of {reference}"))?;
+    let digest = verified[0].payload.manifest_digest.clone();
+    Ok(Endpoint::Registry(reference.with_digest(digest)))
 }
 
 fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {

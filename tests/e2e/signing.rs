@@ -368,3 +368,142 @@ async fn skopeo_on_this_machine_and_hoist_signatures() {
         "verify the mirror",
     );
 }
+
+/// Submits `code` as function `name` on `api` and waits for its build;
+/// the function's id and its pushed image (`name@sha256:…`).
+async fn built(api: &super::service::Client, name: &str, code: &str) -> (String, String) {
+    let (status, created) = api
+        .post(
+            "/v1/functions",
+            serde_json::json!({"name": name, "version": "1.0.0", "code": code}),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let build = created["build_id"].as_str().unwrap();
+    let done = api
+        .build_done(build, std::time::Duration::from_secs(300))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    (
+        created["function_id"].as_str().unwrap().to_owned(),
+        done["image_url"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Invokes `function` and waits for its task to end; the task record.
+async fn invoke(api: &super::service::Client, function: &str) -> serde_json::Value {
+    let (status, task) = api
+        .post(
+            &format!("/v1/functions/{function}/invoke?cache=false"),
+            serde_json::json!({"inputs": {"name": "signed"}}),
+        )
+        .await;
+    assert!(status < 300, "{task}");
+    let id = task["task_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (_, t) = api.get(&format!("/v1/tasks/{id}")).await;
+        if t["status"] == "completed" || t["status"] == "failed" {
+            return t;
+        }
+        assert!(std::time::Instant::now() < deadline, "task {id}: {t}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_runs_signed_images_only() {
+    let registry = Registry::start().await.expect("registry");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = generate(keys.path(), "cosign");
+    let (other_key, _) = generate(keys.path(), "other");
+    let serve = super::service::Serve::start(&[
+        "--registry",
+        &format!("{}/functions", registry.host()),
+        "--require-signature",
+        public.to_str().unwrap(),
+    ]);
+    let api = &serve.client;
+    let code = "def handler(inputs):\n    return {'greeting': 'hello ' + inputs['name']}\n";
+
+    let (signed, image) = built(api, "signed", code).await;
+    ok(
+        hoist_pw(&["sign", "--key", key.to_str().unwrap(), &image]),
+        "sign",
+    );
+    for _ in 0..2 {
+        let t = invoke(api, &signed).await;
+        assert_eq!(t["status"], "completed", "{t}");
+        assert_eq!(t["output"]["greeting"], "hello signed", "{t}");
+    }
+
+    let (unsigned, _) = built(api, "unsigned", &code.replace("hello", "hi")).await;
+    let t = invoke(api, &unsigned).await;
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["type"], "SignatureRejected", "{t}");
+    assert!(
+        t["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not signed"),
+        "{t}"
+    );
+
+    let (by_other, image) = built(api, "by-other", &code.replace("hello", "hey")).await;
+    ok(
+        hoist_pw(&["sign", "--key", other_key.to_str().unwrap(), &image]),
+        "sign",
+    );
+    let t = invoke(api, &by_other).await;
+    assert_eq!(t["error"]["type"], "SignatureRejected", "{t}");
+
+    let (_, metrics) = api.as_key("").get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for line in [
+        "hoist_signature_failures_total{reason=\"unsigned\"} 1",
+        "hoist_signature_failures_total{reason=\"wrong_key\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_requires_a_signature_when_asked() {
+    let registry = Registry::start().await.expect("registry");
+    let base = testkit::busybox_base().expect("busybox base image");
+    let image = testkit::push_base(&base, &registry, "tools/busybox:1")
+        .await
+        .expect("push busybox")
+        .to_string();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = generate(keys.path(), "cosign");
+    let cache = tempfile::tempdir().unwrap();
+    let run = |image: &str| {
+        hoist_pw(&[
+            "run",
+            "--require-signature",
+            public.to_str().unwrap(),
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            image,
+            "--",
+            "echo",
+            "ran",
+        ])
+    };
+    let out = run(&image);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not signed"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(
+        hoist_pw(&["sign", "--key", key.to_str().unwrap(), &image]),
+        "sign",
+    );
+    assert_eq!(ok(run(&image), "run signed").trim(), "ran");
+}

@@ -65,6 +65,7 @@ struct State {
     task_duration: Histogram,
     result_cache: BTreeMap<&'static str, u64>,
     requests: BTreeMap<(String, u16), u64>,
+    signature_failures: BTreeMap<&'static str, u64>,
 }
 
 /// Counters kept by the API and the worker of one process.
@@ -116,6 +117,12 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// An image was refused (or could not be checked) under
+    /// `--require-signature`, for `reason` (`image_sign::Error::reason`).
+    pub fn signature_failure(&self, reason: &'static str) {
+        *self.state().signature_failures.entry(reason).or_default() += 1;
+    }
+
     /// The text exposition of these counters, followed by `extra` (gauges
     /// and counters other parts report).
     pub fn to_prometheus(&self, extra: &str) -> String {
@@ -146,6 +153,13 @@ impl Metrics {
                 "hoist_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
+        out.push_str("# HELP hoist_signature_failures_total Images refused by the signature policy, by reason.\n# TYPE hoist_signature_failures_total counter\n");
+        for (reason, n) in &s.signature_failures {
+            let _ = writeln!(
+                out,
+                "hoist_signature_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         out.push_str(extra);
         out
     }
@@ -163,6 +177,7 @@ mod tests {
         m.task_finished("failed", Duration::from_secs(2));
         m.result_cache(true);
         m.request("/v1/functions", 202);
+        m.signature_failure("unsigned");
         let text = m.to_prometheus("hoist_queue_depth 3\n");
         for line in [
             "hoist_builds_total{status=\"completed\"} 1",
@@ -172,6 +187,7 @@ mod tests {
             "hoist_task_duration_seconds_count 2",
             "hoist_result_cache_total{result=\"hit\"} 1",
             "hoist_http_requests_total{route=\"/v1/functions\",status=\"202\"} 1",
+            "hoist_signature_failures_total{reason=\"unsigned\"} 1",
             "hoist_queue_depth 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");

@@ -86,6 +86,10 @@ pub struct WorkerConfig {
     pub warm: WarmPolicy,
     /// Limits of release builds.
     pub release: ReleaseLimits,
+    /// When set, a task's image runs only if a signature by this key
+    /// verifies (cosign's `.sig` tag in the registry it is pulled from);
+    /// images in OCI layouts, which carry no signatures, are refused.
+    pub require_signature: Option<image_sign::PublicKey>,
 }
 
 /// Limits of one release build (a Dockerfile build).
@@ -144,6 +148,7 @@ impl WorkerConfig {
             attempts: 5,
             warm: WarmPolicy::default(),
             release: ReleaseLimits::default(),
+            require_signature: None,
         }
     }
 
@@ -163,6 +168,10 @@ pub(crate) struct Context {
     pub(crate) puller: Puller,
     pub(crate) sandbox: Arc<Sandbox>,
     pub(crate) pool: Arc<warm::Pool>,
+    /// Images whose signature verified, by the name a task gave, to the
+    /// digest verified: a warm start asks the registry nothing. Entries
+    /// expire so that a moved tag is looked at again.
+    pub(crate) verified: moka::future::Cache<String, oci_model::Reference>,
 }
 
 /// A worker; see the module documentation.
@@ -229,6 +238,10 @@ impl Worker {
                 puller,
                 sandbox: Arc::new(sandbox),
                 pool: Arc::new(warm::Pool::new(config.warm.clone())),
+                verified: moka::future::Cache::builder()
+                    .max_capacity(4096)
+                    .time_to_live(Duration::from_secs(300))
+                    .build(),
                 config,
             }),
         })
