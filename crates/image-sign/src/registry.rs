@@ -26,7 +26,7 @@ use crate::{PrivateKey, PublicKey};
 pub enum Error {
     /// The registry failed or refused.
     #[error(transparent)]
-    Registry(#[from] registry_client::Error),
+    Registry(Box<registry_client::Error>),
     /// The image to sign or verify is not in the registry.
     #[error("image {0} not found")]
     ImageNotFound(String),
@@ -73,7 +73,7 @@ pub enum Error {
         /// The payload digest the manifest names.
         digest: Digest,
         /// What the registry client found.
-        source: registry_client::Error,
+        source: Box<registry_client::Error>,
     },
     /// A payload that verifies but does not parse, or a `.sig` manifest
     /// that is not one.
@@ -96,6 +96,12 @@ pub enum Error {
     /// An annotation `K=V` that is not one.
     #[error("annotation {0:?} is not KEY=VALUE")]
     BadAnnotation(String),
+}
+
+impl From<registry_client::Error> for Error {
+    fn from(e: registry_client::Error) -> Self {
+        Self::Registry(Box::new(e))
+    }
 }
 
 impl Error {
@@ -231,7 +237,7 @@ pub async fn sign(
     };
     let sig_ref = image
         .with_tag(&signature_tag(&digest))
-        .map_err(|e| Error::Registry(model_error(&image, e)))?;
+        .map_err(|e| Error::from(model_error(&image, e)))?;
     let mut layers = existing_layers(client, &sig_ref, &image).await?;
     let image_name = image.to_string();
     let already = layers.iter().any(|l| {
@@ -282,7 +288,7 @@ pub async fn sign(
     }))
     .expect("json");
     let manifest = Manifest::from_bytes(manifest, Some(media_type::OCI_MANIFEST))
-        .map_err(|e| Error::Registry(model_error(&sig_ref, e)))?;
+        .map_err(|e| Error::from(model_error(&sig_ref, e)))?;
     client.put_manifest(&sig_ref, &manifest).await?;
     Ok(Signed {
         image: image_name,
@@ -380,7 +386,7 @@ pub async fn verify(
     let tag = signature_tag(&digest);
     let sig_ref = image
         .with_tag(&tag)
-        .map_err(|e| Error::Registry(model_error(&image, e)))?;
+        .map_err(|e| Error::from(model_error(&image, e)))?;
     let manifest = match client.get_manifest(&sig_ref).await {
         Ok(m) => m,
         Err(e) if e.is_not_found() => return Err(Error::Unsigned { image: name, tag }),
@@ -489,12 +495,12 @@ async fn read_payload(
     let tampered = |source| Error::Tampered {
         image: image.to_string(),
         digest: desc.digest.clone(),
-        source,
+        source: Box::new(source),
     };
     let classify = |e| match e {
         e @ (registry_client::Error::DigestMismatch { .. }
         | registry_client::Error::SizeMismatch { .. }) => tampered(e),
-        e => Error::Registry(e),
+        e => Error::from(e),
     };
     let mut stream = client
         .get_blob(sig_ref, desc, Checkpoint::default())
