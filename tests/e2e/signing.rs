@@ -414,12 +414,16 @@ async fn invoke(api: &super::service::Client, function: &str) -> serde_json::Val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_runs_signed_images_only() {
     let registry = Registry::start().await.expect("registry");
+    // The proxy counts the worker's reads of signatures.
+    let proxy = testkit::FaultProxy::start(registry.addr())
+        .await
+        .expect("proxy");
     let keys = tempfile::tempdir().unwrap();
     let (key, public) = generate(keys.path(), "cosign");
     let (other_key, _) = generate(keys.path(), "other");
     let serve = super::service::Serve::start(&[
         "--registry",
-        &format!("{}/functions", registry.host()),
+        &format!("{}/functions", proxy.host()),
         "--require-signature",
         public.to_str().unwrap(),
     ]);
@@ -431,11 +435,23 @@ async fn worker_runs_signed_images_only() {
         hoist_pw(&["sign", "--key", key.to_str().unwrap(), &image]),
         "sign",
     );
-    for _ in 0..2 {
+    let hex = image.rsplit("sha256:").next().unwrap().to_owned();
+    let signature_reads = || {
+        let path = format!("manifests/sha256-{hex}.sig");
+        proxy
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(&path))
+            .count()
+    };
+    let before = signature_reads();
+    for _ in 0..3 {
         let t = invoke(api, &signed).await;
         assert_eq!(t["status"], "completed", "{t}");
         assert_eq!(t["output"]["greeting"], "hello signed", "{t}");
     }
+    // Verified once: later calls start warm or from the verdict kept.
+    assert_eq!(signature_reads() - before, 1);
 
     let (unsigned, _) = built(api, "unsigned", &code.replace("hello", "hi")).await;
     let t = invoke(api, &unsigned).await;
