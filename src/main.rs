@@ -15,6 +15,7 @@ mod referrers;
 mod run;
 mod sbom;
 mod scan;
+mod sign;
 mod smoke;
 
 use std::io::IsTerminal;
@@ -116,6 +117,14 @@ enum Command {
     Base(base::BaseArgs),
     /// The OSV advisory database on local disk: `import`, `status`.
     Db(db::DbArgs),
+    /// cosign-compatible key pairs: `hoist key generate`.
+    Key(sign::KeyArgs),
+    /// Sign an image (by digest) with a cosign private key: the signature
+    /// goes to its `sha256-<hex>.sig` tag, beside any others.
+    Sign(sign::SignArgs),
+    /// Verify an image's cosign signatures with a public key; exit 1 when
+    /// none verifies.
+    Verify(sign::VerifyArgs),
     /// Run the function platform in one process: the HTTP API and a
     /// worker, on SQLite, a local object directory and an OCI layout
     /// (runs the `hoist-serve` binary installed beside this one; `hoist
@@ -300,6 +309,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Referrers(args) => referrers::referrers(g, builder.build()?, args).await?,
         Command::Attach(args) => referrers::attach(g, builder.build()?, args).await?,
         Command::Scan(args) => return Ok(scan::scan(g, builder, *args).await),
+        Command::Key(args) => sign::key(args)?,
+        Command::Sign(args) => sign::sign(g, builder.build()?, args).await?,
+        Command::Verify(args) => return sign::verify(g, builder.build()?, args).await,
         Command::Serve { args } => return Ok(serve(&args)),
         Command::Registry(command) => registry(g, builder.build()?, command).await?,
     }

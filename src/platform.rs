@@ -187,6 +187,10 @@ pub struct WorkerArgs {
     /// default: CRITICAL rejects, HIGH warns).
     #[arg(long, value_name = "FILE", requires = "advisory_db")]
     pub scan_policy: Option<PathBuf>,
+    /// Run only images signed by this cosign public key (cosign.pub):
+    /// an unsigned or otherwise signed image fails its task.
+    #[arg(long, value_name = "KEY.pub")]
+    pub require_signature: Option<PathBuf>,
 }
 
 impl WorkerArgs {
@@ -232,6 +236,14 @@ impl WorkerArgs {
                 gate.policy = scan_gate::Policy::load(p)?;
             }
             config.scan = Some(gate);
+        }
+        if let Some(path) = &self.require_signature {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--require-signature {}", path.display()))?;
+            config.require_signature = Some(
+                image_sign::PublicKey::from_pem(&pem)
+                    .with_context(|| format!("--require-signature {}", path.display()))?,
+            );
         }
         Ok(config)
     }

@@ -81,6 +81,10 @@ pub(crate) struct RunArgs {
     image: Endpoint,
     #[command(flatten)]
     sandbox: SandboxArgs,
+    /// Run the image only if a cosign signature by this public key
+    /// verifies (as `hoist verify`); it then runs the digest verified.
+    #[arg(long, value_name = "KEY.pub")]
+    require_signature: Option<PathBuf>,
     /// The command and its arguments (default: the image's).
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -129,7 +133,11 @@ enum CacheAction {
 }
 
 pub(crate) async fn run(g: &Global, builder: ClientBuilder, args: RunArgs) -> Result<ExitCode> {
-    let image = pull(g, builder, &args.image, &args.sandbox.pull).await?;
+    let image = match &args.require_signature {
+        Some(key) => crate::sign::verified_image(&builder, &args.image, key).await?,
+        None => args.image.clone(),
+    };
+    let image = pull(g, builder, &image, &args.sandbox.pull).await?;
     let command = (!args.command.is_empty()).then_some(args.command);
     let mut spec = spec(&image, &args.sandbox, command);
     spec.output = Output::Inherit;

@@ -23,6 +23,7 @@ mod run_output;
 mod sbom;
 mod scan;
 mod service;
+mod signing;
 mod smoke;
 mod warm;
 

@@ -69,6 +69,7 @@ struct State {
     image_pull_errors: BTreeMap<(String, &'static str), u64>,
     image_cache_hits: BTreeMap<&'static str, u64>,
     scans: BTreeMap<String, u64>,
+    signature_failures: BTreeMap<&'static str, u64>,
 }
 
 /// Counters kept by the API and the worker of one process.
@@ -150,6 +151,12 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// An image was refused (or could not be checked) under
+    /// `--require-signature`, for `reason` (`image_sign::Error::reason`).
+    pub fn signature_failure(&self, reason: &'static str) {
+        *self.state().signature_failures.entry(reason).or_default() += 1;
+    }
+
     /// The text exposition of these counters, followed by `extra` (gauges
     /// and counters other parts report).
     pub fn to_prometheus(&self, extra: &str) -> String {
@@ -206,6 +213,13 @@ impl Metrics {
         out.push_str("# HELP hoist_scan_rejections_total Builds the vulnerability gate rejected (never pushed).\n# TYPE hoist_scan_rejections_total counter\n");
         let rejected = s.scans.get("reject").copied().unwrap_or(0);
         let _ = writeln!(out, "hoist_scan_rejections_total {rejected}");
+        out.push_str("# HELP hoist_signature_failures_total Images refused by the signature policy, by reason.\n# TYPE hoist_signature_failures_total counter\n");
+        for (reason, n) in &s.signature_failures {
+            let _ = writeln!(
+                out,
+                "hoist_signature_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         out.push_str(extra);
         out
     }
@@ -229,6 +243,7 @@ mod tests {
         m.scan_finished("reject");
         m.scan_finished("warn");
         m.scan_finished("reject");
+        m.signature_failure("unsigned");
         let text = m.to_prometheus("hoist_queue_depth 3\n");
         for line in [
             "hoist_builds_total{status=\"completed\"} 1",
@@ -238,6 +253,7 @@ mod tests {
             "hoist_task_duration_seconds_count 2",
             "hoist_result_cache_total{result=\"hit\"} 1",
             "hoist_http_requests_total{route=\"/v1/functions\",status=\"202\"} 1",
+            "hoist_signature_failures_total{reason=\"unsigned\"} 1",
             "hoist_queue_depth 3",
             "hoist_image_pull_duration_seconds_bucket{registry=\"r:5000\",image_type=\"function\",le=\"2.5\"} 0",
             "hoist_image_pull_duration_seconds_bucket{registry=\"r:5000\",image_type=\"function\",le=\"5\"} 1",

@@ -86,6 +86,10 @@ pub struct WorkerConfig {
     pub warm: WarmPolicy,
     /// Limits of release builds.
     pub release: ReleaseLimits,
+    /// When set, a task's image runs only if a signature by this key
+    /// verifies (cosign's `.sig` tag in the registry it is pulled from);
+    /// images in OCI layouts, which carry no signatures, are refused.
+    pub require_signature: Option<image_sign::PublicKey>,
     /// The vulnerability gate of builds (off by default): every built
     /// image is scanned before its push, and a rejected one never pushed.
     pub scan: Option<ScanConfig>,
@@ -172,6 +176,7 @@ impl WorkerConfig {
             attempts: 5,
             warm: WarmPolicy::default(),
             release: ReleaseLimits::default(),
+            require_signature: None,
             scan: None,
         }
     }
@@ -192,6 +197,10 @@ pub(crate) struct Context {
     pub(crate) puller: Puller,
     pub(crate) sandbox: Arc<Sandbox>,
     pub(crate) pool: Arc<warm::Pool>,
+    /// Images whose signature verified, by the name a task gave, to the
+    /// digest verified: a warm start asks the registry nothing. Entries
+    /// expire so that a moved tag is looked at again.
+    pub(crate) verified: moka::future::Cache<String, oci_model::Reference>,
     /// The advisory database of the build gate, when it is on.
     pub(crate) advisories: Option<Arc<advisory_db::Database>>,
 }
@@ -271,6 +280,10 @@ impl Worker {
                 puller,
                 sandbox: Arc::new(sandbox),
                 pool: Arc::new(warm::Pool::new(config.warm.clone())),
+                verified: moka::future::Cache::builder()
+                    .max_capacity(4096)
+                    .time_to_live(Duration::from_secs(300))
+                    .build(),
                 advisories,
                 config,
             }),

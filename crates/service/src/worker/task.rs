@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use function_run::{Options, Reply, WarmFunction};
+use image_sign::IdentityCheck;
 use jobs::{Task, TaskResult, UsageKind};
 use layer_cache::CachedImage;
 use oci_model::Endpoint;
@@ -61,11 +62,17 @@ pub(crate) async fn run(ctx: &Context, task: &Task) -> Result<TaskResult, Retry>
                 .image_pulled(kept.image.reference.registry(), "function", None);
             Ready::Warm(Box::new(kept))
         }
-        None => Ready::Cold(Box::new(
-            ctx.pull_function(&image)
-                .await
-                .map_err(|e| Retry(format!("pulling {image}: {e}")))?,
-        )),
+        None => {
+            let image = match signed_image(ctx, task, image, started).await? {
+                Ok(image) => image,
+                Err(refused) => return Ok(refused),
+            };
+            Ready::Cold(Box::new(
+                ctx.pull_function(&image)
+                    .await
+                    .map_err(|e| Retry(format!("pulling {image}: {e}")))?,
+            ))
+        }
     };
     if let Err(e) = ctx
         .jobs
@@ -181,6 +188,77 @@ fn start_warm(
             Ready::Cold(image)
         }
     }
+}
+
+/// Under `--require-signature`, the image pinned to the digest whose
+/// signature verified — so the pull fetches what was verified even if the
+/// tag moves meanwhile — or the task's failure. The image's own registry
+/// is asked first; its mirrors (whose host the signature does not name)
+/// only when it cannot answer. A verdict from a registry is final; a
+/// registry that cannot answer is the platform's failure, retried.
+async fn signed_image(
+    ctx: &Context,
+    task: &Task,
+    image: Endpoint,
+    started: Instant,
+) -> Result<Result<Endpoint, TaskResult>, Retry> {
+    let Some(key) = &ctx.config.require_signature else {
+        return Ok(Ok(image));
+    };
+    let reference = match image {
+        Endpoint::Registry(r) => r,
+        layout => {
+            ctx.metrics.signature_failure("no_registry");
+            return Ok(Err(failed(
+                task,
+                "SignatureRejected",
+                &format!("{layout}: an image in an OCI layout carries no signature to verify"),
+                started,
+            )));
+        }
+    };
+    if let Some(pinned) = ctx.verified.get(&task.image).await {
+        return Ok(Ok(Endpoint::Registry(pinned)));
+    }
+    let mut sources = vec![(reference.clone(), IdentityCheck::Repository)];
+    sources.extend(
+        ctx.config
+            .pull
+            .mirrors
+            .iter()
+            .filter_map(|m| reference.with_registry(m).ok())
+            .map(|r| (r, IdentityCheck::Any)),
+    );
+    let mut unreachable = String::new();
+    for (source, identity) in sources {
+        match image_sign::verify(&ctx.client, &source, key, identity).await {
+            Ok(verified) => {
+                let digest = verified[0].payload.manifest_digest.clone();
+                let pinned = reference.with_digest(digest);
+                ctx.verified
+                    .insert(task.image.clone(), pinned.clone())
+                    .await;
+                return Ok(Ok(Endpoint::Registry(pinned)));
+            }
+            Err(e @ (image_sign::Error::Registry(_) | image_sign::Error::ImageNotFound(_))) => {
+                tracing::warn!(%source, error = %e, "verifying a signature");
+                unreachable = e.to_string();
+            }
+            Err(e) => {
+                ctx.metrics.signature_failure(e.reason());
+                return Ok(Err(failed(
+                    task,
+                    "SignatureRejected",
+                    &e.to_string(),
+                    started,
+                )));
+            }
+        }
+    }
+    ctx.metrics.signature_failure("registry");
+    Err(Retry(format!(
+        "verifying the signature of {reference}: {unreachable}"
+    )))
 }
 
 /// A failure of the task itself (bad inputs, a bad image name): final.
