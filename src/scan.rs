@@ -40,6 +40,11 @@ pub(crate) struct ScanArgs {
     /// `trivy` binary on PATH (`trivy image --format json`).
     #[arg(long, value_enum, default_value_t = Scanner::Hoist)]
     scanner: Scanner,
+    /// Also push the report (`--format json` or `sarif`) to the registry
+    /// as an artifact attached to the image; stdout then names the
+    /// artifact and the report goes to `--output` only.
+    #[arg(long)]
+    attach: bool,
     #[command(flatten)]
     pull: PullArgs,
 }
@@ -81,6 +86,19 @@ async fn scan_inner(g: &Global, builder: ClientBuilder, args: ScanArgs) -> Resul
         bail!("--output {}: is a directory", path.display());
     }
     let policy = load_policy(args.policy.as_deref())?;
+    let format = if g.json && args.format == ScanFormat::Table {
+        ScanFormat::Json
+    } else {
+        args.format
+    };
+    let attach_to = match (&args.image, args.attach, format) {
+        (_, false, _) => None,
+        (_, true, ScanFormat::Table) => bail!("--attach needs --format json or sarif"),
+        (Endpoint::Registry(r), true, _) => Some((r.clone(), builder.clone().build()?)),
+        (Endpoint::Layout { .. }, true, _) => {
+            bail!("--attach needs an image in a registry, not a layout")
+        }
+    };
     let scan = match args.scanner {
         Scanner::Hoist => {
             let db = open_db(args.db.as_deref())?;
@@ -103,11 +121,6 @@ async fn scan_inner(g: &Global, builder: ClientBuilder, args: ScanArgs) -> Resul
         }
     };
     let verdict = policy.judge(scan, scan_gate::today_utc());
-    let format = if g.json && args.format == ScanFormat::Table {
-        ScanFormat::Json
-    } else {
-        args.format
-    };
     let mut bytes = match format {
         ScanFormat::Table => report::table(&verdict).into_bytes(),
         ScanFormat::Json => serde_json::to_vec_pretty(&report::json(&verdict))?,
@@ -117,6 +130,22 @@ async fn scan_inner(g: &Global, builder: ClientBuilder, args: ScanArgs) -> Resul
     };
     if format != ScanFormat::Table {
         bytes.push(b'\n');
+    }
+    if let Some((reference, client)) = attach_to {
+        if let Some(path) = &args.output {
+            oci_model::write_atomic(path, &bytes)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        let artifact_type = match format {
+            ScanFormat::Sarif => "application/sarif+json",
+            _ => "application/vnd.hoist.scan.report.v1+json",
+        };
+        let attachment = oci_push::Attachment::new(artifact_type, bytes);
+        crate::referrers::push(g, &client, &reference, &attachment).await?;
+        if !g.quiet {
+            eprintln!("{}", decision_line(&verdict));
+        }
+        return Ok(verdict.decision);
     }
     match &args.output {
         Some(path) => {

@@ -571,6 +571,52 @@ async fn a_rejected_build_never_reaches_the_registry() {
     let digest = built["digest"].as_str().unwrap();
     let pushed = hoist_ok(&["digest", &reference]);
     assert_eq!(pushed.trim(), digest);
+
+    // The report attached to the pushed image, listed as its referrer.
+    let cache = fixture().work.join("layer-cache").display().to_string();
+    let db = fixture().db.display().to_string();
+    let report = fixture().work.join("attached.sarif");
+    let report_path = report.display().to_string();
+    let scan_pushed = |extra: &[&str]| {
+        let mut args = vec![
+            "scan",
+            reference.as_str(),
+            "--db",
+            db.as_str(),
+            "--cache-dir",
+            cache.as_str(),
+            "--policy",
+            ignore.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        hoist(&args)
+    };
+    let out = scan_pushed(&["--attach"]);
+    assert_eq!(out.status.code(), Some(2), "a table cannot be attached");
+    assert!(text(&out.stderr).contains("--attach needs --format json or sarif"));
+    let out = scan_pushed(&["--format", "sarif", "--attach", "-o", &report_path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let artifact = text(&out.stdout);
+    assert!(
+        artifact.starts_with(&format!("{}/acme/vulnerable@sha256:", registry.host())),
+        "{artifact}"
+    );
+    let sarif: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let listed: Value = serde_json::from_str(&hoist_ok(&[
+        "referrers",
+        &reference,
+        "--artifact-type",
+        "application/sarif+json",
+        "--json",
+    ]))
+    .unwrap();
+    let referrers = listed["referrers"].as_array().unwrap();
+    assert_eq!(referrers.len(), 1, "{listed}");
+    assert_eq!(
+        artifact.trim().rsplit('@').next().unwrap(),
+        referrers[0]["digest"].as_str().unwrap()
+    );
 }
 
 /// A function build on `hoist serve` whose worker scans with a policy
