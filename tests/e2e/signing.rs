@@ -523,3 +523,106 @@ async fn run_requires_a_signature_when_asked() {
     );
     assert_eq!(ok(run(&image), "run signed").trim(), "ran");
 }
+
+/// `tests/signing/cosign_formats.py`: cosign's formats written
+/// independently with `cryptography` and PyNaCl.
+fn python_cosign(args: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signing/cosign_formats.py");
+    Command::new("python3")
+        .arg(script)
+        .args(args)
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .output()
+        .expect("run python3")
+}
+
+/// No cosign binary exists here and Debian's skopeo has sigstore disabled:
+/// an independent implementation of cosign's formats (Python's
+/// `cryptography`, libsodium's secretbox, hashlib's scrypt) reads hoist's
+/// keys and signatures, and hoist reads its keys.
+#[tokio::test]
+async fn cosign_formats_cross_checked_by_an_independent_implementation() {
+    let registry = Registry::start().await.expect("registry");
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = generate(dir.path(), "hoist");
+
+    // hoist's key pair: the envelope decrypts and the key is the .pub's.
+    let out = python_cosign(&["decrypt", key.to_str().unwrap(), public.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // hoist's signature verifies with a standard ECDSA implementation.
+    let digest = push(&registry, "app", 7).await;
+    let image = format!("{host}/app:v1");
+    ok(
+        hoist_pw(&["sign", "--key", key.to_str().unwrap(), &image]),
+        "sign",
+    );
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let sig_manifest: serde_json::Value = serde_json::from_str(&ok(
+        hoist_pw(&["inspect", &format!("{host}/app:sha256-{hex}.sig")]),
+        "inspect .sig",
+    ))
+    .unwrap();
+    let layer = &sig_manifest["layers"][0];
+    let signature = layer["annotations"]["dev.cosignproject.cosign/signature"]
+        .as_str()
+        .unwrap();
+    let payload = reqwest::get(format!(
+        "{}/v2/app/blobs/{}",
+        registry.url(),
+        layer["digest"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        parsed["critical"]["image"]["docker-manifest-digest"],
+        digest.as_str()
+    );
+    let payload_file = dir.path().join("payload.json");
+    std::fs::write(&payload_file, &payload).unwrap();
+    let out = python_cosign(&[
+        "verify",
+        public.to_str().unwrap(),
+        payload_file.to_str().unwrap(),
+        signature,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // The same check fails with another key: it can fail.
+    let (_, other) = generate(dir.path(), "other");
+    let out = python_cosign(&[
+        "verify",
+        other.to_str().unwrap(),
+        payload_file.to_str().unwrap(),
+        signature,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+
+    // A key pair written by the independent implementation signs with
+    // hoist, and hoist verifies with its public key.
+    let prefix = dir.path().join("python");
+    let out = python_cosign(&["generate", prefix.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let py_key = dir.path().join("python.key");
+    let py_pub = dir.path().join("python.pub");
+    ok(
+        hoist_pw(&["sign", "--key", py_key.to_str().unwrap(), &image]),
+        "sign with the python key",
+    );
+    ok(verify(&py_pub, &image, &[]), "verify with the python key");
+    assert_eq!(refused(&other, &image), "wrong_key");
+}
