@@ -9,6 +9,8 @@
 mod base;
 mod build;
 mod db;
+mod gc;
+mod mirror;
 mod progress;
 mod run;
 mod sbom;
@@ -100,6 +102,13 @@ enum Command {
     Base(base::BaseArgs),
     /// The OSV advisory database on local disk: `import`, `status`.
     Db(db::DbArgs),
+    /// Copy the most used images (or a list) from a primary registry to a
+    /// secondary one, digests unchanged, skipping those already there.
+    Mirror(mirror::MirrorArgs),
+    /// Delete images a retention policy no longer keeps (function images
+    /// unused, beyond the newest versions, of deleted functions; stale
+    /// `latest` tags); base images are never deleted.
+    Gc(gc::GcArgs),
     /// Run the function platform in one process: the HTTP API and a
     /// worker, on SQLite, a local object directory and an OCI layout
     /// (runs the `hoist-serve` binary installed beside this one; `hoist
@@ -124,6 +133,9 @@ enum RegistryCommand {
         /// Copy only this platform out of an index (default: the whole index).
         #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
         platform: Option<Platform>,
+        /// Replace an immutable image (a base) that holds the destination tag.
+        #[arg(long)]
+        force: bool,
     },
     /// Print an image's manifest (or, with --config, its config).
     Inspect {
@@ -274,6 +286,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cache(args) => return run::cache(g, args).await,
         Command::Base(args) => base::base(g, builder.build()?, args).await?,
         Command::Db(args) => db::db(g, args)?,
+        Command::Mirror(args) => return mirror::mirror(g, builder.build()?, args).await,
+        Command::Gc(args) => return gc::gc(g, builder.build()?, args).await,
         Command::Smoke(args) => return smoke::smoke(g, builder, args).await,
         Command::Sbom(args) => return sbom::sbom(g, builder, args).await,
         Command::Serve { args } => return Ok(serve(&args)),
@@ -285,7 +299,23 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 /// The registry verbs: copy, inspect, digest, tags, delete.
 async fn registry(g: &Global, client: Client, command: RegistryCommand) -> Result<()> {
     match command {
-        RegistryCommand::Copy { src, dst, platform } => {
+        RegistryCommand::Copy {
+            src,
+            dst,
+            platform,
+            force,
+        } => {
+            // An immutable image under the destination tag stays unless
+            // forced: one HEAD when the tag is free.
+            if let Endpoint::Registry(r) = &dst
+                && !force
+                && client.head_manifest(r).await?.is_some()
+            {
+                let new = oci_push::manifest(&client, &src, platform.as_ref())
+                    .await
+                    .with_context(|| format!("read {src}"))?;
+                registry_ops::check_overwrite(&client, r, new.digest()).await?;
+            }
             let show_progress = !g.quiet && !g.json && std::io::stderr().is_terminal();
             let mut copier = Copier::new(client).jobs(g.jobs).platform(platform);
             let bar = show_progress.then(progress::Bar::new);

@@ -12,6 +12,7 @@ mod faults;
 mod functions;
 mod hostile;
 mod interop;
+mod ops;
 mod peer;
 mod releases;
 mod run;

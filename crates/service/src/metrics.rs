@@ -65,6 +65,18 @@ struct State {
     task_duration: Histogram,
     result_cache: BTreeMap<&'static str, u64>,
     requests: BTreeMap<(String, u16), u64>,
+    ops: Ops,
+}
+
+/// Registry operations: mirror and gc runs, by hand or scheduled.
+#[derive(Default)]
+struct Ops {
+    mirror_images: BTreeMap<&'static str, u64>,
+    mirror_bytes: u64,
+    gc_deleted: u64,
+    gc_bytes_freed: u64,
+    runs: BTreeMap<(String, &'static str), u64>,
+    last_run: BTreeMap<String, f64>,
 }
 
 /// Counters kept by the API and the worker of one process.
@@ -116,6 +128,35 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// A mirror run ended: images `mirrored`, `skipped`, `failed`, and
+    /// the bytes it copied.
+    pub fn mirror_finished(&self, mirrored: u64, skipped: u64, failed: u64, bytes: u64) {
+        let ops = &mut self.state().ops;
+        for (result, n) in [
+            ("mirrored", mirrored),
+            ("skipped", skipped),
+            ("failed", failed),
+        ] {
+            *ops.mirror_images.entry(result).or_default() += n;
+        }
+        ops.mirror_bytes += bytes;
+    }
+
+    /// A gc run deleted `deleted` images, freeing `bytes`.
+    pub fn gc_finished(&self, deleted: u64, bytes: u64) {
+        let ops = &mut self.state().ops;
+        ops.gc_deleted += deleted;
+        ops.gc_bytes_freed += bytes;
+    }
+
+    /// A scheduled `job` ran (ok or not), ending at `unix_secs`.
+    pub fn scheduled_run(&self, job: &str, ok: bool, unix_secs: f64) {
+        let ops = &mut self.state().ops;
+        let result = if ok { "ok" } else { "error" };
+        *ops.runs.entry((job.to_owned(), result)).or_default() += 1;
+        ops.last_run.insert(job.to_owned(), unix_secs);
+    }
+
     /// The text exposition of these counters, followed by `extra` (gauges
     /// and counters other parts report).
     pub fn to_prometheus(&self, extra: &str) -> String {
@@ -146,8 +187,45 @@ impl Metrics {
                 "hoist_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
+        write_ops(&mut out, &s.ops);
         out.push_str(extra);
         out
+    }
+}
+
+fn write_ops(out: &mut String, ops: &Ops) {
+    out.push_str("# HELP hoist_mirror_images_total Images processed by mirror runs, by result.\n# TYPE hoist_mirror_images_total counter\n");
+    for (result, n) in &ops.mirror_images {
+        let _ = writeln!(out, "hoist_mirror_images_total{{result=\"{result}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hoist_mirror_bytes_total Bytes of blobs mirror runs copied.\n# TYPE hoist_mirror_bytes_total counter\nhoist_mirror_bytes_total {}",
+        ops.mirror_bytes
+    );
+    let _ = writeln!(
+        out,
+        "# HELP hoist_gc_deleted_total Images gc runs deleted.\n# TYPE hoist_gc_deleted_total counter\nhoist_gc_deleted_total {}",
+        ops.gc_deleted
+    );
+    let _ = writeln!(
+        out,
+        "# HELP hoist_gc_bytes_freed_total Bytes gc runs freed (once the registry collects its garbage).\n# TYPE hoist_gc_bytes_freed_total counter\nhoist_gc_bytes_freed_total {}",
+        ops.gc_bytes_freed
+    );
+    out.push_str("# HELP hoist_scheduled_runs_total Scheduled registry jobs run by this worker, by job and result.\n# TYPE hoist_scheduled_runs_total counter\n");
+    for ((job, result), n) in &ops.runs {
+        let _ = writeln!(
+            out,
+            "hoist_scheduled_runs_total{{job=\"{job}\",result=\"{result}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP hoist_scheduled_last_run_timestamp_seconds When this worker last finished a scheduled job.\n# TYPE hoist_scheduled_last_run_timestamp_seconds gauge\n");
+    for (job, at) in &ops.last_run {
+        let _ = writeln!(
+            out,
+            "hoist_scheduled_last_run_timestamp_seconds{{job=\"{job}\"}} {at}"
+        );
     }
 }
 
@@ -163,6 +241,9 @@ mod tests {
         m.task_finished("failed", Duration::from_secs(2));
         m.result_cache(true);
         m.request("/v1/functions", 202);
+        m.mirror_finished(3, 2, 1, 4096);
+        m.gc_finished(5, 1000);
+        m.scheduled_run("mirror", true, 1_700_000_000.0);
         let text = m.to_prometheus("hoist_queue_depth 3\n");
         for line in [
             "hoist_builds_total{status=\"completed\"} 1",
@@ -173,6 +254,12 @@ mod tests {
             "hoist_result_cache_total{result=\"hit\"} 1",
             "hoist_http_requests_total{route=\"/v1/functions\",status=\"202\"} 1",
             "hoist_queue_depth 3",
+            "hoist_mirror_images_total{result=\"failed\"} 1",
+            "hoist_mirror_bytes_total 4096",
+            "hoist_gc_deleted_total 5",
+            "hoist_gc_bytes_freed_total 1000",
+            "hoist_scheduled_runs_total{job=\"mirror\",result=\"ok\"} 1",
+            "hoist_scheduled_last_run_timestamp_seconds{job=\"mirror\"} 1700000000",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
