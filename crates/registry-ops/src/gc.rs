@@ -225,6 +225,9 @@ pub fn function_of(repository: &str) -> Option<(String, String)> {
     (!owner.is_empty() && !name.is_empty()).then(|| (owner.to_owned(), name.to_owned()))
 }
 
+/// A version tag and its image's creation time (ordered by time, then tag).
+type Version<'a> = (Option<DateTime<Utc>>, &'a str);
+
 enum Verdict {
     Delete(DeleteReason),
     Keep(KeepReason),
@@ -235,7 +238,7 @@ pub fn plan(inventory: &Inventory, records: &Records, policy: &Policy, now: Date
     let days_since = |t: DateTime<Utc>| (now - t).num_days();
     // Version tags per function repository, newest first: ranks for the
     // keep-the-newest rule.
-    let mut versions: BTreeMap<&str, Vec<(Option<DateTime<Utc>>, &str)>> = BTreeMap::new();
+    let mut versions: BTreeMap<&str, Vec<Version<'_>>> = BTreeMap::new();
     for (repo, tag, digest) in &inventory.tags {
         if tag != "latest" && function_of(repo).is_some() {
             let created = inventory.images.get(digest).and_then(|i| i.created);

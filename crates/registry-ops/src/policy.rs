@@ -25,7 +25,7 @@ use crate::{Error, Result};
 /// assert!(registry_ops::Policy::from_toml("[functions]\nkeep_dayz = 3\n").is_err());
 /// # Ok::<(), registry_ops::Error>(())
 /// ```
-#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct Policy {
@@ -83,16 +83,6 @@ impl Default for Functions {
 impl Default for Latest {
     fn default() -> Self {
         Self { keep_days: 30 }
-    }
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            functions: Functions::default(),
-            latest: Latest::default(),
-            base: Base::default(),
-        }
     }
 }
 
