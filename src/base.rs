@@ -107,6 +107,11 @@ async fn debian(g: &Global, client: Client, args: DebianArgs) -> Result<()> {
     }
     request.lists_dir = args.lists_dir.clone();
     request.tag = "base".into();
+    // Base images are immutable: `hoist build` and `hoist copy` refuse to
+    // replace them under their tags, `hoist gc` never deletes them.
+    request
+        .annotations
+        .insert(registry_ops::IMMUTABLE_ANNOTATION.into(), "true".into());
     if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") {
         request.epoch = epoch.parse().with_context(|| {
             format!("SOURCE_DATE_EPOCH `{epoch}` is not a whole number of seconds")

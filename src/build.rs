@@ -107,6 +107,9 @@ pub(crate) struct BuildArgs {
     /// Write the image to an OCI layout (oci:DIR[:TAG]) instead of pushing.
     #[arg(long, value_name = "oci:DIR[:TAG]")]
     output: Option<Endpoint>,
+    /// Replace an immutable image (a base) that holds the destination tag.
+    #[arg(long)]
+    force: bool,
     /// Build cache (default $XDG_CACHE_HOME/hoist or ~/.cache/hoist).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -254,6 +257,16 @@ pub(crate) async fn build(g: &Global, client: Client, args: BuildArgs) -> Result
         },
         _ => Endpoint::Registry(output.reference.clone()),
     };
+    if let Endpoint::Registry(r) = &dst
+        && !args.force
+    {
+        registry_ops::check_overwrite(
+            &client,
+            r,
+            oci_model::Image::manifest(&output.image).digest(),
+        )
+        .await?;
+    }
     let mut copier = Copier::new(client).jobs(g.jobs);
     let bar = (!g.quiet && !g.json && std::io::stderr().is_terminal()).then(progress::Bar::new);
     if let Some(bar) = &bar {
@@ -419,6 +432,18 @@ async fn dockerfile(g: &Global, client: Client, args: BuildArgs) -> Result<()> {
         }],
         _ => names.iter().cloned().map(Endpoint::Registry).collect(),
     };
+    if !args.force {
+        for dst in &destinations {
+            if let Endpoint::Registry(r) = dst {
+                registry_ops::check_overwrite(
+                    &client,
+                    r,
+                    oci_model::Image::manifest(&output.image).digest(),
+                )
+                .await?;
+            }
+        }
+    }
     let copier = Copier::new(client).jobs(g.jobs);
     let mut pushed = Vec::new();
     for dst in &destinations {

@@ -10,6 +10,8 @@ mod backup;
 mod base;
 mod build;
 mod db;
+mod gc;
+mod mirror;
 mod progress;
 mod referrers;
 mod run;
@@ -125,6 +127,13 @@ enum Command {
     /// Verify an image's cosign signatures with a public key; exit 1 when
     /// none verifies.
     Verify(sign::VerifyArgs),
+    /// Copy the most used images (or a list) from a primary registry to a
+    /// secondary one, digests unchanged, skipping those already there.
+    Mirror(mirror::MirrorArgs),
+    /// Delete images a retention policy no longer keeps (function images
+    /// unused, beyond the newest versions, of deleted functions; stale
+    /// `latest` tags); base images are never deleted.
+    Gc(gc::GcArgs),
     /// Run the function platform in one process: the HTTP API and a
     /// worker, on SQLite, a local object directory and an OCI layout
     /// (runs the `hoist-serve` binary installed beside this one; `hoist
@@ -153,6 +162,9 @@ enum RegistryCommand {
         /// `sha256-<hex>.sig|.att|.sbom` tags, digests unchanged.
         #[arg(long)]
         referrers: bool,
+        /// Replace an immutable image (a base) that holds the destination tag.
+        #[arg(long)]
+        force: bool,
     },
     /// Print an image's manifest (or, with --config, its config).
     Inspect {
@@ -303,6 +315,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cache(args) => return run::cache(g, args).await,
         Command::Base(args) => base::base(g, builder.build()?, args).await?,
         Command::Db(args) => db::db(g, args)?,
+        Command::Mirror(args) => return mirror::mirror(g, builder.build()?, args).await,
+        Command::Gc(args) => return gc::gc(g, builder.build()?, args).await,
         Command::Smoke(args) => return smoke::smoke(g, builder, args).await,
         Command::Sbom(args) => return sbom::sbom(g, builder, args).await,
         Command::Backup(args) => return backup::backup(g, builder.build()?, args).await,
@@ -326,7 +340,19 @@ async fn registry(g: &Global, client: Client, command: RegistryCommand) -> Resul
             dst,
             platform,
             referrers,
+            force,
         } => {
+            // An immutable image under the destination tag stays unless
+            // forced: one HEAD when the tag is free.
+            if let Endpoint::Registry(r) = &dst
+                && !force
+                && client.head_manifest(r).await?.is_some()
+            {
+                let new = oci_push::manifest(&client, &src, platform.as_ref())
+                    .await
+                    .with_context(|| format!("read {src}"))?;
+                registry_ops::check_overwrite(&client, r, new.digest()).await?;
+            }
             let show_progress = !g.quiet && !g.json && std::io::stderr().is_terminal();
             let mut copier = Copier::new(client)
                 .jobs(g.jobs)

@@ -12,6 +12,8 @@
     reason = "shared by the platform binaries; each uses its part"
 )]
 mod platform;
+#[path = "../schedule.rs"]
+mod schedule;
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
@@ -41,6 +43,8 @@ struct ServeArgs {
     store: StoreArgs,
     #[command(flatten)]
     registries: RegistryArgs,
+    #[command(flatten)]
+    schedule: schedule::ScheduleArgs,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let key = first_key(&jobs, &data).await?;
 
     let metrics = Arc::new(service::Metrics::default());
+    let stop = CancellationToken::new();
+    args.schedule.spawn(
+        args.worker.registry.as_ref(),
+        &jobs,
+        args.registries.builder()?.build()?,
+        &metrics,
+        &stop,
+    )?;
     let worker = platform::WorkerArgs::worker(
         jobs.clone(),
         objects.clone(),
@@ -78,7 +90,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let api = args.api.api(jobs, objects, metrics, Some(extra)).await?;
 
-    let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.api.listen)
         .await
         .with_context(|| format!("listen on {}", args.api.listen))?;

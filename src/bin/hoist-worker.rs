@@ -11,6 +11,8 @@
     reason = "shared by the platform binaries; each uses its part"
 )]
 mod platform;
+#[path = "../schedule.rs"]
+mod schedule;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -31,6 +33,8 @@ struct Cli {
     worker: platform::WorkerArgs,
     #[command(flatten)]
     registries: platform::RegistryArgs,
+    #[command(flatten)]
+    schedule: schedule::ScheduleArgs,
     /// Where /metrics and /health are served.
     #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
     listen: SocketAddr,
@@ -44,6 +48,14 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let (jobs, objects) = cli.store.open(None).await?;
     let metrics = Arc::new(service::Metrics::default());
+    let stop = CancellationToken::new();
+    cli.schedule.spawn(
+        cli.worker.registry.as_ref(),
+        &jobs,
+        cli.registries.builder()?.build()?,
+        &metrics,
+        &stop,
+    )?;
     let worker = platform::WorkerArgs::worker(
         jobs,
         objects,
@@ -56,7 +68,6 @@ async fn run(cli: Cli) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("listen on {}", cli.listen))?;
-    let stop = CancellationToken::new();
     let serving = {
         let stop = stop.clone();
         let router = service::worker::router(worker.clone(), metrics);

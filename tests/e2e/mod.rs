@@ -15,6 +15,7 @@ mod functions;
 mod hostile;
 mod interop;
 mod monitoring;
+mod ops;
 mod peer;
 mod referrers;
 mod releases;

@@ -147,6 +147,10 @@ pub struct Request {
     pub limits: DebLimits,
     /// Extra labels of the image config.
     pub labels: BTreeMap<String, String>,
+    /// Annotations of the manifest (none by default: the manifest then
+    /// has no `annotations` field). `hoist base` marks its images
+    /// immutable here.
+    pub annotations: BTreeMap<String, String>,
     /// Where the image's Python compiles bytecode; `None`: no bytecode.
     #[cfg(feature = "bytecode")]
     pub sandbox: Option<sandbox_run::SandboxConfig>,
@@ -170,6 +174,7 @@ impl Request {
             cache_dir: cache_dir.into(),
             limits: DebLimits::default(),
             labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
             #[cfg(feature = "bytecode")]
             sandbox: None,
         }
@@ -357,12 +362,15 @@ pub fn build(request: &Request, layout_dir: &Path) -> Result<Built> {
     let config = serde_json::to_vec(&config).expect("JSON serializes");
     let config_digest = layout.write_blob(&config)?;
     let descriptors: Vec<Descriptor> = layers.iter().map(|(l, _)| l.descriptor()).collect();
-    let manifest = json!({
+    let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": { "mediaType": OCI_CONFIG, "digest": config_digest.as_str(), "size": config.len() },
         "layers": descriptors,
     });
+    if !request.annotations.is_empty() {
+        manifest["annotations"] = json!(request.annotations);
+    }
     let manifest = serde_json::to_vec(&manifest).expect("JSON serializes");
     let desc = Descriptor {
         media_type: OCI_MANIFEST.into(),

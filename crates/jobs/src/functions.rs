@@ -168,4 +168,36 @@ impl Jobs {
         }
         Ok(())
     }
+
+    /// Every function name ever recorded, as `(owner, name, live)`: `live`
+    /// is false when every version of it is deleted. Retention removes the
+    /// images of functions that are not live.
+    ///
+    /// ```no_run
+    /// # async fn demo(jobs: jobs::Jobs) -> jobs::Result<()> {
+    /// for (owner, name, live) in jobs.function_names().await? {
+    ///     println!("{owner}/{name}: {}", if live { "live" } else { "deleted" });
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn function_names(&self) -> Result<Vec<(String, String, bool)>> {
+        let rows = sqlx::query(
+            "SELECT owner, name, SUM(CASE WHEN deleted_at IS NULL THEN 1 ELSE 0 END) AS live \
+             FROM functions GROUP BY owner, name ORDER BY owner, name",
+        )
+        .fetch_all(&self.inner.db.pool)
+        .await
+        .map_err(db("list function names"))?;
+        rows.iter()
+            .map(|row| {
+                let c = Cols(row);
+                Ok((
+                    c.text("owner")?,
+                    c.text("name")?,
+                    c.count::<u64>("live")? > 0,
+                ))
+            })
+            .collect()
+    }
 }

@@ -72,6 +72,7 @@ mod functions;
 mod keys;
 mod model;
 mod queue;
+mod schedule;
 mod tasks;
 mod usage;
 

@@ -791,3 +791,77 @@ async fn health(env: Env) {
         assert!(h.queue.is_err(), "{h:?}");
     }
 }
+
+on!(retention_records, [sqlite, postgres]);
+async fn retention_records(env: Env) {
+    let jobs = &env.jobs;
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    jobs.record_usage_at("r/a:v1", "w", UsageKind::Pull, now - 10 * day)
+        .await
+        .unwrap();
+    jobs.record_usage_at("r/a:v1", "w", UsageKind::Run, now - 3 * day)
+        .await
+        .unwrap();
+    jobs.record_usage_at("r/b:v1", "w", UsageKind::Run, now - 40 * day)
+        .await
+        .unwrap();
+    let mut last = jobs.last_used_images().await.unwrap();
+    last.sort();
+    assert_eq!(last.len(), 2);
+    let age = |i: usize| (chrono::Utc::now() - last[i].1).num_days();
+    assert_eq!((last[0].0.as_str(), age(0)), ("r/a:v1", 3));
+    assert_eq!((last[1].0.as_str(), age(1)), ("r/b:v1", 40));
+    // Old uses stay out of the week's top.
+    let week = jobs.most_used_images(now - 7 * day, 10).await.unwrap();
+    assert_eq!(week, vec![("r/a:v1".to_owned(), 1)]);
+
+    // A function is live while one of its versions is.
+    let a1 = jobs.create_function(function("u", "a")).await.unwrap();
+    let a2 = jobs.create_function(function("u", "a")).await.unwrap();
+    let b = jobs.create_function(function("u", "b")).await.unwrap();
+    jobs.delete_function(a1.id).await.unwrap();
+    jobs.delete_function(b.id).await.unwrap();
+    let names = jobs.function_names().await.unwrap();
+    assert_eq!(
+        names,
+        vec![
+            ("u".to_owned(), "a".to_owned(), true),
+            ("u".to_owned(), "b".to_owned(), false),
+        ]
+    );
+    jobs.delete_function(a2.id).await.unwrap();
+    assert!(!jobs.function_names().await.unwrap()[0].2);
+
+    // One claim per job and day, whoever asks.
+    let other = env.second().await;
+    assert!(
+        jobs.claim_scheduled_run("gc", "2026-11-30", "w1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other
+            .claim_scheduled_run("gc", "2026-11-30", "w2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !jobs
+            .claim_scheduled_run("gc", "2026-11-30", "w1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        other
+            .claim_scheduled_run("mirror", "2026-11-30", "w2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        other
+            .claim_scheduled_run("gc", "2026-12-01", "w2")
+            .await
+            .unwrap()
+    );
+}

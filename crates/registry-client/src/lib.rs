@@ -38,6 +38,7 @@
 
 mod auth;
 mod blobs;
+mod catalog;
 mod client;
 mod credentials;
 mod error;

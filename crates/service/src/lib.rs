@@ -30,6 +30,7 @@ pub mod api;
 mod metrics;
 mod objects;
 mod results;
+pub mod schedule;
 pub mod worker;
 
 use std::path::PathBuf;

@@ -70,6 +70,19 @@ struct State {
     image_cache_hits: BTreeMap<&'static str, u64>,
     scans: BTreeMap<String, u64>,
     signature_failures: BTreeMap<&'static str, u64>,
+    ops: Ops,
+}
+
+/// Registry operations: mirror and gc runs, by hand or scheduled.
+#[derive(Default)]
+struct Ops {
+    mirror_images: BTreeMap<&'static str, u64>,
+    mirror_bytes: u64,
+    gc_deleted: u64,
+    gc_bytes_freed: u64,
+    runs: BTreeMap<(String, &'static str), u64>,
+    last_run: BTreeMap<String, f64>,
+    storage: BTreeMap<String, u64>,
 }
 
 /// Counters kept by the API and the worker of one process.
@@ -157,6 +170,41 @@ impl Metrics {
         *self.state().signature_failures.entry(reason).or_default() += 1;
     }
 
+    /// A mirror run ended: images `mirrored`, `skipped`, `failed`, and
+    /// the bytes it copied.
+    pub fn mirror_finished(&self, mirrored: u64, skipped: u64, failed: u64, bytes: u64) {
+        let ops = &mut self.state().ops;
+        for (result, n) in [
+            ("mirrored", mirrored),
+            ("skipped", skipped),
+            ("failed", failed),
+        ] {
+            *ops.mirror_images.entry(result).or_default() += n;
+        }
+        ops.mirror_bytes += bytes;
+    }
+
+    /// A gc run deleted `deleted` images, freeing `bytes`.
+    pub fn gc_finished(&self, deleted: u64, bytes: u64) {
+        let ops = &mut self.state().ops;
+        ops.gc_deleted += deleted;
+        ops.gc_bytes_freed += bytes;
+    }
+
+    /// A gc run measured `registry`'s storage in use: `bytes` of tagged
+    /// manifests and blobs, each counted once.
+    pub fn registry_storage(&self, registry: &str, bytes: u64) {
+        self.state().ops.storage.insert(registry.to_owned(), bytes);
+    }
+
+    /// A scheduled `job` ran (ok or not), ending at `unix_secs`.
+    pub fn scheduled_run(&self, job: &str, ok: bool, unix_secs: f64) {
+        let ops = &mut self.state().ops;
+        let result = if ok { "ok" } else { "error" };
+        *ops.runs.entry((job.to_owned(), result)).or_default() += 1;
+        ops.last_run.insert(job.to_owned(), unix_secs);
+    }
+
     /// The text exposition of these counters, followed by `extra` (gauges
     /// and counters other parts report).
     pub fn to_prometheus(&self, extra: &str) -> String {
@@ -220,8 +268,52 @@ impl Metrics {
                 "hoist_signature_failures_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        write_ops(&mut out, &s.ops);
         out.push_str(extra);
         out
+    }
+}
+
+fn write_ops(out: &mut String, ops: &Ops) {
+    out.push_str("# HELP hoist_mirror_images_total Images processed by mirror runs, by result.\n# TYPE hoist_mirror_images_total counter\n");
+    for (result, n) in &ops.mirror_images {
+        let _ = writeln!(out, "hoist_mirror_images_total{{result=\"{result}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hoist_mirror_bytes_total Bytes of blobs mirror runs copied.\n# TYPE hoist_mirror_bytes_total counter\nhoist_mirror_bytes_total {}",
+        ops.mirror_bytes
+    );
+    let _ = writeln!(
+        out,
+        "# HELP hoist_gc_deleted_total Images gc runs deleted.\n# TYPE hoist_gc_deleted_total counter\nhoist_gc_deleted_total {}",
+        ops.gc_deleted
+    );
+    let _ = writeln!(
+        out,
+        "# HELP hoist_gc_bytes_freed_total Bytes gc runs freed (once the registry collects its garbage).\n# TYPE hoist_gc_bytes_freed_total counter\nhoist_gc_bytes_freed_total {}",
+        ops.gc_bytes_freed
+    );
+    out.push_str("# HELP hoist_scheduled_runs_total Scheduled registry jobs run by this worker, by job and result.\n# TYPE hoist_scheduled_runs_total counter\n");
+    for ((job, result), n) in &ops.runs {
+        let _ = writeln!(
+            out,
+            "hoist_scheduled_runs_total{{job=\"{job}\",result=\"{result}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP hoist_registry_storage_bytes Storage the registry's tagged images use, measured by the last gc run.\n# TYPE hoist_registry_storage_bytes gauge\n");
+    for (registry, bytes) in &ops.storage {
+        let _ = writeln!(
+            out,
+            "hoist_registry_storage_bytes{{registry=\"{registry}\"}} {bytes}"
+        );
+    }
+    out.push_str("# HELP hoist_scheduled_last_run_timestamp_seconds When this worker last finished a scheduled job.\n# TYPE hoist_scheduled_last_run_timestamp_seconds gauge\n");
+    for (job, at) in &ops.last_run {
+        let _ = writeln!(
+            out,
+            "hoist_scheduled_last_run_timestamp_seconds{{job=\"{job}\"}} {at}"
+        );
     }
 }
 
@@ -244,6 +336,10 @@ mod tests {
         m.scan_finished("warn");
         m.scan_finished("reject");
         m.signature_failure("unsigned");
+        m.mirror_finished(3, 2, 1, 4096);
+        m.gc_finished(5, 1000);
+        m.scheduled_run("mirror", true, 1_700_000_000.0);
+        m.registry_storage("r:5000", 123_456);
         let text = m.to_prometheus("hoist_queue_depth 3\n");
         for line in [
             "hoist_builds_total{status=\"completed\"} 1",
@@ -263,6 +359,13 @@ mod tests {
             "hoist_scans_total{decision=\"reject\"} 2",
             "hoist_scans_total{decision=\"warn\"} 1",
             "hoist_scan_rejections_total 2",
+            "hoist_mirror_images_total{result=\"failed\"} 1",
+            "hoist_mirror_bytes_total 4096",
+            "hoist_gc_deleted_total 5",
+            "hoist_gc_bytes_freed_total 1000",
+            "hoist_registry_storage_bytes{registry=\"r:5000\"} 123456",
+            "hoist_scheduled_runs_total{job=\"mirror\",result=\"ok\"} 1",
+            "hoist_scheduled_last_run_timestamp_seconds{job=\"mirror\"} 1700000000",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
