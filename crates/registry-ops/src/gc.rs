@@ -24,7 +24,7 @@
 //! neither is kept. Registries delete manifests, not tags: a digest is
 //! deleted only when every tag on it is, otherwise its tags are kept.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;

@@ -7,6 +7,9 @@ import { BuildMonitor } from './monitor.js';
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 let leave = null; // the current view's clean-up (a monitor to close)
+// Bumped by each navigation: a view whose data arrives after the user
+// went elsewhere must not draw over the new page.
+let generation = 0;
 let uid = 0;
 
 // An element: h('tag', {attr: value, onclick: fn}, child, ...).
@@ -75,6 +78,7 @@ function bytes(n) {
 // ---- routing ----
 
 function route() {
+  generation += 1;
   if (leave) {
     leave();
     leave = null;
@@ -142,13 +146,15 @@ async function functionsList(params) {
   const offset = Number(params.get('offset') || 0);
   const limit = 20;
   show(h('h1', { text: 'Functions' }), h('p', { text: 'Loading…' }));
+  const gen = generation;
   let page;
   try {
     page = (await api('GET', `/v1/functions?limit=${limit}&offset=${offset}`)).body;
   } catch (err) {
-    show(h('h1', { text: 'Functions' }), errorBox(err.message));
+    if (gen === generation) show(h('h1', { text: 'Functions' }), errorBox(err.message));
     return;
   }
+  if (gen !== generation) return;
   const rows = page.functions.map((f) => {
     const panel = h('tr', { hidden: true }, h('td', { colspan: 5 }, invokePanel(f)));
     const toggle = h('button', {
@@ -330,13 +336,15 @@ const ARG = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 async function newRelease() {
   show(h('h1', { text: 'New release' }), h('p', { text: 'Loading…' }));
+  const gen = generation;
   let options;
   try {
     options = (await api('GET', '/v1/releases/options')).body;
   } catch (err) {
-    show(h('h1', { text: 'New release' }), errorBox(err.message));
+    if (gen === generation) show(h('h1', { text: 'New release' }), errorBox(err.message));
     return;
   }
+  if (gen !== generation) return;
   if (!options.registries.length) {
     show(h('h1', { text: 'New release' }),
       errorBox('This server allows no release registry: its operator must name one (hoist-api --release-registry HOST).'));
@@ -502,6 +510,7 @@ async function buildsList(params) {
   const status = params.get('status') || '';
   const fn = params.get('function_id') || '';
   show(h('h1', { text: 'Builds' }), h('p', { text: 'Loading…' }));
+  const gen = generation;
   let page;
   let functions;
   try {
@@ -513,9 +522,10 @@ async function buildsList(params) {
       api('GET', '/v1/functions?limit=100').then((r) => r.body.functions),
     ]);
   } catch (err) {
-    show(h('h1', { text: 'Builds' }), errorBox(err.message));
+    if (gen === generation) show(h('h1', { text: 'Builds' }), errorBox(err.message));
     return;
   }
+  if (gen !== generation) return;
   const statusSelect = h('select', { name: 'status' },
     h('option', { value: '', text: 'any' }), STATUSES.map((s) => h('option', { value: s, text: s, selected: s === status })));
   const fnSelect = h('select', { name: 'function_id' },
