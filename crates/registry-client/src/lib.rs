@@ -49,10 +49,11 @@ mod source;
 mod upload;
 
 pub use blobs::{ByteStream, Checkpoint, CheckpointHandle, VerifiedStream};
+pub use catalog::CatalogPage;
 pub use client::{Client, ClientBuilder};
 pub use credentials::{CredentialStore, Credentials};
 pub use error::{Action, Error, ErrorCode};
-pub use referrers::{CatalogPage, Referrers, ReferrersVia};
+pub use referrers::{Referrers, ReferrersVia};
 pub use retry::RetryPolicy;
 pub use upload::{BlobSource, PushOutcome};
 

@@ -238,19 +238,16 @@ impl Client {
                     Ok(response)
                 })
                 .await?;
-            next =
-                next_tags_page(&url, header_str(response.headers(), "link")).map_err(protocol)?;
-            let body = read_body(response, MAX_TAG_PAGE_BYTES)
-                .await
-                .map_err(|e| match e {
-                    ReadError::Transport(e) => connection_error(host, &what, &e),
-                    ReadError::TooLarge { .. } => Error::TooLarge {
-                        registry: host.to_owned(),
-                        what: what.clone(),
-                        content: "page of tags",
-                        limit: MAX_TAG_PAGE_BYTES as u64,
-                    },
-                })?;
+            let (after, body) = read_page(
+                &url,
+                response,
+                host,
+                &what,
+                "page of tags",
+                MAX_TAG_PAGE_BYTES,
+            )
+            .await?;
+            next = after;
             let page: TagList = serde_json::from_slice(&body)
                 .map_err(|e| protocol(format!("tag list is not valid JSON: {e}")))?;
             let page = page.tags.unwrap_or_default();
@@ -269,6 +266,36 @@ const MAX_TAG_PAGE_BYTES: usize = MAX_MANIFEST_BYTES;
 /// The most tags [`Client::list_tags`] collects, over all pages: a few
 /// hundred MiB at worst.
 const MAX_TAGS: usize = 1_000_000;
+
+/// A page of a paginated listing (tags, the catalog, referrers): the page
+/// its `Link` header names next (on the same registry) and its body, read
+/// up to `limit` bytes (`content` names it in the error).
+pub(crate) async fn read_page(
+    url: &url::Url,
+    response: reqwest::Response,
+    host: &str,
+    what: &str,
+    content: &'static str,
+    limit: usize,
+) -> Result<(Option<url::Url>, Vec<u8>)> {
+    let next = next_tags_page(url, header_str(response.headers(), "link")).map_err(|reason| {
+        Error::Protocol {
+            registry: host.to_owned(),
+            what: what.to_owned(),
+            reason,
+        }
+    })?;
+    let body = read_body(response, limit).await.map_err(|e| match e {
+        ReadError::Transport(e) => connection_error(host, what, &e),
+        ReadError::TooLarge { .. } => Error::TooLarge {
+            registry: host.to_owned(),
+            what: what.to_owned(),
+            content,
+            limit: limit as u64,
+        },
+    })?;
+    Ok((next, body))
+}
 
 /// The page after `current` of a tag list: the target of the `Link`
 /// header's `rel="next"`, resolved against `current`. `Ok(None)` on the

@@ -9,10 +9,9 @@ use oci_model::{
     Digest, MAX_MANIFEST_BYTES, MAX_REFERRERS, Manifest, Reference, Referrer, media_type,
     parse_referrers, referrers_index, referrers_tag,
 };
-use serde::Deserialize;
 
-use crate::client::{Access, ReadError, connection_error, header_str, read_body, scope};
-use crate::manifests::next_tags_page;
+use crate::client::{Access, scope};
+use crate::manifests::read_page;
 use crate::{Client, Error, Result};
 
 /// How a registry lists the referrers of a subject.
@@ -32,15 +31,6 @@ pub struct Referrers {
     pub list: Vec<Referrer>,
     /// API or fallback tag.
     pub via: ReferrersVia,
-}
-
-/// One page of a registry's catalog.
-#[derive(Clone, Debug)]
-pub struct CatalogPage {
-    /// Repository names on this page.
-    pub repositories: Vec<String>,
-    /// The next page, when there is one.
-    pub next: Option<url::Url>,
 }
 
 /// The most pages followed for one subject's referrers (a registry that
@@ -140,19 +130,16 @@ impl Client {
                 }
                 return Err(protocol("a later page of referrers is missing".into()));
             }
-            next =
-                next_tags_page(&url, header_str(response.headers(), "link")).map_err(protocol)?;
-            let body = read_body(response, MAX_MANIFEST_BYTES)
-                .await
-                .map_err(|e| match e {
-                    ReadError::Transport(e) => connection_error(host, &what, &e),
-                    ReadError::TooLarge { .. } => Error::TooLarge {
-                        registry: host.to_owned(),
-                        what: what.clone(),
-                        content: "referrers index",
-                        limit: MAX_MANIFEST_BYTES as u64,
-                    },
-                })?;
+            let (after, body) = read_page(
+                &url,
+                response,
+                host,
+                &what,
+                "referrers index",
+                MAX_MANIFEST_BYTES,
+            )
+            .await?;
+            next = after;
             let page = parse_referrers(&body).map_err(|source| Error::Model {
                 registry: host.to_owned(),
                 what: what.clone(),
@@ -271,82 +258,5 @@ impl Client {
             .map_err(model)?;
         let tagged = repo.with_tag(&referrers_tag(subject)).map_err(model)?;
         self.put_manifest(&tagged, &index).await
-    }
-
-    /// One page of the registry's catalog (`GET /v2/_catalog`): the first
-    /// with `next` `None`, then the page each answer links to. `registry`
-    /// is any reference on the registry (only its host and credentials are
-    /// used). A page is read up to 4 MiB.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: registry_client::Client) -> registry_client::Result<()> {
-    /// let on = "127.0.0.1:5000/x".parse().unwrap();
-    /// let mut next = None;
-    /// loop {
-    ///     let page = client.catalog_page(&on, next.as_ref()).await?;
-    ///     page.repositories.iter().for_each(|r| println!("{r}"));
-    ///     let Some(n) = page.next else { break };
-    ///     next = Some(n);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn catalog_page(
-        &self,
-        registry: &Reference,
-        next: Option<&url::Url>,
-    ) -> Result<CatalogPage> {
-        #[derive(Deserialize)]
-        struct Catalog {
-            #[serde(default)]
-            repositories: Option<Vec<String>>,
-        }
-        let host = registry.api_host();
-        let what = "GET catalog".to_owned();
-        let protocol = |reason: String| Error::Protocol {
-            registry: host.to_owned(),
-            what: what.clone(),
-            reason,
-        };
-        let url = match next {
-            Some(u) => u.clone(),
-            None => url::Url::parse(&format!(
-                "{}://{host}/v2/_catalog?n=1000",
-                self.scheme(host)
-            ))
-            .map_err(|e| protocol(format!("bad URL: {e}")))?,
-        };
-        let scope = "registry:catalog:*";
-        let response = self
-            .inner
-            .retry
-            .run(|_| async {
-                let response = self
-                    .send(registry, scope, &what, |h| h.get(url.as_str()))
-                    .await?;
-                if !response.status().is_success() {
-                    return Err(Client::fail(registry, &what, response).await);
-                }
-                Ok(response)
-            })
-            .await?;
-        let next =
-            next_tags_page(&url, header_str(response.headers(), "link")).map_err(protocol)?;
-        let body = read_body(response, MAX_MANIFEST_BYTES)
-            .await
-            .map_err(|e| match e {
-                ReadError::Transport(e) => connection_error(host, &what, &e),
-                ReadError::TooLarge { .. } => Error::TooLarge {
-                    registry: host.to_owned(),
-                    what: what.clone(),
-                    content: "page of the catalog",
-                    limit: MAX_MANIFEST_BYTES as u64,
-                },
-            })?;
-        let page: Catalog = serde_json::from_slice(&body)
-            .map_err(|e| protocol(format!("catalog is not valid JSON: {e}")))?;
-        Ok(CatalogPage {
-            repositories: page.repositories.unwrap_or_default(),
-            next,
-        })
     }
 }
